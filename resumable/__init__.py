@@ -1,0 +1,53 @@
+"""resumable: make long batch jobs crash-safe.
+
+Kill the job, run the same script again: finished work is skipped, loops continue from the
+last committed position with their local state restored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._config import configure
+from ._state import State
+from .checkpoint import Checkpoint, checkpointed
+from .errors import (
+    CheckpointCorrupt,
+    InvalidTransition,
+    OperationLocked,
+    ResumableError,
+    SerializationError,
+    StoreError,
+)
+from .operation import CheckpointRecord, OperationRecord, ProcessState
+from .serializers import Serializer, register_serializer
+from .stores import open_store
+from .stores.base import Store
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointCorrupt",
+    "CheckpointRecord",
+    "InvalidTransition",
+    "OperationLocked",
+    "OperationRecord",
+    "ProcessState",
+    "ResumableError",
+    "SerializationError",
+    "Serializer",
+    "State",
+    "Store",
+    "StoreError",
+    "checkpointed",
+    "configure",
+    "open_store",
+    "register_serializer",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("resumable")
+    raise AttributeError(f"module 'resumable' has no attribute {name!r}")

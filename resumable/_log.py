@@ -1,0 +1,62 @@
+"""The library's structlog logger.
+
+Events have stable dotted names (``resumable.checkpoint.saved``) and key-value fields. The
+library never configures logging. Where the application has configured structlog, events go
+to ``structlog.get_logger("resumable")`` and its processors. Where it has not, structlog's
+default would print every event, debug ones included, to stdout; so events go instead to the
+standard library logger ``"resumable"`` rendered as ``key=value`` text, and follow its level
+(warnings and errors only, unless the application asks for more). structlog is imported on
+the first event, not at ``import resumable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = ["log"]
+
+
+class _LazyLogger:
+    """Forwards to structlog, importing it on first use."""
+
+    __slots__ = ("_fallback", "_std")
+
+    def __init__(self) -> None:
+        self._std = logging.getLogger("resumable")
+        self._fallback: Any = None
+
+    def _emit(self, level: int, event: str, kw: dict[str, Any]) -> None:
+        import structlog
+
+        if structlog.is_configured():
+            structlog.get_logger("resumable").log(level, event, **kw)
+            return
+        if not self._std.isEnabledFor(level):
+            return
+        if self._fallback is None:
+            self._fallback = structlog.wrap_logger(
+                self._std,
+                processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
+                wrapper_class=structlog.stdlib.BoundLogger,
+            )
+        self._fallback.log(level, event, **kw)
+
+    def debug(self, event: str, **kw: Any) -> None:
+        """Log ``event`` at debug level."""
+        self._emit(logging.DEBUG, event, kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        """Log ``event`` at info level."""
+        self._emit(logging.INFO, event, kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        """Log ``event`` at warning level."""
+        self._emit(logging.WARNING, event, kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        """Log ``event`` at error level."""
+        self._emit(logging.ERROR, event, kw)
+
+
+log = _LazyLogger()

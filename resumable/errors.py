@@ -1,0 +1,67 @@
+"""Errors raised by resumable.
+
+Every error says what to do next. The tree::
+
+    ResumableError                  (base; RuntimeError)
+    ├── OperationLocked             another live process runs this operation
+    ├── CheckpointCorrupt           a record failed its checksum or signature (ValueError)
+    ├── SerializationError          state or a result could not be serialized (TypeError)
+    ├── InvalidTransition           a ProcessState change the table forbids
+    └── StoreError                  the store could not be opened or written (OSError)
+
+Bad arguments raise plain ``ValueError``/``TypeError`` at the call that got them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointCorrupt",
+    "InvalidTransition",
+    "OperationLocked",
+    "ResumableError",
+    "SerializationError",
+    "StoreError",
+]
+
+
+class ResumableError(RuntimeError):
+    """Base class of every error resumable raises on its own account."""
+
+
+class OperationLocked(ResumableError):
+    """Another live process (or another block in this one) runs this operation.
+
+    Attributes:
+        op_id: The operation that is locked.
+    """
+
+    def __init__(self, op_id: str, detail: str = "") -> None:
+        self.op_id = op_id
+        super().__init__(
+            f"operation {op_id!r} is being run by another process{detail}; wait for it to "
+            "finish, pass lock=<seconds> to wait for it, or stop that process"
+        )
+
+
+class CheckpointCorrupt(ResumableError, ValueError):
+    """A stored record failed its checksum or signature and was not loaded."""
+
+
+class SerializationError(ResumableError, TypeError):
+    """State or a result could not be serialized; the message names the field.
+
+    Attributes:
+        field: The state field (or result) that could not be serialized, if known.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class InvalidTransition(ResumableError):
+    """A ``ProcessState`` change that the transition table forbids."""
+
+
+class StoreError(ResumableError, OSError):
+    """The store could not be opened or written; the last good checkpoint is intact."""

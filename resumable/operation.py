@@ -1,0 +1,315 @@
+"""Operations: ``ProcessState``, its one transition table, and the stored records.
+
+An *operation* is a named unit of resumable work. Its lifecycle lives in
+:class:`OperationRecord`; its progress lives in immutable :class:`CheckpointRecord` snapshots.
+Every state change goes through :func:`transition`, which consults :data:`TRANSITIONS` and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, Final
+
+import xxhash
+
+from .errors import InvalidTransition
+
+__all__ = [
+    "TRANSITIONS",
+    "CheckpointRecord",
+    "OperationRecord",
+    "Owner",
+    "ProcessState",
+    "ResultRecord",
+    "op_key",
+    "transition",
+    "validate_op_id",
+]
+
+MAX_OP_ID_LENGTH: Final = 1024
+
+
+class ProcessState(Enum):
+    """The state of an operation, with the specification's string values."""
+
+    INITIALIZED = "initialized"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RECOVERING = "recovering"
+
+
+_S = ProcessState
+
+#: Allowed changes, ``from -> {to, ...}``; ``None`` is "no record yet". RUNNING -> RUNNING is a
+#: new runner taking over an operation whose owner died; COMPLETED -> INITIALIZED is a
+#: deliberate re-run (``fresh=True``, a changed function).
+TRANSITIONS: Final[dict[ProcessState | None, frozenset[ProcessState]]] = {
+    None: frozenset({_S.INITIALIZED, _S.RUNNING, _S.PAUSED, _S.COMPLETED, _S.FAILED}),
+    _S.INITIALIZED: frozenset({_S.RUNNING, _S.PAUSED, _S.COMPLETED, _S.FAILED}),
+    _S.RUNNING: frozenset({_S.RUNNING, _S.PAUSED, _S.COMPLETED, _S.FAILED, _S.RECOVERING}),
+    _S.PAUSED: frozenset({_S.RUNNING, _S.RECOVERING, _S.COMPLETED, _S.FAILED}),
+    _S.FAILED: frozenset({_S.RUNNING, _S.RECOVERING}),
+    _S.RECOVERING: frozenset({_S.RUNNING, _S.PAUSED, _S.COMPLETED, _S.FAILED}),
+    _S.COMPLETED: frozenset({_S.INITIALIZED}),
+}
+
+
+def transition(current: ProcessState | None, new: ProcessState, op_id: str = "") -> ProcessState:
+    """Return ``new`` if the table allows ``current -> new``, else raise InvalidTransition."""
+    if new not in TRANSITIONS[current]:
+        was = current.value if current is not None else "(new)"
+        raise InvalidTransition(
+            f"operation {op_id!r} cannot go from {was} to {new.value}; allowed from {was}: "
+            f"{sorted(s.value for s in TRANSITIONS[current])}. Reset the operation to start over."
+        )
+    return new
+
+
+def validate_op_id(op_id: object) -> str:
+    """Return ``op_id`` if it is a usable operation id, else raise TypeError/ValueError."""
+    if not isinstance(op_id, str):
+        raise TypeError(f"op_id must be a str, not {type(op_id).__name__}")
+    if not op_id:
+        raise ValueError("op_id must be a non-empty string, such as 'photos-2026-11'")
+    if len(op_id) > MAX_OP_ID_LENGTH:
+        raise ValueError(
+            f"op_id is {len(op_id)} characters long; the limit is {MAX_OP_ID_LENGTH}. "
+            "Use a shorter name, or a digest of the long one"
+        )
+    return op_id
+
+
+def op_key(op_id: str) -> str:
+    """A fixed-length, path-safe key for ``op_id`` (the raw id is never used as a path)."""
+    return xxhash.xxh3_128_hexdigest(op_id.encode("utf-8", "surrogatepass"))
+
+
+# --- owners -------------------------------------------------------------------------------
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started, in seconds since the epoch; None where unknowable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # Field 22 (starttime, clock ticks since boot) follows the ")" that ends the comm field.
+        ticks = int(stat.rsplit(b")", 1)[1].split()[19])
+        return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_BOOT_TIME: float | None = None
+
+
+def _boot_time() -> float:
+    global _BOOT_TIME  # noqa: PLW0603 - read once per process, never changes
+    if _BOOT_TIME is None:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime"):
+                    _BOOT_TIME = float(line.split()[1])
+                    break
+            else:
+                _BOOT_TIME = 0.0
+    return _BOOT_TIME
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The process that runs (or ran) an operation: host, pid and process start time.
+
+    The start time tells a live owner from a reused pid.
+    """
+
+    host: str
+    pid: int
+    started: float | None
+
+    @classmethod
+    def current(cls) -> Owner:
+        """The owner record of this process (recomputed after a fork)."""
+        pid = os.getpid()
+        cached = _CURRENT_OWNER.get(pid)
+        if cached is None:
+            cached = cls(socket.gethostname(), pid, _process_start_time(pid))
+            _CURRENT_OWNER.clear()
+            _CURRENT_OWNER[pid] = cached
+        return cached
+
+    def is_alive(self) -> bool | None:
+        """True if this owner still runs, False if it is gone, None if it is on another host."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # it exists, owned by someone else
+        if self.started is None:
+            return True
+        started = _process_start_time(self.pid)
+        # Clock-tick resolution is 10 ms; boot time is whole seconds. Allow a little slack.
+        return started is None or abs(started - self.started) < 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"host": self.host, "pid": self.pid, "started": self.started}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Owner | None:
+        """The inverse of :meth:`to_json`."""
+        if not data:
+            return None
+        return cls(str(data["host"]), int(data["pid"]), data.get("started"))
+
+
+_CURRENT_OWNER: dict[int, Owner] = {}
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def _digest(*parts: object, payload: bytes = b"") -> str:
+    header = "\x1f".join(f"{len(s)}:{s}" for s in map(str, parts)).encode("utf-8", "surrogatepass")
+    h = xxhash.xxh3_128(header)
+    h.update(b"\x00")
+    h.update(payload)
+    return h.hexdigest()
+
+
+def _canonical(data: dict[str, Any] | None) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    """The lifecycle of one operation. Progress lives in its checkpoints."""
+
+    op_id: str
+    name: str
+    state: ProcessState
+    owner: Owner | None = None
+    heartbeat: float = 0.0
+    attempts: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    checksum: str = ""
+
+    @classmethod
+    def new(cls, op_id: str, name: str, state: ProcessState) -> OperationRecord:
+        """A fresh record (not yet stored)."""
+        transition(None, state, op_id)
+        now = time.time()
+        return cls(op_id, name, state, created=now, updated=now).sealed()
+
+    def to(self, state: ProcessState, **changes: Any) -> OperationRecord:
+        """A copy in ``state`` (checked against the table) with ``changes``, newly sealed."""
+        transition(self.state, state, self.op_id)
+        return replace(self, state=state, updated=time.time(), **changes).sealed()
+
+    def with_changes(self, **changes: Any) -> OperationRecord:
+        """A copy with ``changes`` that keeps the state, newly sealed."""
+        return replace(self, updated=time.time(), **changes).sealed()
+
+    def _compute(self) -> str:
+        o = self.owner
+        return _digest(
+            self.op_id, self.name, self.state.value,
+            "" if o is None else f"{o.host}|{o.pid}|{o.started!r}",
+            repr(self.heartbeat), self.attempts, repr(self.created), repr(self.updated),
+            "" if self.error is None else self.error, _canonical(self.meta),
+        )  # fmt: skip
+
+    def sealed(self) -> OperationRecord:
+        """A copy whose checksum matches its fields."""
+        return replace(self, checksum=self._compute())
+
+    def verify(self) -> bool:
+        """True if the checksum matches the fields."""
+        return self.checksum == self._compute()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """An immutable snapshot of an operation: position, state payload and progress."""
+
+    checkpoint_id: str
+    op_id: str
+    seq: int
+    position: int
+    state: ProcessState
+    progress: float
+    timestamp: float
+    serializer: str
+    payload: bytes
+    metadata: dict[str, Any] = field(default_factory=dict)
+    checksum: str = ""
+
+    @classmethod
+    def create(  # noqa: PLR0917 - mirrors the record's fields, in order
+        cls,
+        op_id: str,
+        seq: int,
+        position: int,
+        state: ProcessState,
+        progress: float,
+        serializer: str,
+        payload: bytes,
+        metadata: dict[str, Any] | None = None,
+    ) -> CheckpointRecord:
+        """A new, sealed checkpoint with a fresh timestamp."""
+        rec = cls(
+            f"{op_key(op_id)}-{seq}", op_id, seq, position, state, progress, time.time(),
+            serializer, payload, metadata or {},
+        )  # fmt: skip
+        return replace(rec, checksum=rec._compute())
+
+    def _compute(self) -> str:
+        return _digest(
+            self.checkpoint_id, self.op_id, self.seq, self.position, self.state.value,
+            repr(self.progress), repr(self.timestamp), self.serializer, _canonical(self.metadata),
+            payload=self.payload,
+        )  # fmt: skip
+
+    def verify(self) -> bool:
+        """True if the checksum matches the fields and payload."""
+        return self.checksum == self._compute()
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """A stored result (of a step, a decorated call, a map item)."""
+
+    op_id: str
+    key: str
+    serializer: str
+    payload: bytes
+    created: float = 0.0
+    checksum: str = ""
+
+    @classmethod
+    def create(cls, op_id: str, key: str, serializer: str, payload: bytes) -> ResultRecord:
+        """A new, sealed result record."""
+        rec = cls(op_id, key, serializer, payload, time.time())
+        return replace(rec, checksum=rec._compute())
+
+    def _compute(self) -> str:
+        return _digest(
+            self.op_id, self.key, self.serializer, repr(self.created), payload=self.payload
+        )
+
+    def verify(self) -> bool:
+        """True if the checksum matches the fields and payload."""
+        return self.checksum == self._compute()

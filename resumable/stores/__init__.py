@@ -1,0 +1,128 @@
+"""Stores, chosen by URL: ``sqlite:///path.db``, ``file:///dir``, ``memory://``.
+
+``open_store(url)`` builds a store; the driver of each is imported only when asked for.
+URLs follow the conventions their users know: ``sqlite:`` like SQLAlchemy (three slashes
+then a relative path, four for an absolute one), ``file:`` like RFC 8089 (``file:///abs/dir``,
+or ``file:relative/dir``). Options go in the query string or as keyword arguments:
+``?durability=full``, ``?history=10``, and for SQLite ``?timeout=30``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .base import DEFAULT_HISTORY, Durability, Store
+
+__all__ = ["DEFAULT_HISTORY", "DEFAULT_STORE_URL", "Durability", "Store", "open_store"]
+
+#: Where operations live unless ``store=``, ``configure(store=...)`` or ``RESUMABLE_STORE``
+#: says otherwise: relative to the working directory.
+DEFAULT_STORE_URL = "sqlite:///.resumable/state.db"
+
+_SCHEMES = ("sqlite", "file", "memory")
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store that ``url`` names.
+
+    Args:
+        url: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``file:///abs/dir``,
+            ``file:relative/dir`` or ``memory://``.
+        **options: ``durability`` (``"normal"`` or ``"full"``), ``history`` (checkpoints
+            kept per operation) and store-specific ones; they override the query string.
+
+    Raises:
+        TypeError: ``url`` is not a string.
+        ValueError: unknown scheme, or a bad option.
+        StoreError: the store could not be opened.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"a store URL must be a str, not {type(url).__name__}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update(options)
+    _coerce(query)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        path = _sqlite_path(url, parts.netloc, parts.path)
+        return SQLiteStore(path, **query)
+    if scheme == "file":
+        from .files import FileStore
+
+        return FileStore(_file_path(url, parts.netloc, parts.path), **query)
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore(**query)
+    if scheme in ("postgres", "postgresql"):
+        raise ValueError(
+            f"{url!r}: the PostgreSQL store is not available in this version; use "
+            "sqlite:///path.db for one machine"
+        )
+    raise ValueError(
+        f"unknown store URL {url!r}; use one of sqlite:///path.db, file:///abs/dir, memory://"
+    )
+
+
+def _coerce(query: dict[str, Any]) -> None:
+    for name, kind in (("history", int), ("timeout", float)):
+        if isinstance(query.get(name), str):
+            try:
+                query[name] = kind(query[name])
+            except ValueError:
+                raise ValueError(f"store option {name}={query[name]!r} is not a number") from None
+
+
+def _sqlite_path(url: str, netloc: str, path: str) -> str:
+    if netloc or not path.startswith("/") or len(path) < 2:
+        raise ValueError(
+            f"{url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    return unquote(path[1:])
+
+
+def _file_path(url: str, netloc: str, path: str) -> str:
+    if netloc not in ("", "localhost") or not path:
+        raise ValueError(f"{url!r}: write file:///absolute/dir or file:relative/dir")
+    return unquote(path)
+
+
+_cache: dict[tuple[str, int], Store] = {}
+_cache_guard = threading.Lock()
+
+
+def default_store_url() -> str:
+    """``RESUMABLE_STORE`` if set, else :data:`DEFAULT_STORE_URL`."""
+    return os.environ.get("RESUMABLE_STORE") or DEFAULT_STORE_URL
+
+
+def resolve_store(spec: str | Store | None) -> Store:
+    """The store for a ``store=`` argument: a Store as is, or a URL opened once per process.
+
+    Relative paths are resolved against the working directory at the first use of the URL.
+    """
+    if isinstance(spec, Store):
+        return spec
+    if spec is None:
+        from resumable._config import current
+
+        configured = current().store
+        if isinstance(configured, Store):
+            return configured
+        spec = configured or default_store_url()
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"store must be a URL such as 'sqlite:///jobs.db' or a Store, not {type(spec).__name__}"
+        )
+    key = (spec if spec.startswith("memory:") else f"{spec}@{Path.cwd()}", os.getpid())
+    with _cache_guard:
+        store = _cache.get(key)
+        if store is None:
+            store = _cache[key] = open_store(spec)
+        return store

@@ -1,0 +1,167 @@
+"""The store protocol: where operations, checkpoints and results live.
+
+A store subclass implements a few raw reads and atomic writes; this base class holds what
+every store shares: checksum verification, falling back past corrupt checkpoints, and the
+translation of driver errors into :class:`~resumable.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import ClassVar, Literal
+
+from resumable._log import log
+from resumable.errors import CheckpointCorrupt, StoreError
+from resumable.locks import Lock
+from resumable.operation import CheckpointRecord, OperationRecord, ResultRecord
+
+__all__ = ["DEFAULT_HISTORY", "Durability", "Store"]
+
+Durability = Literal["normal", "full"]
+
+#: How many checkpoints per operation a store keeps by default: the newest, plus older good
+#: ones to fall back to if the newest is found corrupt.
+DEFAULT_HISTORY = 3
+
+
+class Store(ABC):
+    """Base class of every store.
+
+    Args:
+        durability: ``"normal"`` (a commit survives a process crash) or ``"full"`` (a commit
+            that returned survives power loss).
+        history: how many checkpoints to keep per operation (at least 1).
+    """
+
+    #: URL schemes this store answers to.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: Errors of the underlying driver that mean "the store could not be read or written".
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
+
+    def __init__(
+        self, *, durability: Durability = "normal", history: int = DEFAULT_HISTORY
+    ) -> None:
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+        if not isinstance(history, int) or isinstance(history, bool) or history < 1:
+            raise ValueError(f"history must be a whole number >= 1, not {history!r}")
+        self.durability: Durability = durability
+        self.history = history
+        self.url = ""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+    # --- what a store implements -------------------------------------------------------
+
+    @abstractmethod
+    def get_operation(self, op_id: str) -> OperationRecord | None:
+        """The stored operation record, unverified, or None."""
+
+    @abstractmethod
+    def list_operations(self) -> Iterator[OperationRecord]:
+        """Every operation record, unverified."""
+
+    @abstractmethod
+    def save(self, op: OperationRecord, checkpoint: CheckpointRecord | None = None) -> None:
+        """Write ``op`` (and ``checkpoint``) atomically: all of it or none of it."""
+
+    @abstractmethod
+    def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        """Append ``checkpoint`` atomically, keeping the newest ``history`` of its operation."""
+
+    @abstractmethod
+    def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
+        """The operation's stored checkpoints, newest first, unverified."""
+
+    @abstractmethod
+    def put_result(self, result: ResultRecord) -> None:
+        """Store ``result`` atomically, replacing one with the same key."""
+
+    @abstractmethod
+    def get_result(self, op_id: str, key: str) -> ResultRecord | None:
+        """The stored result, unverified, or None."""
+
+    @abstractmethod
+    def delete_operation(self, op_id: str) -> bool:
+        """Remove the operation, its checkpoints and results; True if it existed."""
+
+    @abstractmethod
+    def lock(self, op_id: str) -> Lock:
+        """A lock object for ``op_id`` (not yet acquired)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most stores hold nothing to close
+        """Release connections and handles."""
+
+    # --- shared logic ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Turn driver errors raised inside the block into StoreError."""
+        try:
+            yield
+        except self.driver_errors as exc:
+            raise StoreError(
+                f"{self.url}: could not {doing}: {exc}. The last good checkpoint is intact; "
+                "fix the cause (disk space, permissions, a server that is down) and run again"
+            ) from exc
+
+    def load_operation(self, op_id: str) -> OperationRecord | None:
+        """The operation record, verified.
+
+        Raises:
+            CheckpointCorrupt: the record fails its checksum.
+        """
+        with self.errors(f"read operation {op_id!r}"):
+            op = self.get_operation(op_id)
+        if op is not None and not op.verify():
+            raise CheckpointCorrupt(
+                f"{self.url}: the record of operation {op_id!r} failed its checksum; "
+                "reset the operation (resumable reset OP) to start it over"
+            )
+        return op
+
+    def latest_checkpoint(self, op_id: str) -> CheckpointRecord | None:
+        """The newest checkpoint that passes its checksum, falling back past corrupt ones.
+
+        Raises:
+            CheckpointCorrupt: checkpoints exist but none is good.
+        """
+        return next(iter(self.good_checkpoints(op_id)), None)
+
+    def good_checkpoints(self, op_id: str) -> Iterable[CheckpointRecord]:
+        """The operation's checkpoints that pass their checksum, newest first.
+
+        Raises:
+            CheckpointCorrupt: checkpoints exist but none is good.
+        """
+        bad: list[int] = []
+        with self.errors(f"read checkpoints of {op_id!r}"):
+            records = list(self.iter_checkpoints(op_id))
+        for rec in records:
+            if rec.verify() and rec.op_id == op_id:
+                if bad:
+                    log.warning(
+                        "resumable.checkpoint.fallback", op_id=op_id, corrupt_seqs=bad,
+                        using_seq=rec.seq,
+                    )  # fmt: skip
+                yield rec
+            else:
+                bad.append(rec.seq)
+        if bad and len(bad) == len(records):
+            raise CheckpointCorrupt(
+                f"{self.url}: every stored checkpoint of {op_id!r} failed its checksum "
+                f"(seqs {bad}); nothing was loaded. Reset the operation to start it over, or "
+                "restore the store from a backup"
+            )
+
+    def load_result(self, op_id: str, key: str) -> ResultRecord | None:
+        """A stored result that passes its checksum; None if missing or corrupt (logged)."""
+        with self.errors(f"read result {key!r} of {op_id!r}"):
+            rec = self.get_result(op_id, key)
+        if rec is not None and not (rec.verify() and rec.op_id == op_id and rec.key == key):
+            log.warning("resumable.result.corrupt", op_id=op_id, key=key)
+            return None
+        return rec

@@ -1,0 +1,259 @@
+"""``file:///dir``: JSON records, one file per checkpoint, each written atomically.
+
+Layout under the root directory (names derive from a digest of the op id, never the raw id)::
+
+    ops/<op key>/operation.json          the operation's lifecycle record
+    ops/<op key>/checkpoints/<seq>.json  one file per checkpoint (the newest ``history`` kept)
+    ops/<op key>/results/<key>.json      step and call results
+    locks/<op key>.lock                  flock files, never removed while an op may run
+
+A checkpoint file holds the specification's fields (``checkpoint_id``, ``operation_id``,
+``state``, ``timestamp``, ``progress``, ``data``, ``metadata``) plus ``seq``, ``position``,
+``serializer`` and a ``checksum`` over all of them. JSON payloads are stored readable under
+``data``; other payloads as base64 under ``payload``. Files named with the temp mark are
+half-written leftovers of a crash: readers skip them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import xxhash
+
+from resumable import _fs
+from resumable.locks import FileLock, Lock
+from resumable.operation import (
+    CheckpointRecord,
+    OperationRecord,
+    Owner,
+    ProcessState,
+    ResultRecord,
+    op_key,
+)
+
+from .base import DEFAULT_HISTORY, Durability, Store
+
+__all__ = ["FileStore"]
+
+_SEQ_WIDTH = 12
+
+
+def _encode_payload(serializer: str, payload: bytes) -> dict[str, Any]:
+    if serializer == "json":
+        return {"data": json.loads(payload)}
+    return {"data": None, "payload": base64.b64encode(payload).decode("ascii")}
+
+
+def _decode_payload(serializer: str, doc: dict[str, Any]) -> bytes:
+    if serializer == "json":
+        return json.dumps(
+            doc["data"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    return base64.b64decode(doc["payload"], validate=True)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
+
+
+class FileStore(Store):
+    """A store of JSON files under one directory.
+
+    Args:
+        root: the directory; created (owner-only) if missing.
+        durability: ``"normal"`` or ``"full"`` (fsync of file and directory on every write).
+        history: checkpoints kept per operation.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("file",)
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        OSError, ValueError, KeyError, TypeError,
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        durability: Durability = "normal",
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
+        super().__init__(durability=durability, history=history)
+        self.root = Path(root).absolute()
+        self.url = f"file://{self.root}"
+        with self.errors("create the store directory"):
+            _fs.makedirs(self.root / "ops")
+            _fs.makedirs(self.root / "locks")
+
+    def _dir(self, op_id: str) -> Path:
+        return self.root / "ops" / op_key(op_id)
+
+    def _write(self, path: Path, doc: dict[str, Any]) -> None:
+        _fs.makedirs(path.parent)
+        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        _fs.atomic_write(path, data, durable=self.durability == "full")
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = json.loads(_fs.read_bytes(path))
+        except FileNotFoundError:
+            return None
+        return doc
+
+    # --- records <-> JSON -----------------------------------------------------------------
+
+    @staticmethod
+    def _op_doc(op: OperationRecord) -> dict[str, Any]:
+        return {
+            "operation_id": op.op_id, "operation_name": op.name, "state": op.state.value,
+            "owner": op.owner.to_json() if op.owner else None, "heartbeat": op.heartbeat,
+            "attempts": op.attempts, "created": op.created, "updated": op.updated,
+            "error": op.error, "meta": op.meta, "checksum": op.checksum,
+        }  # fmt: skip
+
+    @staticmethod
+    def _op_from(doc: dict[str, Any]) -> OperationRecord:
+        return OperationRecord(
+            doc["operation_id"], doc["operation_name"], ProcessState(doc["state"]),
+            Owner.from_json(doc["owner"]), doc["heartbeat"], doc["attempts"], doc["created"],
+            doc["updated"], doc["error"], doc["meta"], doc["checksum"],
+        )  # fmt: skip
+
+    @staticmethod
+    def _ckpt_doc(c: CheckpointRecord) -> dict[str, Any]:
+        return {
+            "checkpoint_id": c.checkpoint_id, "operation_id": c.op_id,
+            "state": c.state.value, "timestamp": _iso(c.timestamp), "time": c.timestamp,
+            "progress": c.progress, "metadata": c.metadata, "seq": c.seq,
+            "position": c.position, "serializer": c.serializer,
+            **_encode_payload(c.serializer, c.payload), "checksum": c.checksum,
+        }  # fmt: skip
+
+    @staticmethod
+    def _ckpt_from(doc: dict[str, Any]) -> CheckpointRecord:
+        return CheckpointRecord(
+            doc["checkpoint_id"], doc["operation_id"], doc["seq"], doc["position"],
+            ProcessState(doc["state"]), doc["progress"], doc["time"], doc["serializer"],
+            _decode_payload(doc["serializer"], doc), doc["metadata"], doc["checksum"],
+        )  # fmt: skip
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_operation(self, op_id: str) -> OperationRecord | None:
+        """The stored operation record, unverified, or None."""
+        doc = self._read(self._dir(op_id) / "operation.json")
+        return None if doc is None else self._op_from(doc)
+
+    def list_operations(self) -> Iterator[OperationRecord]:
+        """Every readable operation record, unverified, in id order."""
+        ops = []
+        for entry in os.scandir(self.root / "ops"):
+            if _fs.TEMP_MARK in entry.name:
+                continue
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                doc = self._read(Path(entry.path) / "operation.json")
+                if doc is not None:
+                    ops.append(self._op_from(doc))
+        return iter(sorted(ops, key=lambda op: op.op_id))
+
+    def _checkpoint_files(self, op_id: str) -> list[Path]:
+        folder = self._dir(op_id) / "checkpoints"
+        try:
+            names = os.listdir(folder)  # noqa: PTH208 - names only, no Path objects
+        except FileNotFoundError:
+            return []
+        names = [n for n in names if n.endswith(".json") and _fs.TEMP_MARK not in n]
+        return [folder / n for n in sorted(names, reverse=True)]
+
+    def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
+        """The operation's checkpoints, newest first, unverified.
+
+        A file that cannot be parsed comes back as a record that fails its checksum.
+        """
+        for path in self._checkpoint_files(op_id):
+            try:
+                doc = self._read(path)
+                if doc is None:
+                    continue
+                yield self._ckpt_from(doc)
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                yield _unreadable(op_id, path)
+
+    def get_result(self, op_id: str, key: str) -> ResultRecord | None:
+        """The stored result, unverified, or None."""
+        doc = self._read(self._result_path(op_id, key))
+        if doc is None:
+            return None
+        return ResultRecord(
+            doc["operation_id"], doc["key"], doc["serializer"],
+            _decode_payload(doc["serializer"], doc), doc["created"], doc["checksum"],
+        )  # fmt: skip
+
+    def _result_path(self, op_id: str, key: str) -> Path:
+        name = xxhash.xxh3_128_hexdigest(key.encode("utf-8", "surrogatepass"))
+        return self._dir(op_id) / "results" / f"{name}.json"
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        """Write the checkpoint's file, then drop the one that fell out of the history."""
+        folder = self._dir(checkpoint.op_id) / "checkpoints"
+        with self.errors(f"save a checkpoint of {checkpoint.op_id!r}"):
+            self._write(
+                folder / f"{checkpoint.seq:0{_SEQ_WIDTH}d}.json", self._ckpt_doc(checkpoint)
+            )
+            old = checkpoint.seq - self.history
+            if old >= 0:
+                _fs.remove(folder / f"{old:0{_SEQ_WIDTH}d}.json")
+
+    def save(self, op: OperationRecord, checkpoint: CheckpointRecord | None = None) -> None:
+        """Write the checkpoint first, then the operation record.
+
+        Each file is atomic; a crash between the two leaves a newer checkpoint beside an older
+        operation record, which readers resolve by trusting the checkpoint's state.
+        """
+        if checkpoint is not None:
+            self.add_checkpoint(checkpoint)
+        with self.errors(f"save operation {op.op_id!r}"):
+            self._write(self._dir(op.op_id) / "operation.json", self._op_doc(op))
+
+    def put_result(self, result: ResultRecord) -> None:
+        """Write the result's file atomically."""
+        doc = {
+            "operation_id": result.op_id, "key": result.key, "serializer": result.serializer,
+            **_encode_payload(result.serializer, result.payload), "created": result.created,
+            "checksum": result.checksum,
+        }  # fmt: skip
+        with self.errors(f"save result {result.key!r} of {result.op_id!r}"):
+            self._write(self._result_path(result.op_id, result.key), doc)
+
+    def delete_operation(self, op_id: str) -> bool:
+        """Remove the operation's directory (its lock file stays, see the module doc)."""
+        folder = self._dir(op_id)
+        with self.errors(f"delete operation {op_id!r}"):
+            if not folder.exists():
+                return False
+            # Rename first so a crash mid-delete never leaves a half-deleted operation behind.
+            trash = folder.with_name(f"{folder.name}{_fs.TEMP_MARK}deleted.{os.getpid()}")
+            folder.replace(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            if self.durability == "full":
+                _fs.fsync_dir(folder.parent)
+        return True
+
+    def lock(self, op_id: str) -> Lock:
+        """An flock on ``locks/<op key>.lock``."""
+        return FileLock(self.root / "locks" / f"{op_key(op_id)}.lock", op_id)
+
+
+def _unreadable(op_id: str, path: Path) -> CheckpointRecord:
+    """A stand-in for a checkpoint file that cannot be parsed: it never verifies."""
+    seq = int(path.stem) if path.stem.isdigit() else -1
+    return CheckpointRecord("", op_id, seq, 0, ProcessState.FAILED, 0.0, 0.0, "", b"", {}, "!")

@@ -1,0 +1,291 @@
+"""``sqlite:///path/to.db``: the default store, one file shared by the processes of one machine.
+
+WAL journal; ``synchronous=NORMAL`` (durability normal: survives a process crash) or ``FULL``
+(durability full: a commit that returned survives power loss). The connection runs in
+autocommit mode and every multi-statement write opens ``BEGIN IMMEDIATE`` itself: the stdlib's
+default transaction handling starts deferred transactions that lose updates between processes.
+A checkpoint commit during a loop is a single upsert, so it costs about one SQLite write.
+Operation locks are ``flock`` files in ``<db>.locks/`` beside the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from resumable.locks import FileLock, Lock
+from resumable.operation import (
+    CheckpointRecord,
+    OperationRecord,
+    Owner,
+    ProcessState,
+    ResultRecord,
+    op_key,
+)
+
+from .base import DEFAULT_HISTORY, Durability, Store
+
+__all__ = ["SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resumable_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operations (
+    op_id TEXT PRIMARY KEY, op_key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    state TEXT NOT NULL, owner TEXT, heartbeat REAL NOT NULL, attempts INTEGER NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, error TEXT, meta TEXT, checksum TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    op_id TEXT NOT NULL, slot INTEGER NOT NULL, checkpoint_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, position INTEGER NOT NULL, state TEXT NOT NULL, progress REAL NOT NULL,
+    timestamp REAL NOT NULL, serializer TEXT NOT NULL, payload BLOB NOT NULL, metadata TEXT,
+    checksum TEXT NOT NULL, PRIMARY KEY (op_id, slot)
+);
+CREATE TABLE IF NOT EXISTS results (
+    op_id TEXT NOT NULL, key TEXT NOT NULL, serializer TEXT NOT NULL, payload BLOB NOT NULL,
+    created REAL NOT NULL, checksum TEXT NOT NULL, PRIMARY KEY (op_id, key)
+);
+"""
+
+_UPSERT_CHECKPOINT = """
+INSERT INTO checkpoints (op_id, slot, checkpoint_id, seq, position, state, progress, timestamp,
+                         serializer, payload, metadata, checksum)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (op_id, slot) DO UPDATE SET
+    checkpoint_id = excluded.checkpoint_id, seq = excluded.seq, position = excluded.position,
+    state = excluded.state, progress = excluded.progress, timestamp = excluded.timestamp,
+    serializer = excluded.serializer, payload = excluded.payload, metadata = excluded.metadata,
+    checksum = excluded.checksum
+"""
+
+_UPSERT_OPERATION = """
+INSERT INTO operations (op_id, op_key, name, state, owner, heartbeat, attempts, created, updated,
+                        error, meta, checksum)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (op_id) DO UPDATE SET
+    name = excluded.name, state = excluded.state, owner = excluded.owner,
+    heartbeat = excluded.heartbeat, attempts = excluded.attempts, created = excluded.created,
+    updated = excluded.updated, error = excluded.error, meta = excluded.meta,
+    checksum = excluded.checksum
+"""
+
+_OP_COLUMNS = (
+    "op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum"
+)
+_CKPT_COLUMNS = (
+    "checkpoint_id, op_id, seq, position, state, progress, timestamp, serializer, payload, "
+    "metadata, checksum"
+)
+
+
+def _dumps(data: dict[str, Any] | None) -> str | None:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else None
+
+
+def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
+    op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum = row
+    return OperationRecord(
+        op_id, name, ProcessState(state), Owner.from_json(json.loads(owner) if owner else None),
+        heartbeat, attempts, created, updated, error, json.loads(meta) if meta else {}, checksum,
+    )  # fmt: skip
+
+
+def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
+    cid, op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
+    return CheckpointRecord(
+        cid, op_id, seq, position, ProcessState(state), progress, ts, ser, bytes(payload),
+        json.loads(metadata) if metadata else {}, checksum,
+    )  # fmt: skip
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite database file.
+
+    Args:
+        path: the database file; its directory is created if missing.
+        durability: ``"normal"`` or ``"full"``, see :class:`~resumable.stores.base.Store`.
+        history: checkpoints kept per operation.
+        timeout: seconds a writer waits for another process's write to finish.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error, OSError)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "normal",
+        history: int = DEFAULT_HISTORY,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(durability=durability, history=history)
+        self.path = Path(path).absolute()
+        self.timeout = float(timeout)
+        self.url = f"sqlite:///{self.path}"
+        self.lock_dir = self.path.with_name(self.path.name + ".locks")
+        self._guard = threading.RLock()
+        self._pid = -1
+        self._conn: sqlite3.Connection | None = None
+        self._abandoned: list[sqlite3.Connection] = []
+        with self.errors("open the database"):
+            self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if self._conn is not None:
+            # Inherited over fork: never use or close it in the child (SQLite forbids both).
+            self._abandoned.append(self._conn)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        self.path.chmod(0o600)
+        conn.execute("PRAGMA journal_mode=WAL")
+        sync = "FULL" if self.durability == "full" else "NORMAL"
+        conn.execute(f"PRAGMA synchronous={sync}")
+        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        with _transaction(conn):
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO resumable_meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def close(self) -> None:
+        """Close the connection (it is reopened if the store is used again)."""
+        with self._guard:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_operation(self, op_id: str) -> OperationRecord | None:
+        """The stored operation record, unverified, or None."""
+        with self._guard:
+            row = (
+                self._connection()
+                .execute(f"SELECT {_OP_COLUMNS} FROM operations WHERE op_id = ?", (op_id,))
+                .fetchone()
+            )
+        return None if row is None else _op_from_row(row)
+
+    def list_operations(self) -> Iterator[OperationRecord]:
+        """Every operation record, unverified, in id order."""
+        with self._guard:
+            rows = (
+                self._connection()
+                .execute(f"SELECT {_OP_COLUMNS} FROM operations ORDER BY op_id")
+                .fetchall()
+            )
+        return map(_op_from_row, rows)
+
+    def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
+        """The operation's checkpoints, newest first, unverified."""
+        with self._guard:
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT {_CKPT_COLUMNS} FROM checkpoints WHERE op_id = ? ORDER BY seq DESC",
+                    (op_id,),
+                )
+                .fetchall()
+            )
+        return map(_ckpt_from_row, rows)
+
+    def get_result(self, op_id: str, key: str) -> ResultRecord | None:
+        """The stored result, unverified, or None."""
+        with self._guard:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT op_id, key, serializer, payload, created, checksum FROM results "
+                    "WHERE op_id = ? AND key = ?",
+                    (op_id, key),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        return ResultRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def _checkpoint_row(self, c: CheckpointRecord) -> tuple[Any, ...]:
+        return (
+            c.op_id, c.seq % self.history, c.checkpoint_id, c.seq, c.position, c.state.value,
+            c.progress, c.timestamp, c.serializer, c.payload, _dumps(c.metadata), c.checksum,
+        )  # fmt: skip
+
+    def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        """Upsert ``checkpoint`` into its ring slot: one statement, one transaction."""
+        row = self._checkpoint_row(checkpoint)
+        with self.errors(f"save a checkpoint of {checkpoint.op_id!r}"), self._guard:
+            self._connection().execute(_UPSERT_CHECKPOINT, row)
+
+    def save(self, op: OperationRecord, checkpoint: CheckpointRecord | None = None) -> None:
+        """Write ``op`` and ``checkpoint`` in one ``BEGIN IMMEDIATE`` transaction."""
+        owner = json.dumps(op.owner.to_json()) if op.owner is not None else None
+        op_row = (
+            op.op_id, op_key(op.op_id), op.name, op.state.value, owner, op.heartbeat,
+            op.attempts, op.created, op.updated, op.error, _dumps(op.meta), op.checksum,
+        )  # fmt: skip
+        with self.errors(f"save operation {op.op_id!r}"), self._guard:
+            conn = self._connection()
+            with _transaction(conn):
+                conn.execute(_UPSERT_OPERATION, op_row)
+                if checkpoint is not None:
+                    conn.execute(_UPSERT_CHECKPOINT, self._checkpoint_row(checkpoint))
+
+    def put_result(self, result: ResultRecord) -> None:
+        """Store ``result``, replacing one with the same key."""
+        row = (
+            result.op_id, result.key, result.serializer, result.payload, result.created,
+            result.checksum,
+        )  # fmt: skip
+        with self.errors(f"save result {result.key!r} of {result.op_id!r}"), self._guard:
+            self._connection().execute(
+                "INSERT OR REPLACE INTO results (op_id, key, serializer, payload, created, "
+                "checksum) VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def delete_operation(self, op_id: str) -> bool:
+        """Remove the operation, its checkpoints and results."""
+        with self.errors(f"delete operation {op_id!r}"), self._guard:
+            conn = self._connection()
+            with _transaction(conn):
+                found = conn.execute("DELETE FROM operations WHERE op_id = ?", (op_id,)).rowcount
+                found += conn.execute("DELETE FROM checkpoints WHERE op_id = ?", (op_id,)).rowcount
+                conn.execute("DELETE FROM results WHERE op_id = ?", (op_id,))
+        return found > 0
+
+    def lock(self, op_id: str) -> Lock:
+        """An flock on ``<db>.locks/<op key>.lock``."""
+        return FileLock(self.lock_dir / f"{op_key(op_id)}.lock", op_id)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` if the block or the commit fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
