@@ -19,8 +19,16 @@ TEMP_MARK = ".tmp-"
 
 
 def makedirs(path: Path) -> None:
-    """Create ``path`` and its parents, owner-only."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``path`` and any missing parents, each owner-only."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
 
 
 def fsync_dir(path: Path) -> None:

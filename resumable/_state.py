@@ -1,5 +1,8 @@
 """``cp.state``: the loop's local state, with attribute and item access.
 
+A field shadows a mapping method of the same name: ``cp.state.items`` is the field ``items``
+if there is one. Names that start with ``_`` are reached by item access only.
+
 Top-level assignments are recorded in an undo log that the checkpoint clears at every item
 boundary. When an exception (Ctrl-C, SIGTERM, a bug) leaves a block in the middle of an item,
 the log puts back the fields that item had assigned, so the committed state and position
@@ -28,15 +31,19 @@ class State(MutableMapping[str, Any]):
         object.__setattr__(self, "_data", {} if data is None else data)
         object.__setattr__(self, "_undo", {})
 
-    # attribute access
+    # attribute access: a field wins over a mapping method of the same name (`items`, `keys`)
+    def __getattribute__(self, name: str) -> Any:
+        if name[0] != "_":
+            data = object.__getattribute__(self, "_data")
+            if name in data:
+                return data[name]
+        return object.__getattribute__(self, name)
+
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self._data[name]
-        except KeyError:
-            raise AttributeError(
-                f"state has no field {name!r} (fields: {sorted(map(str, self._data))}); "
-                "give it a value first, e.g. in checkpointed(state={...})"
-            ) from None
+        raise AttributeError(
+            f"state has no field {name!r} (fields: {sorted(map(str, self._data))}); "
+            "give it a value first, e.g. in checkpointed(state={...})"
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value

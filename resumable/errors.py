@@ -35,11 +35,12 @@ class OperationLocked(ResumableError):
         op_id: The operation that is locked.
     """
 
-    def __init__(self, op_id: str, detail: str = "") -> None:
+    def __init__(self, op_id: str, where: str = "another process", waited: float = 0) -> None:
         self.op_id = op_id
+        after = f" (waited {waited:g} s)" if waited else ""
         super().__init__(
-            f"operation {op_id!r} is being run by another process{detail}; wait for it to "
-            "finish, pass lock=<seconds> to wait for it, or stop that process"
+            f"operation {op_id!r} is being run by {where}{after}; let it finish, stop it, or "
+            "pass lock=<seconds> to wait for it"
         )
 
 

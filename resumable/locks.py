@@ -101,8 +101,7 @@ class FileLock:
         deadline = time.monotonic() + (timeout or 0.0)
         while not self._try_once():
             if timeout is None or not _sleep_steps(deadline):
-                waited = "" if timeout is None else f" (waited {timeout:g} s)"
-                raise OperationLocked(self.op_id, waited)
+                raise OperationLocked(self.op_id, waited=timeout or 0)
 
     def release(self) -> None:
         """Unlock and close."""
@@ -138,7 +137,7 @@ class ThreadLock:
                     self._holding = True
                     return
             if timeout is None or not _sleep_steps(deadline):
-                raise OperationLocked(self.op_id, " in this process")
+                raise OperationLocked(self.op_id, "another block in this process", timeout or 0)
 
     def release(self) -> None:
         """Give the lock back."""

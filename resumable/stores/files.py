@@ -96,9 +96,12 @@ class FileStore(Store):
         return self.root / "ops" / op_key(op_id)
 
     def _write(self, path: Path, doc: dict[str, Any]) -> None:
-        _fs.makedirs(path.parent)
         data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-        _fs.atomic_write(path, data, durable=self.durability == "full")
+        try:
+            _fs.atomic_write(path, data, durable=self.durability == "full")
+        except FileNotFoundError:  # first write into this folder
+            _fs.makedirs(path.parent)
+            _fs.atomic_write(path, data, durable=self.durability == "full")
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:

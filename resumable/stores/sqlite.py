@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from resumable import _fs
 from resumable.locks import FileLock, Lock
 from resumable.operation import (
     CheckpointRecord,
@@ -144,7 +145,7 @@ class SQLiteStore(Store):
         if self._conn is not None:
             # Inherited over fork: never use or close it in the child (SQLite forbids both).
             self._abandoned.append(self._conn)
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _fs.makedirs(self.path.parent)
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )

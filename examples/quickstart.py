@@ -1,0 +1,58 @@
+"""A batch job that survives being interrupted.
+
+Run it, press Ctrl-C (or kill it) part-way, and run it again: it resumes where it stopped,
+says so, and ends with the same totals as an uninterrupted run. Run it a third time and it
+does nothing: the job is complete. Start over with `--fresh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+
+from resumable import Checkpoint, checkpointed
+
+PHOTOS = [f"photo_{i:04d}.jpg" for i in range(300)]
+
+
+def thumbnail(name: str) -> int:
+    """Pretend to make a thumbnail; return its size in bytes."""
+    time.sleep(0.01)
+    return 1000 + int(hashlib.sha256(name.encode()).hexdigest()[:3], 16)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fresh", action="store_true", help="discard progress, start over")
+    args = parser.parse_args()
+
+    job = checkpointed("quickstart-photos", state={"done": 0, "bytes": 0}, fresh=args.fresh)
+    try:
+        run(job)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted after photo {job.position}. Run me again to carry on from there.")
+        sys.exit(130)
+    print(f"Done: {job.state.done} thumbnails, {job.state.bytes:,} bytes in all.")
+
+
+def run(job: Checkpoint) -> None:
+    with job as cp:
+        if cp.completed_before:
+            print("Nothing to do: an earlier run finished all the photos (use --fresh to redo).")
+        elif cp.resumed:
+            print(
+                f"Resuming at photo {cp.position + 1} of {len(PHOTOS)}: "
+                f"{cp.position} were finished by an earlier run."
+            )
+        else:
+            print(f"Starting on {len(PHOTOS)} photos. Press Ctrl-C any time, then run me again.")
+        for name in cp.iterate(PHOTOS, progress=True):
+            size = thumbnail(name)
+            cp.state.done += 1
+            cp.state.bytes += size
+
+
+if __name__ == "__main__":
+    main()

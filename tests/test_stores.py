@@ -1,0 +1,284 @@
+"""The store contract: every store passes these, whatever it keeps its records in."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from resumable import (
+    CheckpointCorrupt,
+    CheckpointRecord,
+    InvalidTransition,
+    OperationRecord,
+    ProcessState,
+    StoreError,
+    open_store,
+)
+from resumable.operation import ResultRecord
+from resumable.stores import Store
+from resumable.stores.files import FileStore
+from resumable.stores.memory import MemoryStore
+from resumable.stores.sqlite import SQLiteStore
+
+RUNNING = ProcessState.RUNNING
+
+
+def ckpt(op_id: str, seq: int, payload: bytes = b"p", state: ProcessState = RUNNING) -> CheckpointRecord:
+    return CheckpointRecord.create(op_id, seq, seq * 10, state, seq / 100, "pickle", payload)
+
+
+def corrupt_checkpoint(store: Store, op_id: str, seq: int) -> None:
+    """Flip one byte of the stored checkpoint ``seq`` of ``op_id``, the way a bad disk would."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            (payload,) = conn.execute(
+                "SELECT payload FROM checkpoints WHERE op_id = ? AND seq = ?", (op_id, seq)
+            ).fetchone()
+            flipped = bytes([payload[0] ^ 1]) + payload[1:]
+            conn.execute(
+                "UPDATE checkpoints SET payload = ? WHERE op_id = ? AND seq = ?",
+                (flipped, op_id, seq),
+            )
+    elif isinstance(store, FileStore):
+        path = next(p for p in store.root.rglob(f"{seq:012d}.json"))
+        doc = json.loads(path.read_text())
+        doc["position"] += 1
+        path.write_text(json.dumps(doc))
+    elif isinstance(store, MemoryStore):
+        kept = store._checkpoints[op_id]
+        i = next(i for i, c in enumerate(kept) if c.seq == seq)
+        kept[i] = dataclasses.replace(kept[i], payload=b"tampered")
+    else:  # pragma: no cover - a new store must teach this helper how to damage it
+        raise NotImplementedError(type(store))
+
+
+def test_operation_round_trips(store: Store) -> None:
+    """An operation record saved is loaded back equal and verified."""
+    op = OperationRecord.new("op", "My op", RUNNING).with_changes(attempts=2, meta={"k": [1]})
+    store.save(op)
+    assert store.load_operation("op") == op
+    assert store.load_operation("other") is None
+    assert [o.op_id for o in store.list_operations()] == ["op"]
+
+
+def test_save_writes_operation_and_checkpoint_together(store: Store) -> None:
+    """save(op, checkpoint) stores both; the checkpoint is the latest."""
+    op = OperationRecord.new("op", "n", RUNNING)
+    store.save(op.to(ProcessState.COMPLETED), ckpt("op", 1, state=ProcessState.COMPLETED))
+    assert store.load_operation("op").state is ProcessState.COMPLETED  # type: ignore[union-attr]
+    assert store.latest_checkpoint("op").state is ProcessState.COMPLETED  # type: ignore[union-attr]
+
+
+def test_checkpoints_newest_first_and_history_kept(store_url: str) -> None:
+    """A store keeps the newest `history` checkpoints of an operation, newest first."""
+    store = open_store(store_url, history=3)
+    for seq in range(1, 8):
+        store.add_checkpoint(ckpt("op", seq, payload=bytes([seq])))
+    kept = list(store.good_checkpoints("op"))
+    assert [c.seq for c in kept] == [7, 6, 5]
+    assert kept[0].payload == b"\x07"
+    assert store.latest_checkpoint("op") == kept[0]
+    assert store.latest_checkpoint("nothing") is None
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_previous(store: Store) -> None:
+    """A checkpoint that fails its checksum is skipped; the previous good one is used."""
+    for seq in (1, 2, 3):
+        store.add_checkpoint(ckpt("op", seq))
+    corrupt_checkpoint(store, "op", 3)
+    latest = store.latest_checkpoint("op")
+    assert latest is not None
+    assert latest.seq == 2
+    assert latest.verify()
+
+
+def test_all_checkpoints_corrupt_raises(store: Store) -> None:
+    """With no good checkpoint left, loading raises CheckpointCorrupt and loads nothing."""
+    store.add_checkpoint(ckpt("op", 1))
+    corrupt_checkpoint(store, "op", 1)
+    with pytest.raises(CheckpointCorrupt, match="failed its checksum"):
+        store.latest_checkpoint("op")
+
+
+def test_results_round_trip_and_corrupt_ones_are_missing(store: Store) -> None:
+    """Results are stored by key; a corrupt one reads as missing, never as data."""
+    rec = ResultRecord.create("op", "step:a", "pickle", b"value")
+    store.put_result(rec)
+    assert store.load_result("op", "step:a") == rec
+    assert store.load_result("op", "step:b") is None
+    store.put_result(dataclasses.replace(rec, payload=b"other"))
+    assert store.load_result("op", "step:a") is None
+
+
+def test_delete_removes_everything_of_one_operation(store: Store) -> None:
+    """Deleting an operation drops its record, checkpoints and results, and nothing else."""
+    for op_id in ("a", "b"):
+        store.save(OperationRecord.new(op_id, op_id, RUNNING), ckpt(op_id, 1))
+        store.put_result(ResultRecord.create(op_id, "k", "pickle", b"v"))
+    assert store.delete_operation("a")
+    assert not store.delete_operation("a")
+    assert store.load_operation("a") is None
+    assert store.latest_checkpoint("a") is None
+    assert store.load_result("a", "k") is None
+    assert store.load_operation("b") is not None
+    assert store.load_result("b", "k") is not None
+
+
+def test_locks_exclude_a_second_holder(store: Store) -> None:
+    """One holder per operation; released, the lock can be taken again."""
+    from resumable import OperationLocked
+
+    first, second = store.lock("op"), store.lock("op")
+    first.acquire()
+    with pytest.raises(OperationLocked):
+        second.acquire()
+    store.lock("other").acquire()
+    first.release()
+    second.acquire()
+    second.release()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "file"])
+def test_durability_full_round_trips(kind: str, tmp_path: Path) -> None:
+    """durability=full stores and loads like normal."""
+    from conftest import url_for
+
+    store = open_store(url_for(kind, tmp_path, durability="full"))
+    assert store.durability == "full"
+    store.save(OperationRecord.new("op", "n", RUNNING), ckpt("op", 1))
+    assert store.latest_checkpoint("op").seq == 1  # type: ignore[union-attr]
+
+
+def test_sqlite_full_durability_sets_synchronous_full(tmp_path: Path) -> None:
+    """SQLite durability maps onto WAL with synchronous NORMAL or FULL."""
+    normal = open_store(f"sqlite:///{tmp_path}/n.db")
+    full = open_store(f"sqlite:///{tmp_path}/f.db", durability="full")
+    assert isinstance(normal, SQLiteStore)
+    assert isinstance(full, SQLiteStore)
+    assert normal._connection().execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert normal._connection().execute("PRAGMA synchronous").fetchone() == (1,)
+    assert full._connection().execute("PRAGMA synchronous").fetchone() == (2,)
+
+
+def test_relative_sqlite_url_is_under_the_working_directory(tmp_path: Path) -> None:
+    """sqlite:///rel.db (three slashes) is relative, like SQLAlchemy; four is absolute."""
+    rel = open_store("sqlite:///sub/rel.db")
+    assert isinstance(rel, SQLiteStore)
+    assert rel.path == tmp_path / "sub" / "rel.db"
+    absolute = open_store(f"sqlite:///{tmp_path}/abs.db")
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == tmp_path / "abs.db"
+    files = open_store("file:relative/dir")
+    assert isinstance(files, FileStore)
+    assert files.root == tmp_path / "relative" / "dir"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://x", "sqlite://host/x.db", "sqlite:///", "file://host/x", "nonsense", ""],
+)
+def test_bad_urls_are_refused_with_examples(url: str) -> None:
+    """An unusable URL raises ValueError showing a good one."""
+    with pytest.raises(ValueError, match=r"sqlite:///|file:///"):
+        open_store(url)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"durability": "maybe"}, ValueError),
+        ({"history": 0}, ValueError),
+        ({"history": "x"}, ValueError),
+    ],
+)
+def test_bad_store_options_are_refused(options: dict[str, object], error: type) -> None:
+    """A bad durability or history raises at open_store."""
+    with pytest.raises(error):
+        open_store("memory://", **options)
+
+
+def test_open_store_needs_a_string() -> None:
+    """open_store(42) is a TypeError."""
+    with pytest.raises(TypeError):
+        open_store(42)  # type: ignore[arg-type]
+
+
+def test_unopenable_store_raises_store_error(tmp_path: Path) -> None:
+    """A store that cannot be created raises StoreError saying the last checkpoint is intact."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match="could not"):
+        open_store(f"sqlite:///{tmp_path}/afile/state.db")
+    with pytest.raises(StoreError, match="could not"):
+        open_store(f"file://{tmp_path}/afile/store")
+
+
+def test_store_files_are_owner_only(tmp_path: Path) -> None:
+    """Store files are created 0600 in 0700 directories."""
+    s = open_store(f"file://{tmp_path}/store")
+    s.save(OperationRecord.new("op", "n", RUNNING), ckpt("op", 1))
+    for p in (tmp_path / "store").rglob("*"):
+        assert p.stat().st_mode & 0o077 == 0, p
+    db = open_store(f"sqlite:///{tmp_path}/db/state.db")
+    assert isinstance(db, SQLiteStore)
+    assert db.path.stat().st_mode & 0o077 == 0
+
+
+def test_file_store_checkpoints_use_the_specification_fields(tmp_path: Path) -> None:
+    """A file-store checkpoint is a JSON file with the specification's field names."""
+    s = open_store(f"file://{tmp_path}/store")
+    payload = b'{"processed":50,"total":100}'
+    s.add_checkpoint(CheckpointRecord.create("batch_001", 1, 50, RUNNING, 0.5, "json", payload))
+    (path,) = (tmp_path / "store").rglob("000000000001.json")
+    doc = json.loads(path.read_text())
+    assert doc["operation_id"] == "batch_001"
+    assert doc["state"] == "running"
+    assert doc["progress"] == 0.5
+    assert doc["data"] == {"processed": 50, "total": 100}
+    assert {"checkpoint_id", "timestamp", "metadata", "checksum"} <= doc.keys()
+    assert s.latest_checkpoint("batch_001").payload == payload  # type: ignore[union-attr]
+
+
+def test_file_store_ignores_half_written_temp_files(tmp_path: Path) -> None:
+    """A temp file left by a crash mid-write is never read as a checkpoint."""
+    s = open_store(f"file://{tmp_path}/store")
+    s.add_checkpoint(ckpt("op", 1))
+    (folder,) = {p.parent for p in (tmp_path / "store").rglob("000000000001.json")}
+    (folder / "000000000002.json.tmp-abc.123").write_text('{"trunc')
+    assert s.latest_checkpoint("op").seq == 1  # type: ignore[union-attr]
+
+
+def test_truncated_checkpoint_file_is_detected(tmp_path: Path) -> None:
+    """A checkpoint file cut short is treated as corrupt and skipped."""
+    s = open_store(f"file://{tmp_path}/store")
+    s.add_checkpoint(ckpt("op", 1))
+    s.add_checkpoint(ckpt("op", 2))
+    (path,) = (tmp_path / "store").rglob("000000000002.json")
+    path.write_bytes(path.read_bytes()[:40])
+    assert s.latest_checkpoint("op").seq == 1  # type: ignore[union-attr]
+
+
+def test_corrupt_operation_record_raises(tmp_path: Path) -> None:
+    """An operation record that fails its checksum is refused with a way out."""
+    s = open_store(f"sqlite:///{tmp_path}/s.db")
+    assert isinstance(s, SQLiteStore)
+    s.save(OperationRecord.new("op", "n", RUNNING))
+    with sqlite3.connect(s.path) as conn:
+        conn.execute("UPDATE operations SET attempts = 99")
+    with pytest.raises(CheckpointCorrupt, match="reset"):
+        s.load_operation("op")
+
+
+def test_transition_table_is_enforced() -> None:
+    """A state change the table forbids raises InvalidTransition naming the allowed ones."""
+    op = OperationRecord.new("op", "n", ProcessState.COMPLETED)
+    with pytest.raises(InvalidTransition, match="completed to running"):
+        op.to(RUNNING)
+    assert op.to(ProcessState.INITIALIZED).state is ProcessState.INITIALIZED
+    with pytest.raises(InvalidTransition):
+        OperationRecord.new("op", "n", ProcessState.RECOVERING)
+    failed = OperationRecord.new("op", "n", ProcessState.FAILED)
+    assert failed.to(ProcessState.RECOVERING).to(RUNNING).to(ProcessState.COMPLETED).verify()
