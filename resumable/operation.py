@@ -229,7 +229,7 @@ class OperationRecord:
             self.op_id, self.name, self.state.value,
             "" if o is None else f"{o.host}|{o.pid}|{o.started!r}",
             repr(self.heartbeat), self.attempts, repr(self.created), repr(self.updated),
-            "" if self.error is None else self.error, _canonical(self.meta),
+            repr(self.error), _canonical(self.meta),
         )  # fmt: skip
 
     def sealed(self) -> OperationRecord:

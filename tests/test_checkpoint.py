@@ -176,7 +176,7 @@ def test_step_runs_once_per_operation(store_url: str) -> None:
 def test_enumerate_gives_absolute_indexes_on_resume(store_url: str) -> None:
     """cp.enumerate yields each item's index in the whole input, also after a resume."""
     with pytest.raises(Boom), checkpointed("en", store=store_url) as cp:
-        for i, x in cp.enumerate("abcdef"):
+        for _, x in cp.enumerate("abcdef"):
             if x == "d":
                 raise Boom
     with checkpointed("en", store=store_url) as cp:

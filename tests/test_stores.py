@@ -27,7 +27,9 @@ from resumable.stores.sqlite import SQLiteStore
 RUNNING = ProcessState.RUNNING
 
 
-def ckpt(op_id: str, seq: int, payload: bytes = b"p", state: ProcessState = RUNNING) -> CheckpointRecord:
+def ckpt(
+    op_id: str, seq: int, payload: bytes = b"p", state: ProcessState = RUNNING
+) -> CheckpointRecord:
     return CheckpointRecord.create(op_id, seq, seq * 10, state, seq / 100, "pickle", payload)
 
 

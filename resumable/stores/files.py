@@ -96,7 +96,10 @@ class FileStore(Store):
         return self.root / "ops" / op_key(op_id)
 
     def _write(self, path: Path, doc: dict[str, Any]) -> None:
-        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        # surrogatepass: op ids made from undecodable file names hold lone surrogates, which
+        # strict UTF-8 refuses and \u-escapes would merge into other characters on reading.
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        data = text.encode("utf-8", "surrogatepass")
         try:
             _fs.atomic_write(path, data, durable=self.durability == "full")
         except FileNotFoundError:  # first write into this folder
@@ -105,7 +108,7 @@ class FileStore(Store):
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:
-            doc: dict[str, Any] = json.loads(_fs.read_bytes(path))
+            doc: dict[str, Any] = json.loads(_fs.read_bytes(path).decode("utf-8", "surrogatepass"))
         except FileNotFoundError:
             return None
         return doc

@@ -86,6 +86,29 @@ _CKPT_COLUMNS = (
 )
 
 
+def _enc(text: str) -> str:
+    """``text`` as SQLite can bind it.
+
+    Strict UTF-8 cannot hold lone surrogates (which ``os.fsdecode`` makes of undecodable file
+    names), so such strings, and any starting with NUL, are stored as NUL + the hex of their
+    surrogate-preserving UTF-8 bytes. The mapping is one-to-one.
+    """
+    if text.isascii() and not text.startswith("\x00"):
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "\x00" + text.encode("utf-8", "surrogatepass").hex()
+    return "\x00" + text.encode().hex() if text.startswith("\x00") else text
+
+
+def _dec(text: str) -> str:
+    """The inverse of :func:`_enc`."""
+    if text.startswith("\x00"):
+        return bytes.fromhex(text[1:]).decode("utf-8", "surrogatepass")
+    return text
+
+
 def _dumps(data: dict[str, Any] | None) -> str | None:
     return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else None
 
@@ -93,15 +116,17 @@ def _dumps(data: dict[str, Any] | None) -> str | None:
 def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
     op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum = row
     return OperationRecord(
-        op_id, name, ProcessState(state), Owner.from_json(json.loads(owner) if owner else None),
-        heartbeat, attempts, created, updated, error, json.loads(meta) if meta else {}, checksum,
+        _dec(op_id), _dec(name), ProcessState(state),
+        Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts, created,
+        updated, None if error is None else _dec(error), json.loads(meta) if meta else {},
+        checksum,
     )  # fmt: skip
 
 
 def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
     cid, op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
     return CheckpointRecord(
-        cid, op_id, seq, position, ProcessState(state), progress, ts, ser, bytes(payload),
+        cid, _dec(op_id), seq, position, ProcessState(state), progress, ts, ser, bytes(payload),
         json.loads(metadata) if metadata else {}, checksum,
     )  # fmt: skip
 
@@ -179,7 +204,7 @@ class SQLiteStore(Store):
         with self._guard:
             row = (
                 self._connection()
-                .execute(f"SELECT {_OP_COLUMNS} FROM operations WHERE op_id = ?", (op_id,))
+                .execute(f"SELECT {_OP_COLUMNS} FROM operations WHERE op_id = ?", (_enc(op_id),))
                 .fetchone()
             )
         return None if row is None else _op_from_row(row)
@@ -201,7 +226,7 @@ class SQLiteStore(Store):
                 self._connection()
                 .execute(
                     f"SELECT {_CKPT_COLUMNS} FROM checkpoints WHERE op_id = ? ORDER BY seq DESC",
-                    (op_id,),
+                    (_enc(op_id),),
                 )
                 .fetchall()
             )
@@ -215,19 +240,19 @@ class SQLiteStore(Store):
                 .execute(
                     "SELECT op_id, key, serializer, payload, created, checksum FROM results "
                     "WHERE op_id = ? AND key = ?",
-                    (op_id, key),
+                    (_enc(op_id), _enc(key)),
                 )
                 .fetchone()
             )
         if row is None:
             return None
-        return ResultRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
 
     # --- writes ---------------------------------------------------------------------------
 
     def _checkpoint_row(self, c: CheckpointRecord) -> tuple[Any, ...]:
         return (
-            c.op_id, c.seq % self.history, c.checkpoint_id, c.seq, c.position, c.state.value,
+            _enc(c.op_id), c.seq % self.history, c.checkpoint_id, c.seq, c.position, c.state.value,
             c.progress, c.timestamp, c.serializer, c.payload, _dumps(c.metadata), c.checksum,
         )  # fmt: skip
 
@@ -241,8 +266,9 @@ class SQLiteStore(Store):
         """Write ``op`` and ``checkpoint`` in one ``BEGIN IMMEDIATE`` transaction."""
         owner = json.dumps(op.owner.to_json()) if op.owner is not None else None
         op_row = (
-            op.op_id, op_key(op.op_id), op.name, op.state.value, owner, op.heartbeat,
-            op.attempts, op.created, op.updated, op.error, _dumps(op.meta), op.checksum,
+            _enc(op.op_id), op_key(op.op_id), _enc(op.name), op.state.value, owner, op.heartbeat,
+            op.attempts, op.created, op.updated, None if op.error is None else _enc(op.error),
+            _dumps(op.meta), op.checksum,
         )  # fmt: skip
         with self.errors(f"save operation {op.op_id!r}"), self._guard:
             conn = self._connection()
@@ -254,7 +280,7 @@ class SQLiteStore(Store):
     def put_result(self, result: ResultRecord) -> None:
         """Store ``result``, replacing one with the same key."""
         row = (
-            result.op_id, result.key, result.serializer, result.payload, result.created,
+            _enc(result.op_id), _enc(result.key), result.serializer, result.payload, result.created,
             result.checksum,
         )  # fmt: skip
         with self.errors(f"save result {result.key!r} of {result.op_id!r}"), self._guard:
@@ -269,9 +295,10 @@ class SQLiteStore(Store):
         with self.errors(f"delete operation {op_id!r}"), self._guard:
             conn = self._connection()
             with _transaction(conn):
-                found = conn.execute("DELETE FROM operations WHERE op_id = ?", (op_id,)).rowcount
-                found += conn.execute("DELETE FROM checkpoints WHERE op_id = ?", (op_id,)).rowcount
-                conn.execute("DELETE FROM results WHERE op_id = ?", (op_id,))
+                key = (_enc(op_id),)
+                found = conn.execute("DELETE FROM operations WHERE op_id = ?", key).rowcount
+                found += conn.execute("DELETE FROM checkpoints WHERE op_id = ?", key).rowcount
+                conn.execute("DELETE FROM results WHERE op_id = ?", key)
         return found > 0
 
     def lock(self, op_id: str) -> Lock:
