@@ -12,6 +12,7 @@ the first event, not at ``import resumable``.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 __all__ = ["log"]
@@ -26,7 +27,16 @@ class _LazyLogger:
         self._std = logging.getLogger("resumable")
         self._fallback: Any = None
 
+    def wants(self, level: int) -> bool:
+        """Whether an event at ``level`` could go anywhere (skip building costly fields)."""
+        structlog = sys.modules.get("structlog")
+        if structlog is not None and structlog.is_configured():
+            return True
+        return self._std.isEnabledFor(level)
+
     def _emit(self, level: int, event: str, kw: dict[str, Any]) -> None:
+        if "structlog" not in sys.modules and not self._std.isEnabledFor(level):
+            return  # not even imported, so not configured: nothing would be shown
         import structlog
 
         if structlog.is_configured():

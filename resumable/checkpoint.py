@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import itertools
+import logging
 import signal
 import threading
 import time
@@ -116,6 +117,7 @@ class Checkpoint:
         self._lock: Any = None
         self._op: OperationRecord | None = None
         self._state: Any = None
+        self._payload_of: Any = None
         self._undo: dict[str, Any] = {}
         self._seq = 0
         self._restored = 0  # position the previous run committed
@@ -265,6 +267,8 @@ class Checkpoint:
         elif isinstance(value, Mapping):
             value = State(dict(value))
         self._state = value
+        # What gets serialized: a State's plain dict (so loading never needs this class).
+        self._payload_of = value.to_dict() if isinstance(value, State) else value
         self._undo = value._undo if isinstance(value, State) else {}
 
     def _child_id(self, name: str | None) -> str:
@@ -381,10 +385,13 @@ class Checkpoint:
     ) -> None:
         store, op = self._store, self._op
         assert store is not None and op is not None and self.op_id is not None  # noqa: S101 - set on enter
-        started = time.perf_counter()
-        payload_of = self._state.to_dict() if isinstance(self._state, State) else self._state
-        ser, payload = serializers.encode(self._serializer, payload_of, "state")
-        progress = 1.0 if new_state is ProcessState.COMPLETED else self._progress_at(position)
+        debug = log.wants(logging.DEBUG)
+        started = time.perf_counter() if debug else 0.0
+        ser, payload = serializers.encode(self._serializer, self._payload_of, "state")
+        if new_state is ProcessState.COMPLETED:
+            progress = 1.0
+        else:
+            progress = min(1.0, position / self._total) if self._total else 0.0
         ckpt = CheckpointRecord.create(
             self.op_id, self._seq + 1, position, new_state, progress, ser, payload
         )
@@ -398,14 +405,12 @@ class Checkpoint:
         self._committed = position
         self._last_commit = time.monotonic()
         self._undo.clear()
-        log.debug(
-            "resumable.checkpoint.saved", op_id=self.op_id, seq=ckpt.seq, position=position,
-            state=new_state.value, bytes=len(payload),
-            seconds=round(time.perf_counter() - started, 6),
-        )  # fmt: skip
-
-    def _progress_at(self, position: int) -> float:
-        return min(1.0, position / self._total) if self._total else 0.0
+        if debug:
+            log.debug(
+                "resumable.checkpoint.saved", op_id=self.op_id, seq=ckpt.seq, position=position,
+                state=new_state.value, bytes=len(payload),
+                seconds=round(time.perf_counter() - started, 6),
+            )  # fmt: skip
 
     # --- loops ----------------------------------------------------------------------------
 

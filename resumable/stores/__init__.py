@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .base import DEFAULT_HISTORY, Durability, Store
+from .sqlite import SQLiteStore  # the default store: loaded with the package, others on demand
 
 __all__ = ["DEFAULT_HISTORY", "DEFAULT_STORE_URL", "Durability", "Store", "open_store"]
 
@@ -48,8 +49,6 @@ def open_store(url: str, **options: Any) -> Store:
     query.update(options)
     _coerce(query)
     if scheme == "sqlite":
-        from .sqlite import SQLiteStore
-
         path = _sqlite_path(url, parts.netloc, parts.path)
         return SQLiteStore(path, **query)
     if scheme == "file":

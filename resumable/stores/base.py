@@ -103,10 +103,14 @@ class Store(ABC):
         try:
             yield
         except self.driver_errors as exc:
-            raise StoreError(
-                f"{self.url}: could not {doing}: {exc}. The last good checkpoint is intact; "
-                "fix the cause (disk space, permissions, a server that is down) and run again"
-            ) from exc
+            raise self.store_error(doing, exc) from exc
+
+    def store_error(self, doing: str, exc: BaseException) -> StoreError:
+        """The StoreError for a driver error ``exc`` raised while ``doing`` something."""
+        return StoreError(
+            f"{self.url}: could not {doing}: {exc}. The last good checkpoint is intact; "
+            "fix the cause (disk space, permissions, a server that is down) and run again"
+        )
 
     def load_operation(self, op_id: str) -> OperationRecord | None:
         """The operation record, verified.

@@ -27,6 +27,7 @@ from resumable.operation import (
     Owner,
     ProcessState,
     ResultRecord,
+    checkpoint_id,
     op_key,
 )
 
@@ -37,17 +38,16 @@ __all__ = ["SQLiteStore"]
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS resumable_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS operations (
     op_id TEXT PRIMARY KEY, op_key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
     state TEXT NOT NULL, owner TEXT, heartbeat REAL NOT NULL, attempts INTEGER NOT NULL,
     created REAL NOT NULL, updated REAL NOT NULL, error TEXT, meta TEXT, checksum TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
-    op_id TEXT NOT NULL, slot INTEGER NOT NULL, checkpoint_id TEXT NOT NULL,
-    seq INTEGER NOT NULL, position INTEGER NOT NULL, state TEXT NOT NULL, progress REAL NOT NULL,
-    timestamp REAL NOT NULL, serializer TEXT NOT NULL, payload BLOB NOT NULL, metadata TEXT,
-    checksum TEXT NOT NULL, PRIMARY KEY (op_id, slot)
+    op_id TEXT NOT NULL, slot INTEGER NOT NULL, seq INTEGER NOT NULL, position INTEGER NOT NULL,
+    state TEXT NOT NULL, progress REAL NOT NULL, timestamp REAL NOT NULL,
+    serializer TEXT NOT NULL, payload BLOB NOT NULL, metadata TEXT, checksum TEXT NOT NULL,
+    PRIMARY KEY (op_id, slot)
 );
 CREATE TABLE IF NOT EXISTS results (
     op_id TEXT NOT NULL, key TEXT NOT NULL, serializer TEXT NOT NULL, payload BLOB NOT NULL,
@@ -56,11 +56,11 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 _UPSERT_CHECKPOINT = """
-INSERT INTO checkpoints (op_id, slot, checkpoint_id, seq, position, state, progress, timestamp,
-                         serializer, payload, metadata, checksum)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO checkpoints (op_id, slot, seq, position, state, progress, timestamp, serializer,
+                         payload, metadata, checksum)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (op_id, slot) DO UPDATE SET
-    checkpoint_id = excluded.checkpoint_id, seq = excluded.seq, position = excluded.position,
+    seq = excluded.seq, position = excluded.position,
     state = excluded.state, progress = excluded.progress, timestamp = excluded.timestamp,
     serializer = excluded.serializer, payload = excluded.payload, metadata = excluded.metadata,
     checksum = excluded.checksum
@@ -80,9 +80,9 @@ ON CONFLICT (op_id) DO UPDATE SET
 _OP_COLUMNS = (
     "op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum"
 )
+# checkpoint_id is not stored: it is derived from the op id and seq (see CheckpointRecord).
 _CKPT_COLUMNS = (
-    "checkpoint_id, op_id, seq, position, state, progress, timestamp, serializer, payload, "
-    "metadata, checksum"
+    "op_id, seq, position, state, progress, timestamp, serializer, payload, metadata, checksum"
 )
 
 
@@ -124,10 +124,11 @@ def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
 
 
 def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
-    cid, op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
+    op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
+    op_id = _dec(op_id)
     return CheckpointRecord(
-        cid, _dec(op_id), seq, position, ProcessState(state), progress, ts, ser, bytes(payload),
-        json.loads(metadata) if metadata else {}, checksum,
+        checkpoint_id(op_id, seq), op_id, seq, position, ProcessState(state), progress, ts, ser,
+        bytes(payload), json.loads(metadata) if metadata else {}, checksum,
     )  # fmt: skip
 
 
@@ -175,18 +176,10 @@ class SQLiteStore(Store):
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         self.path.chmod(0o600)
-        conn.execute("PRAGMA journal_mode=WAL")
-        sync = "FULL" if self.durability == "full" else "NORMAL"
-        conn.execute(f"PRAGMA synchronous={sync}")
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        with _transaction(conn):
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO resumable_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        # connect(timeout=) is SQLite's busy timeout; synchronous is per connection.
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+        if _schema_version(conn) != SCHEMA_VERSION:
+            _create_schema(conn, self.path)
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -252,15 +245,18 @@ class SQLiteStore(Store):
 
     def _checkpoint_row(self, c: CheckpointRecord) -> tuple[Any, ...]:
         return (
-            _enc(c.op_id), c.seq % self.history, c.checkpoint_id, c.seq, c.position, c.state.value,
+            _enc(c.op_id), c.seq % self.history, c.seq, c.position, c.state.value,
             c.progress, c.timestamp, c.serializer, c.payload, _dumps(c.metadata), c.checksum,
         )  # fmt: skip
 
     def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
         """Upsert ``checkpoint`` into its ring slot: one statement, one transaction."""
         row = self._checkpoint_row(checkpoint)
-        with self.errors(f"save a checkpoint of {checkpoint.op_id!r}"), self._guard:
-            self._connection().execute(_UPSERT_CHECKPOINT, row)
+        try:  # the hot path of every loop commit: no context manager, no message unless needed
+            with self._guard:
+                self._connection().execute(_UPSERT_CHECKPOINT, row)
+        except self.driver_errors as exc:
+            raise self.store_error(f"save a checkpoint of {checkpoint.op_id!r}", exc) from exc
 
     def save(self, op: OperationRecord, checkpoint: CheckpointRecord | None = None) -> None:
         """Write ``op`` and ``checkpoint`` in one ``BEGIN IMMEDIATE`` transaction."""
@@ -304,6 +300,27 @@ class SQLiteStore(Store):
     def lock(self, op_id: str) -> Lock:
         """An flock on ``<db>.locks/<op key>.lock``."""
         return FileLock(self.lock_dir / f"{op_key(op_id)}.lock", op_id)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
+def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the tables (WAL is a property of the file, set once here)."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    with _transaction(conn):
+        found = _schema_version(conn)
+        if found > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"{path} has schema version {found}, written by a newer resumable than this one "
+                f"(which knows version {SCHEMA_VERSION}); upgrade resumable"
+            )
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 @contextlib.contextmanager

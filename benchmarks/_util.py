@@ -1,0 +1,153 @@
+"""Shared helpers of the benchmark scripts: statistics, subprocesses, RSS, the report table.
+
+Nothing here imports ``resumable``: a benchmark that measures import time or memory decides
+itself when the library gets loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: A figure that misses its goal by more than this factor fails the run (exit code 1).
+HARD_FACTOR = 2.0
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by the nearest-rank method."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+# --- process facts ------------------------------------------------------------------------
+
+
+def run_child(*args: str, cwd: str | os.PathLike[str] | None = None) -> dict[str, object]:
+    """Run this interpreter on ``args`` and parse the JSON object its last stdout line holds."""
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, check=False, cwd=cwd
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"benchmark child {args!r} failed with exit code {proc.returncode}:\n{proc.stderr}"
+        )
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def filesystem_of(path: str | os.PathLike[str]) -> str:
+    """The file system type of the mount that holds ``path`` (from /proc/mounts)."""
+    target = os.path.realpath(path)
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mount = parts[1]
+                inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "sqlite": __import__("sqlite3").sqlite_version,
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu": cpu,
+    }
+
+
+def command_line() -> str:
+    """The command that is running, as typed from the repository root."""
+
+    def shown(path: str, fallback: str) -> str:
+        absolute = Path(os.path.abspath(path))  # not resolve(): a venv's python is a symlink
+        try:
+            return str(absolute.relative_to(REPO))
+        except ValueError:
+            return fallback
+
+    return shlex.join(
+        [shown(sys.executable, "python"), shown(sys.argv[0], sys.argv[0]), *sys.argv[1:]]
+    )
+
+
+def now_utc() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report: ``value`` is checked against ``limit`` (smaller is better)."""
+
+    figure: str
+    measured: str
+    goal: str
+    compared: str
+    ratio: str
+    value: float
+    limit: float
+
+    @property
+    def result(self) -> str:
+        if self.value <= self.limit:
+            return "PASS"
+        if self.value <= self.limit * HARD_FACTOR:
+            return "FAIL"
+        return f"FAIL (>{HARD_FACTOR:g}x goal)"
+
+    @property
+    def hard_fail(self) -> bool:
+        return self.value > self.limit * HARD_FACTOR
+
+
+def table(rows: Sequence[Row]) -> str:
+    head = ("Figure", "Measured", "Goal", "Compared with (same run)", "Ratio", "Result")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines.extend(
+        "| " + " | ".join((r.figure, r.measured, r.goal, r.compared, r.ratio, r.result)) + " |"
+        for r in rows
+    )
+    return "\n".join(lines)
+
+
+def fmt_ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "n/a"

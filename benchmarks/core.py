@@ -1,0 +1,489 @@
+"""The core performance goals of ``resumable``, each measured against its baseline in one run.
+
+Usage (from the repository root)::
+
+    python benchmarks/core.py            # full run, prints a Markdown table
+    python benchmarks/core.py --quick    # reduced run, well under 30 seconds
+    python benchmarks/core.py --write    # also rewrites docs/benchmarks.md
+
+Every figure is compared with its baseline in the same process (or, for import time and
+memory, in subprocesses started by the same run), with the two sides interleaved in rounds,
+so that a noisy machine moves both sides alike. The exit code is 1 if a goal is missed by
+more than 2x, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import _util
+from _child import (
+    ONE_M,
+    RESUME_AT,
+    SMALL_STATE,
+    TEN_M,
+    Stop,
+    first_item,
+    reenter_completed,
+)
+from _util import Row, fmt_ratio, median, percentile
+
+if TYPE_CHECKING:
+    import sqlite3
+
+perf = time.perf_counter
+CHILD = str(Path(__file__).resolve().with_name("_child.py"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much work each benchmark does."""
+
+    iterate_rounds: int
+    commit_samples: int
+    enter_rounds: int
+    cold_runs: int
+    import_runs: int
+
+
+FULL = Plan(iterate_rounds=15, commit_samples=5000, enter_rounds=100, cold_runs=7, import_runs=20)
+QUICK = Plan(iterate_rounds=5, commit_samples=2000, enter_rounds=30, cold_runs=3, import_runs=8)
+
+
+def sqlite_url(directory: Path, name: str, durability: str = "normal") -> str:
+    # An absolute path gives the four slashes of sqlite:////abs/dir/name.db.
+    return f"sqlite:///{directory / name}?durability={durability}"
+
+
+# --- 1. per-item overhead of cp.iterate ---------------------------------------------------
+
+
+def _plain_loop(data: range) -> float:
+    started = perf()
+    for _ in data:
+        pass
+    return perf() - started
+
+
+def _iterate_loop(url: str, op_id: str, data: range) -> float:
+    from resumable import checkpointed
+
+    with checkpointed(op_id, store=url, state=dict(SMALL_STATE)) as cp:
+        started = perf()
+        for _ in cp.iterate(data):
+            pass
+        return perf() - started
+
+
+def bench_iterate(directory: Path, plan: Plan) -> Row:
+    url = sqlite_url(directory, "iterate.db")
+    data = range(ONE_M)
+    _iterate_loop(url, "iterate-warmup", range(10_000))  # open the store, load what loads lazily
+    plain: list[float] = []
+    lib: list[float] = []
+    diffs: list[float] = []
+    for r in range(plan.iterate_rounds):
+        gc.collect()
+        if r % 2:
+            b = _iterate_loop(url, f"iterate-{r}", data)
+            a = _plain_loop(data)
+        else:
+            a = _plain_loop(data)
+            b = _iterate_loop(url, f"iterate-{r}", data)
+        plain.append(a)
+        lib.append(b)
+        diffs.append(b - a)
+    per_item = median(diffs) / len(data) * 1e9
+    plain_ns = median(plain) / len(data) * 1e9
+    lib_ns = median(lib) / len(data) * 1e9
+    return Row(
+        figure="`cp.iterate` overhead per item (1M items, `pass` body, SQLite, default policy)",
+        measured=f"{per_item:.0f} ns/item (loop {lib_ns:.0f} ns/item)",
+        goal="<= 150 ns/item",
+        compared=f"plain `for`: {plain_ns:.0f} ns/item",
+        ratio=fmt_ratio(lib_ns, plain_ns),
+        value=per_item,
+        limit=150.0,
+    )
+
+
+# --- 2. cp.commit() against a raw SQLite upsert -----------------------------------------
+
+
+def _raw_connection(path: Path, synchronous: str) -> sqlite3.Connection:
+    import sqlite3  # not at the top: the new-process figures must not find it preloaded
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
+    return conn
+
+
+_RAW_UPSERT = "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+
+
+def _check_synchronous(store: object, expected: int) -> None:
+    """Make sure the store really runs with the synchronous level we compare against."""
+    import sqlite3
+
+    conn = getattr(store, "_conn", None)
+    if isinstance(conn, sqlite3.Connection):
+        level = conn.execute("PRAGMA synchronous").fetchone()[0]
+        if level != expected:
+            raise RuntimeError(f"store runs synchronous={level}, expected {expected}")
+
+
+def bench_commit(directory: Path, plan: Plan, durability: str) -> Row:
+    from resumable import checkpointed
+
+    synchronous = "FULL" if durability == "full" else "NORMAL"
+    raw = _raw_connection(directory / f"raw-{durability}.db", synchronous)
+    url = sqlite_url(directory, f"commit-{durability}.db", durability)
+    warmup = 200
+    lib: list[int] = []
+    base: list[int] = []
+    clock = time.perf_counter_ns
+    with checkpointed(f"commit-{durability}", store=url, state=dict(SMALL_STATE)) as cp:
+        _check_synchronous(cp.store, 2 if durability == "full" else 1)
+        st = cp.state
+        live = st.to_dict()
+        gc.collect()
+        for i in cp.iterate(range(warmup + plan.commit_samples)):
+            st.done = i + 1  # the payload changes every time, as in a real loop
+            st.bytes += 4096 + i % 13
+            payload = pickle.dumps(live, protocol=5)  # the bytes the library writes
+            if i % 2:
+                t0 = clock()
+                cp.commit()
+                t1 = clock()
+                raw.execute(_RAW_UPSERT, ("op", payload))
+                t2 = clock()
+                lib_ns, raw_ns = t1 - t0, t2 - t1
+            else:
+                t0 = clock()
+                raw.execute(_RAW_UPSERT, ("op", payload))
+                t1 = clock()
+                cp.commit()
+                t2 = clock()
+                raw_ns, lib_ns = t1 - t0, t2 - t1
+            if i >= warmup:
+                lib.append(lib_ns)
+                base.append(raw_ns)
+    raw.close()
+    lib_p50, raw_p50 = median(lib) / 1e3, median(base) / 1e3
+    lib_p90, raw_p90 = percentile(lib, 90) / 1e3, percentile(base, 90) / 1e3
+    limit = 1.3 if durability == "full" else 2.0
+    return Row(
+        figure=f"`cp.commit()` p50, small state, durability={durability}",
+        measured=f"{lib_p50:.1f} us (p90 {lib_p90:.1f} us)",
+        goal=f"<= {limit:g}x raw",
+        compared=(
+            f"raw WAL upsert, synchronous={synchronous}: {raw_p50:.1f} us "
+            f"(p90 {raw_p90:.1f} us), {len(base)} samples each"
+        ),
+        ratio=fmt_ratio(lib_p50, raw_p50),
+        value=lib_p50 / raw_p50,
+        limit=limit,
+    )
+
+
+# --- 3. entering a block: resume, completed ----------------------------------------------
+
+
+def prepare_enter_store(directory: Path) -> str:
+    """A store with ``resume-10m`` interrupted at 9,999,000 and ``done-1m`` completed."""
+    from resumable import checkpointed
+
+    url = sqlite_url(directory, "enter.db")
+    with suppress(Stop), checkpointed("resume-10m", store=url, state=dict(SMALL_STATE)) as cp:
+        for x in cp.iterate(range(TEN_M)):
+            if x == RESUME_AT:
+                raise Stop  # interrupted at this item: items 0..9,998,999 are done
+    with checkpointed("done-1m", store=url, state=dict(SMALL_STATE)) as cp:
+        for _ in cp.iterate(range(ONE_M)):
+            pass
+    return url
+
+
+def bench_enter_warm(url: str, plan: Plan) -> list[Row]:
+    resume: list[float] = []
+    done: list[float] = []
+    new: list[float] = []
+
+    def do_resume(_: int) -> None:
+        elapsed, first = first_item(url, "resume-10m", range(TEN_M))
+        if first != RESUME_AT:
+            raise AssertionError(f"resumed at item {first!r}, expected {RESUME_AT}")
+        resume.append(elapsed)
+
+    def do_done(_: int) -> None:
+        done.append(reenter_completed(url, "done-1m", range(ONE_M)))
+
+    def do_new(r: int) -> None:
+        elapsed, first = first_item(url, f"new-{r}", range(TEN_M))
+        if first != 0:
+            raise AssertionError(f"a new operation started at item {first!r}")
+        new.append(elapsed)
+
+    steps: list[Callable[[int], None]] = [do_resume, do_done, do_new]
+    for r in range(-3, plan.enter_rounds):  # three warm-up rounds
+        gc.collect()
+        order = steps[r % 3 :] + steps[: r % 3]
+        for step in order:
+            step(r)
+    resume, done, new = resume[3:], done[3:], new[3:]
+    new_ms = median(new) * 1e3
+    compared = f"new operation, enter to first item: {new_ms:.2f} ms"
+    return [
+        Row(
+            figure="resume `range(10_000_000)` at 9,999,000: enter to first item (warm)",
+            measured=f"{median(resume) * 1e3:.2f} ms (p90 {percentile(resume, 90) * 1e3:.2f})",
+            goal="<= 5 ms",
+            compared=compared,
+            ratio=fmt_ratio(median(resume) * 1e3, new_ms),
+            value=median(resume) * 1e3,
+            limit=5.0,
+        ),
+        Row(
+            figure="re-enter a completed 1M-item operation: enter, empty loop, exit (warm)",
+            measured=f"{median(done) * 1e3:.2f} ms (p90 {percentile(done, 90) * 1e3:.2f})",
+            goal="<= 20 ms",
+            compared=compared,
+            ratio=fmt_ratio(median(done) * 1e3, new_ms),
+            value=median(done) * 1e3,
+            limit=20.0,
+        ),
+    ]
+
+
+def bench_enter_cold(url: str, plan: Plan) -> list[Row]:
+    """The same two figures, each in a new process (the real situation of a re-run)."""
+    resume: list[float] = []
+    done: list[float] = []
+    new: list[float] = []
+    samples = {"resume": resume, "completed": done, "new": new}
+    modes = list(samples)
+    for r in range(plan.cold_runs):
+        for mode in modes[r % 3 :] + modes[: r % 3]:
+            out = _util.run_child(CHILD, "cold", url, mode)
+            samples[mode].append(float(out["seconds"]))  # type: ignore[arg-type]
+    new_ms = median(new) * 1e3
+    compared = f"new operation, new process: {new_ms:.1f} ms"
+    return [
+        Row(
+            figure=(
+                "resume at 9,999,000: enter to first item, first block of a new process "
+                "(after `import resumable`)"
+            ),
+            measured=f"{median(resume) * 1e3:.1f} ms (best {min(resume) * 1e3:.1f})",
+            goal="<= 5 ms",
+            compared=compared,
+            ratio=fmt_ratio(median(resume) * 1e3, new_ms),
+            value=median(resume) * 1e3,
+            limit=5.0,
+        ),
+        Row(
+            figure="re-enter the completed 1M-item operation, first block of a new process",
+            measured=f"{median(done) * 1e3:.1f} ms (best {min(done) * 1e3:.1f})",
+            goal="<= 20 ms",
+            compared=compared,
+            ratio=fmt_ratio(median(done) * 1e3, new_ms),
+            value=median(done) * 1e3,
+            limit=20.0,
+        ),
+    ]
+
+
+# --- 4. memory while iterating a 10M-item generator ---------------------------------------
+
+
+def bench_memory(directory: Path) -> Row:
+    url = sqlite_url(directory, "memory.db")
+    plain = _util.run_child(CHILD, "memory", url, "plain")
+    lib = _util.run_child(CHILD, "memory", url, "iterate")
+    mib = 1024 * 1024
+    base_lib, peak_lib = int(lib["base"]), int(lib["peak"])  # type: ignore[call-overload]
+    base_plain, peak_plain = int(plain["base"]), int(plain["peak"])  # type: ignore[call-overload]
+    grow_lib = (peak_lib - base_lib) / mib
+    grow_plain = (peak_plain - base_plain) / mib
+    return Row(
+        figure="RSS growth iterating a 10M-item generator through `cp.iterate` (new process)",
+        measured=f"{grow_lib:.2f} MB (from {base_lib / mib:.1f} MB)",
+        goal="<= 5 MB",
+        compared=f"plain `for` over the same generator: {grow_plain:.2f} MB",
+        ratio="n/a",
+        value=grow_lib,
+        limit=5.0,
+    )
+
+
+# --- 5. import time -----------------------------------------------------------------------
+
+
+def bench_import(plan: Plan) -> Row:
+    import subprocess
+
+    bare = [sys.executable, "-c", "pass"]
+    full = [sys.executable, "-c", "import resumable"]
+    times: dict[str, list[float]] = {"bare": [], "import": []}
+    with tempfile.TemporaryDirectory() as cwd:  # not the repository: the installed package
+
+        def run(kind: str, cmd: list[str]) -> None:
+            started = perf()
+            subprocess.run(cmd, check=True, cwd=cwd)
+            times[kind].append(perf() - started)
+
+        run("bare", bare)  # warm the page cache and the bytecode caches
+        run("import", full)
+        times["bare"].clear()
+        times["import"].clear()
+        for r in range(plan.import_runs):
+            if r % 2:
+                run("import", full)
+                run("bare", bare)
+            else:
+                run("bare", bare)
+                run("import", full)
+    bare_ms = min(times["bare"]) * 1e3
+    import_ms = min(times["import"]) * 1e3
+    extra = import_ms - bare_ms
+    return Row(
+        figure="`import resumable` beyond a bare interpreter start (best of runs)",
+        measured=f"{extra:.0f} ms ({import_ms:.0f} ms in all)",
+        goal="<= 150 ms",
+        compared=f'`python -c "pass"`: {bare_ms:.0f} ms, best of {plan.import_runs}',
+        ratio=fmt_ratio(import_ms, bare_ms),
+        value=extra,
+        limit=150.0,
+    )
+
+
+# --- the report ---------------------------------------------------------------------------
+
+METHOD = """\
+## How each figure is measured
+
+- **`cp.iterate` overhead**: a plain `for x in range(1_000_000): pass` and the same loop over
+  `cp.iterate(...)` inside `checkpointed(...)` with the default policy (`every_seconds=1.0`,
+  SQLite store in a temporary directory), timed around the `for` loop only, alternating which
+  side runs first. The figure is the median over rounds of (iterate - plain) / 1M. At this
+  speed a 1M-item loop ends before the first time-based commit is due, so the figure is the
+  pure per-item cost; what a commit costs is the next rows.
+- **`cp.commit()`**: inside a `cp.iterate` body that changes `cp.state` before every sample
+  (`{"done": i, "bytes": ..., "name": "x" * 30}`), one `cp.commit()` and one raw upsert,
+  alternating which goes first. Raw side: a `sqlite3` connection with `isolation_level=None`,
+  `journal_mode=WAL`, the same `synchronous` level, executing
+  `INSERT ... ON CONFLICT (k) DO UPDATE` of the pickle (protocol 5) of the same state; the
+  pickling is done outside the raw timing, so the raw side is only the SQLite write. The
+  library side is everything `cp.commit()` does (pickling, checksum, record, upsert).
+  The first 200 pairs are warm-up and dropped; the ratio is of the two medians.
+- **Entering a block (warm)**: one store prepared by a loop over `range(10_000_000)` that
+  raises at item 9,999,000 (position 9,999,000 committed, operation FAILED) and a completed
+  1M-item operation. Each round times, in rotating order: entering the interrupted operation
+  and taking its first item (then leaving with an exception, so the position stays);
+  entering the completed operation, an empty `cp.iterate` and leaving; and entering a new
+  operation and taking its first item (the comparison). The store is already open in the
+  process; the timer starts before `checkpointed(...)` is called.
+- **Entering a block (new process)**: the same three figures, each in a new interpreter
+  that has already run `import resumable` (import time is its own row), so the first block
+  also opens the SQLite store and loads whatever the library loads lazily. The child
+  interpreter (`benchmarks/_child.py`) imports nothing else of note before the clock starts.
+  Median of runs. Both readings are checked against the goal: a re-run after a crash always
+  starts in a new process, so the new-process figure is what a user waits for.
+- **Memory**: a new process per side; after `import resumable` and a 10,000-item warm-up
+  block, `VmRSS` (from `/proc/self/status`) is read before the loop, every 250,000 items and
+  after it; the figure is the peak minus the value before the loop.
+- **Import time**: `python -c "import resumable"` and `python -c "pass"` run alternately in
+  subprocesses (from a directory outside the repository); the figure is the difference of
+  the best run of each.
+
+A goal missed by more than 2x makes the script exit with status 1 (CI checks this); a
+smaller miss is reported as FAIL with exit status 0.
+"""
+
+
+def render_doc(rows: list[Row], info: dict[str, str], command: str, elapsed: float) -> str:
+    return (
+        "# Benchmarks\n\n"
+        "The performance goals of `resumable`, each measured against its baseline in the same "
+        "run by `benchmarks/core.py`. This page is written by the script itself "
+        "(`--write`): do not edit the figures by hand.\n\n"
+        "## Last run\n\n"
+        f"- Date: {_util.now_utc()}\n"
+        f"- Machine: nproc {info['nproc']}, {info['cpu']}, {info['os']}\n"
+        f"- Python: {info['python']}, SQLite {info['sqlite']}\n"
+        f"- Temporary store directory on: {info['fs']}\n"
+        f"- Command (from the repository root): `{command}` ({elapsed:.0f} s)\n\n"
+        f"{_util.table(rows)}\n\n"
+        f"{METHOD}"
+    )
+
+
+def run_all(plan: Plan, directory: Path, progress: Callable[[str], None]) -> list[Row]:
+    rows: list[Row] = []
+    progress("cp.iterate overhead")
+    rows.append(bench_iterate(directory, plan))
+    for durability in ("normal", "full"):
+        progress(f"cp.commit() durability={durability}")
+        rows.append(bench_commit(directory, plan, durability))
+    progress("preparing the resume store (10M items)")
+    url = prepare_enter_store(directory)
+    progress("entering blocks (warm)")
+    rows.extend(bench_enter_warm(url, plan))
+    progress("entering blocks (new processes)")
+    rows.extend(bench_enter_cold(url, plan))
+    progress("memory (new processes)")
+    rows.append(bench_memory(directory))
+    progress("import time (subprocesses)")
+    rows.append(bench_import(plan))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced run (< 30 s)")
+    parser.add_argument("--write", action="store_true", help="rewrite docs/benchmarks.md")
+    parser.add_argument("--dir", help="where to create the temporary stores (default: $TMPDIR)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    started = perf()
+    directory = Path(tempfile.mkdtemp(prefix="resumable-bench-", dir=args.dir))
+    try:
+        rows = run_all(plan, directory, lambda what: print(f"... {what}", file=sys.stderr))
+        fs = _util.filesystem_of(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    elapsed = perf() - started
+    info = _util.machine()
+    info["fs"] = fs
+    command = _util.command_line()
+    print(_util.table(rows))
+    print()
+    print(
+        f"nproc {info['nproc']}, {info['python']}, SQLite {info['sqlite']}, store on {fs}; "
+        f"`{command}` took {elapsed:.1f} s"
+    )
+    if args.write:
+        doc = _util.REPO / "docs" / "benchmarks.md"
+        doc.write_text(render_doc(rows, info, command, elapsed), encoding="utf-8")
+        print(f"wrote {doc.relative_to(_util.REPO)}")
+    hard = [r.figure for r in rows if r.hard_fail]
+    for figure in hard:
+        print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)
+    return 1 if hard else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
