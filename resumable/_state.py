@@ -3,33 +3,44 @@
 A field shadows a mapping method of the same name: ``cp.state.items`` is the field ``items``
 if there is one. Names that start with ``_`` are reached by item access only.
 
-Top-level assignments are recorded in an undo log that the checkpoint clears at every item
-boundary. When an exception (Ctrl-C, SIGTERM, a bug) leaves a block in the middle of an item,
-the log puts back the fields that item had assigned, so the committed state and position
-agree. In-place changes to a nested object (``cp.state.seen.append(x)``) cannot be undone
-this way: assign a new value instead, or call ``cp.commit()`` once the item is reflected.
+Top-level assignments are recorded in an undo log tagged with the position of the item that
+made them. When an exception (Ctrl-C, SIGTERM, a bug) leaves a block in the middle of an
+item, the log puts back the fields that item had assigned, so the committed state and
+position agree. The tag makes this safe against a signal arriving anywhere: the loop marks an
+item finished with one store of its position, and a log whose tag is no longer the position
+in flight belongs to a finished item and is discarded, not replayed.
+
+In-place changes to a nested object (``cp.state.seen.append(x)``) cannot be undone this way:
+assign a new value instead, or call ``cp.commit()`` once the item is reflected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["State"]
 
 _MISSING: Any = object()
+_ITEM: Any = object()  # the undo log's key for the position its entries belong to
+
+
+class _Position(Protocol):
+    _position: int
 
 
 class State(MutableMapping[str, Any]):
     """A dict with attribute access, restored on re-runs."""
 
-    __slots__ = ("_data", "_undo")
+    __slots__ = ("_at", "_data", "_undo")
     _data: dict[str, Any]
-    _undo: dict[str, Any]
+    _undo: dict[Any, Any]
+    _at: _Position | None
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
         object.__setattr__(self, "_data", {} if data is None else data)
         object.__setattr__(self, "_undo", {})
+        object.__setattr__(self, "_at", None)
 
     # attribute access: a field wins over a mapping method of the same name (`items`, `keys`)
     def __getattribute__(self, name: str) -> Any:
@@ -60,14 +71,24 @@ class State(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         data = self._data
-        if key not in self._undo:
-            self._undo[key] = data.get(key, _MISSING)
+        self._record(key, data.get(key, _MISSING))
         data[key] = value
 
     def __delitem__(self, key: str) -> None:
         data = self._data
-        old = data.pop(key)
-        self._undo.setdefault(key, old)
+        self._record(key, data[key])
+        del data[key]
+
+    def _record(self, key: str, old: Any) -> None:
+        at = self._at
+        if at is None:
+            return
+        undo, position = self._undo, at._position
+        if undo.get(_ITEM, position) != position:
+            undo.clear()  # left over from an item that has finished since
+        if key not in undo:
+            undo[key] = old
+            undo[_ITEM] = position
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -93,18 +114,25 @@ class State(MutableMapping[str, Any]):
         return self._data
 
     # used by the checkpoint
-    def _mark(self) -> None:
-        """An item boundary: what is assigned from now on belongs to the next item."""
-        if self._undo:
-            self._undo.clear()
+    def _track(self, at: _Position) -> None:
+        """Record assignments from now on, tagged with ``at._position``."""
+        object.__setattr__(self, "_at", at)
+
+    def _forget(self) -> None:
+        """A commit: what was assigned so far is committed, nothing to undo."""
+        self._undo.clear()
 
     def _rollback(self) -> list[str]:
-        """Undo assignments since the last boundary; return the names put back."""
-        undone = list(self._undo)
-        for key, old in self._undo.items():
-            if old is _MISSING:
-                self._data.pop(key, None)
-            else:
-                self._data[key] = old
-        self._undo.clear()
+        """Undo the assignments of the item in flight; return the names put back."""
+        undo = self._undo
+        undone: list[str] = []
+        if self._at is not None and undo.get(_ITEM) == self._at._position:
+            del undo[_ITEM]
+            for key, old in undo.items():
+                if old is _MISSING:
+                    self._data.pop(key, None)
+                else:
+                    self._data[key] = old
+                undone.append(key)
+        undo.clear()
         return undone

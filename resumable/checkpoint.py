@@ -118,7 +118,6 @@ class Checkpoint:
         self._op: OperationRecord | None = None
         self._state: Any = None
         self._payload_of: Any = None
-        self._undo: dict[str, Any] = {}
         self._seq = 0
         self._restored = 0  # position the previous run committed
         self._position = 0  # items accounted for in this run (skipped or finished)
@@ -206,18 +205,22 @@ class Checkpoint:
             self.op_id = parent._child_id(self._name)
         op_id = self.op_id
         store = self._store = resolve_store(self._store_spec)
-        if self._locking:
-            self._lock = store.lock(op_id)
-            self._lock.acquire(self._lock_timeout)
-        try:
+        self._lock = store.lock(op_id) if self._locking else None
+        try:  # everything after taking the lock undoes itself if interrupted
+            if self._lock is not None:
+                self._lock.acquire(self._lock_timeout)
             self._open(store, op_id)
             self._install_sigterm(parent)
+            self._token = _current.set(self)
+            self._active = True
+            return self  # noqa: TRY300 - in the try: an interrupt here must release the lock too
         except BaseException:
+            self._active = False
+            if self._token is not None:
+                _current.reset(self._token)
+                self._token = None
             self._release()
             raise
-        self._active = True
-        self._token = _current.set(self)
-        return self
 
     def _open(self, store: Store, op_id: str) -> None:
         if self._fresh:
@@ -269,7 +272,8 @@ class Checkpoint:
         self._state = value
         # What gets serialized: a State's plain dict (so loading never needs this class).
         self._payload_of = value.to_dict() if isinstance(value, State) else value
-        self._undo = value._undo if isinstance(value, State) else {}
+        if isinstance(value, State):
+            value._track(self)
 
     def _child_id(self, name: str | None) -> str:
         """A stable id for a block nested in this one.
@@ -304,6 +308,7 @@ class Checkpoint:
                 self._leave(exc)
         finally:
             self._active = False
+            self._gen = None  # closes an abandoned loop now, not whenever GC finds the cycle
             if self._token is not None:
                 _current.reset(self._token)
             self._release()
@@ -404,7 +409,8 @@ class Checkpoint:
         self._seq += 1
         self._committed = position
         self._last_commit = time.monotonic()
-        self._undo.clear()
+        if isinstance(self._state, State):
+            self._state._forget()
         if debug:
             log.debug(
                 "resumable.checkpoint.saved", op_id=self.op_id, seq=ckpt.seq, position=position,
@@ -471,7 +477,7 @@ class Checkpoint:
         bar = _progress_bar(self, pos) if progress else None
         if numbered:
             source = zip(itertools.count(pos), source, strict=False)
-        undo, every = self._undo, self._every
+        every = self._every
         check_at, check_pos, check_time = pos + 1, pos, time.monotonic()
         self._abandoned = False
         try:
@@ -482,9 +488,7 @@ class Checkpoint:
                     self._abandoned = True  # closed mid-item: `break`, or an exception
                     raise
                 pos += 1
-                self._position = pos
-                if undo:
-                    undo.clear()
+                self._position = pos  # one store marks the item finished (see _state.py)
                 if pos >= check_at:
                     now = time.monotonic()
                     if (every is not None and pos - self._committed >= every) or (

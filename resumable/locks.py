@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import threading
 import time
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -39,8 +38,9 @@ class Lock(Protocol):
         ...
 
 
+#: Lock descriptors this process holds (set.add/discard are atomic; no lock is needed, and a
+#: lock here could be left taken by a Ctrl-C landing as its `with` block ends).
 _HELD_FDS: set[int] = set()
-_HELD_GUARD = threading.Lock()
 
 
 def _close_inherited() -> None:
@@ -72,76 +72,71 @@ class FileLock:
         self._fd: int | None = None
 
     def _try_once(self) -> bool:
-        _fs.makedirs(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            _fs.makedirs(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Owned from here on: release() closes it, whatever interrupts us below.
+        self._fd = fd
+        _HELD_FDS.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
+            self.release()
             return False
-        except BaseException:
-            os.close(fd)
-            raise
         try:
             same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
         except FileNotFoundError:
             same = False
         if not same:  # the file was replaced after we opened it: the lock guards nothing
-            os.close(fd)
-            return False
-        self._fd = fd
-        with _HELD_GUARD:
-            _HELD_FDS.add(fd)
-        return True
+            self.release()
+        return same
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take the lock; wait up to ``timeout`` seconds (None: fail at once)."""
         if self._fd is not None:
             raise RuntimeError(f"lock for {self.op_id!r} is already held by this object")
         deadline = time.monotonic() + (timeout or 0.0)
-        while not self._try_once():
-            if timeout is None or not _sleep_steps(deadline):
-                raise OperationLocked(self.op_id, waited=timeout or 0)
+        try:
+            while not (taken := self._try_once()):
+                if timeout is None or not _sleep_steps(deadline):
+                    break
+        except BaseException:
+            self.release()  # an interrupt mid-acquire must not leave a descriptor holding it
+            raise
+        if not taken:
+            raise OperationLocked(self.op_id, waited=timeout or 0)
 
     def release(self) -> None:
-        """Unlock and close."""
+        """Close the lock's descriptor, which unlocks it (no-op if not held)."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        with _HELD_GUARD:
-            _HELD_FDS.discard(fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        _HELD_FDS.discard(fd)
+        os.close(fd)
 
 
 class ThreadLock:
     """A lock for process-local stores (``memory://``): one holder per op in this process."""
 
-    _held: ClassVar[set[tuple[int, str]]] = set()
-    _guard: ClassVar[threading.Lock] = threading.Lock()
+    #: (scope, op id) -> the holding ThreadLock; dict.setdefault makes "take if free" atomic.
+    _held: ClassVar[dict[tuple[int, str], ThreadLock]] = {}
 
     def __init__(self, scope: int, op_id: str) -> None:
         self._key = (scope, op_id)
         self.op_id = op_id
-        self._holding = False
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take the lock; wait up to ``timeout`` seconds (None: fail at once)."""
         deadline = time.monotonic() + (timeout or 0.0)
         while True:
-            with self._guard:
-                if self._key not in self._held:
-                    self._held.add(self._key)
-                    self._holding = True
-                    return
+            if self._held.setdefault(self._key, self) is self:
+                return
             if timeout is None or not _sleep_steps(deadline):
                 raise OperationLocked(self.op_id, "another block in this process", timeout or 0)
 
     def release(self) -> None:
         """Give the lock back."""
-        if self._holding:
-            with self._guard:
-                self._held.discard(self._key)
-            self._holding = False
+        if self._held.get(self._key) is self:
+            del self._held[self._key]

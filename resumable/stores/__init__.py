@@ -10,7 +10,6 @@ or ``file:relative/dir``). Options go in the query string or as keyword argument
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -93,7 +92,6 @@ def _file_path(url: str, netloc: str, path: str) -> str:
 
 
 _cache: dict[tuple[str, int], Store] = {}
-_cache_guard = threading.Lock()
 
 
 def default_store_url() -> str:
@@ -120,8 +118,10 @@ def resolve_store(spec: str | Store | None) -> Store:
             f"store must be a URL such as 'sqlite:///jobs.db' or a Store, not {type(spec).__name__}"
         )
     key = (spec if spec.startswith("memory:") else f"{spec}@{Path.cwd()}", os.getpid())
-    with _cache_guard:
-        store = _cache.get(key)
-        if store is None:
-            store = _cache[key] = open_store(spec)
-        return store
+    store = _cache.get(key)
+    if store is None:
+        # No lock held across the open: a Ctrl-C landing as a `with lock:` block ends can
+        # leave the lock taken, and every later call would hang. setdefault is atomic, so two
+        # threads racing here agree on one store.
+        store = _cache.setdefault(key, open_store(spec))
+    return store

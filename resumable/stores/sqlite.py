@@ -175,11 +175,16 @@ class SQLiteStore(Store):
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
-        self.path.chmod(0o600)
-        # connect(timeout=) is SQLite's busy timeout; synchronous is per connection.
-        conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
-        if _schema_version(conn) != SCHEMA_VERSION:
-            _create_schema(conn, self.path)
+        try:
+            self.path.chmod(0o600)
+            # connect(timeout=) is SQLite's busy timeout; synchronous is per connection.
+            sync = "FULL" if self.durability == "full" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous={sync}")
+            if _schema_version(conn) != SCHEMA_VERSION:
+                _create_schema(conn, self.path)
+        except BaseException:
+            conn.close()  # never leave a half-set-up connection holding a lock
+            raise
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -326,8 +331,8 @@ def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` if the block or the commit fails."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    try:  # BEGIN inside the try: an interrupt right after it must still roll back
+        conn.execute("BEGIN IMMEDIATE")
         yield
         conn.execute("COMMIT")
     except BaseException:

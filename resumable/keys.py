@@ -1,0 +1,223 @@
+"""Operation ids for calls: stable digests of bound arguments, and code fingerprints.
+
+A digest is the same in every process and on every machine: it never depends on
+``PYTHONHASHSEED``, on dict insertion order, or on the order a set happens to iterate in.
+Common argument types have fast paths; numpy arrays are hashed by their buffer, not a pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import fractions
+import inspect
+import pathlib
+import struct
+import types
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import xxhash
+
+__all__ = ["call_op_id", "code_fingerprint", "digest_value", "qualified_name"]
+
+_INT = struct.Struct("<q")
+_FLOAT = struct.Struct("<d")
+_BY_REPR = (
+    datetime.date, datetime.time, datetime.timedelta, datetime.timezone, decimal.Decimal,
+    fractions.Fraction, uuid.UUID, pathlib.PurePath, complex, range, slice,
+)  # fmt: skip
+
+
+class _Undigestable(TypeError):
+    def __init__(self, path: str, value: object) -> None:
+        self.path = path
+        self.value = value
+        super().__init__(path)
+
+
+def _feed(h: Any, obj: Any, path: str, depth: int) -> None:  # noqa: PLR0912 - one dispatch
+    """Feed a type-tagged, order-independent encoding of ``obj`` into hasher ``h``."""
+    t = type(obj)
+    if t is str:
+        data = obj.encode("utf-8", "surrogatepass")
+        h.update(b"s" + _INT.pack(len(data)) + data)
+    elif t is int:
+        if -(1 << 63) <= obj < (1 << 63):
+            h.update(b"i" + _INT.pack(obj))
+        else:
+            text = str(obj).encode()
+            h.update(b"I" + _INT.pack(len(text)) + text)
+    elif t is bool or obj is None:
+        h.update(b"c" + repr(obj).encode())
+    elif t is float:
+        h.update(b"f" + _FLOAT.pack(obj))
+    elif t is bytes or t is bytearray or t is memoryview:
+        data = bytes(obj)
+        h.update(b"b" + _INT.pack(len(data)))
+        h.update(data)
+    elif depth > 64:
+        raise _Undigestable(path, obj)
+    elif t is tuple or t is list:
+        h.update((b"t" if t is tuple else b"l") + _INT.pack(len(obj)))
+        for i, item in enumerate(obj):
+            _feed(h, item, f"{path}[{i}]", depth + 1)
+    elif isinstance(obj, Mapping):
+        _feed_unordered(h, b"d", ((k, v) for k, v in obj.items()), path, depth, pairs=True)
+        _feed_type(h, t, dict)
+    elif isinstance(obj, set | frozenset):
+        _feed_unordered(h, b"S", ((v, None) for v in obj), path, depth, pairs=False)
+    elif isinstance(obj, enum.Enum):
+        _feed_type(h, t, None)
+        _feed(h, obj.value, f"{path}.value", depth + 1)
+    elif isinstance(obj, _BY_REPR):
+        _feed_type(h, t, None)
+        h.update(repr(obj).encode("utf-8", "surrogatepass"))
+    elif _is_ndarray(obj):
+        _feed_array(h, obj)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        _feed_type(h, t, None)
+        for f in dataclasses.fields(obj):
+            _feed(h, f.name, path, depth + 1)
+            _feed(h, getattr(obj, f.name), f"{path}.{f.name}", depth + 1)
+    elif isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        _feed_type(h, t, None)
+        _feed(h, tuple(obj), path, depth + 1)
+    else:
+        raise _Undigestable(path, obj)
+
+
+def _feed_type(h: Any, t: type, plain: type | None) -> None:
+    if t is not plain:
+        h.update(b"T" + f"{t.__module__}.{t.__qualname__}".encode())
+
+
+def _feed_unordered(
+    h: Any, tag: bytes, items: Iterable[tuple[object, object]], path: str, depth: int,
+    *, pairs: bool,
+) -> None:  # fmt: skip
+    digests = []
+    for k, v in items:
+        sub = xxhash.xxh3_128()
+        _feed(sub, k, f"{path}[{k!r}]" if pairs else f"{path}{{...}}", depth + 1)
+        if pairs:
+            _feed(sub, v, f"{path}[{k!r}]", depth + 1)
+        digests.append(sub.digest())
+    digests.sort()
+    h.update(tag + _INT.pack(len(digests)) + b"".join(digests))
+
+
+def _is_ndarray(obj: object) -> bool:
+    t = type(obj)
+    return t.__module__ == "numpy" and t.__name__ == "ndarray"
+
+
+def _feed_array(h: Any, arr: Any) -> None:
+    if arr.dtype.hasobject:
+        raise TypeError("numpy arrays of Python objects cannot be digested by their buffer")
+    h.update(b"A" + f"{arr.dtype.str}|{arr.shape}".encode())
+    data = arr if arr.flags.c_contiguous else arr.copy(order="C")
+    h.update(memoryview(data).cast("B"))
+
+
+def digest_value(obj: object, name: str = "value") -> str:
+    """A stable hex digest of ``obj``.
+
+    Raises:
+        TypeError: ``obj`` (or a part of it, named in the message) cannot be digested.
+    """
+    h = xxhash.xxh3_128()
+    try:
+        _feed(h, obj, name, 0)
+    except _Undigestable as exc:
+        raise TypeError(
+            f"{exc.path} = {_short(exc.value)} ({type(exc.value).__name__}) cannot be digested "
+            "into a stable operation id"
+        ) from None
+    return h.hexdigest()
+
+
+def _short(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails must not hide the real message
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def qualified_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function (``__main__`` stays ``__main__``)."""
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))}"
+
+
+def call_op_id(
+    fn: Callable[..., Any],
+    signature: inspect.Signature,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    ignore: frozenset[str],
+) -> tuple[str, dict[str, Any]]:
+    """The default op id of a call, and its bound arguments (defaults applied).
+
+    ``f(2, y=3)`` and ``f(2, 3)`` give one id.
+
+    Raises:
+        TypeError: the arguments do not fit the signature, or one cannot be digested (the
+            message names it and shows the ``ignore=``/``op_id=`` way out).
+    """
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    arguments = bound.arguments
+    h = xxhash.xxh3_128()
+    for name, value in arguments.items():
+        if name in ignore:
+            continue
+        _feed(h, name, name, 0)
+        try:
+            _feed(h, value, name, 0)
+        except _Undigestable as exc:
+            raise TypeError(
+                f"{qualified_name(fn)}: argument {exc.path} = {_short(exc.value)} "
+                f"({type(exc.value).__name__}) cannot be digested into a stable operation id. "
+                f"Leave it out with @resumable(ignore=[{name!r}]), or name the operation "
+                "yourself with @resumable(op_id='...{other_argument}...')"
+            ) from None
+    return f"{qualified_name(fn)}:{h.hexdigest()[:24]}", arguments
+
+
+def code_fingerprint(fn: Callable[..., Any]) -> str:
+    """A digest of a function's code that ignores line numbers and its docstring.
+
+    Changes to the body, constants, names used, defaults and nested functions change it;
+    moving the function within its file does not.
+    """
+    fn = inspect.unwrap(fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "no-code"
+    h = xxhash.xxh3_128()
+    _feed_code(h, code, skip_doc=fn.__doc__)
+    defaults = getattr(fn, "__defaults__", None) or ()
+    for d in defaults:
+        try:
+            _feed(h, d, "default", 0)
+        except _Undigestable:
+            h.update(type(d).__qualname__.encode())
+    return h.hexdigest()[:16]
+
+
+def _feed_code(h: Any, code: types.CodeType, skip_doc: str | None = None) -> None:
+    h.update(code.co_code)
+    h.update("\x1f".join(code.co_names).encode())
+    h.update("\x1f".join(code.co_varnames).encode())
+    for i, const in enumerate(code.co_consts):
+        if i == 0 and skip_doc is not None and const == skip_doc:
+            continue  # editing the docstring does not change what the function computes
+        if isinstance(const, types.CodeType):
+            _feed_code(h, const)
+        else:
+            h.update(repr(const).encode("utf-8", "surrogatepass"))
