@@ -284,3 +284,26 @@ def test_transition_table_is_enforced() -> None:
         OperationRecord.new("op", "n", ProcessState.RECOVERING)
     failed = OperationRecord.new("op", "n", ProcessState.FAILED)
     assert failed.to(ProcessState.RECOVERING).to(RUNNING).to(ProcessState.COMPLETED).verify()
+
+
+def test_results_in_batches_and_by_prefix(store: Store) -> None:
+    """A batch of results is stored at once and found again by key prefix."""
+    batch = [ResultRecord.create("op", f"map0:{i}", "pickle", bytes([i])) for i in range(50)]
+    batch.append(ResultRecord.create("op", "map1:0", "pickle", b"other"))
+    batch.append(ResultRecord.create("op", "map0:\udc80odd", "pickle", b"surrogate key"))
+    store.put_results(batch)
+    found = store.load_results("op", "map0:")
+    assert len(found) == 51
+    assert found["map0:7"].payload == b"\x07"
+    assert found["map0:\udc80odd"].payload == b"surrogate key"
+    assert set(store.load_results("op", "map1:")) == {"map1:0"}
+    assert store.load_results("other", "map0:") == {}
+
+
+def test_save_stores_results_with_the_operation(store: Store) -> None:
+    """save(op, checkpoint, results) writes all three; the results read back verified."""
+    op = OperationRecord.new("op", "n", RUNNING).to(ProcessState.COMPLETED)
+    result = ResultRecord.create("op", "return", "pickle", b"42")
+    store.save(op, ckpt("op", 1, state=ProcessState.COMPLETED), [result])
+    assert store.load_result("op", "return") == result
+    assert store.load_operation("op").state is ProcessState.COMPLETED  # type: ignore[union-attr]

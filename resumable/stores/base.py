@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar, Literal
 
 from resumable._log import log
@@ -65,8 +65,17 @@ class Store(ABC):
         """Every operation record, unverified."""
 
     @abstractmethod
-    def save(self, op: OperationRecord, checkpoint: CheckpointRecord | None = None) -> None:
-        """Write ``op`` (and ``checkpoint``) atomically: all of it or none of it."""
+    def save(
+        self,
+        op: OperationRecord,
+        checkpoint: CheckpointRecord | None = None,
+        results: Sequence[ResultRecord] = (),
+    ) -> None:
+        """Write ``op``, ``checkpoint`` and ``results`` together: all of it or none of it.
+
+        (The file store writes each file atomically, results first and the operation record
+        last; readers tolerate the newer files a crash between them leaves.)
+        """
 
     @abstractmethod
     def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
@@ -77,12 +86,16 @@ class Store(ABC):
         """The operation's stored checkpoints, newest first, unverified."""
 
     @abstractmethod
-    def put_result(self, result: ResultRecord) -> None:
-        """Store ``result`` atomically, replacing one with the same key."""
+    def put_results(self, results: Sequence[ResultRecord]) -> None:
+        """Store ``results`` (one group commit), replacing those with the same keys."""
 
     @abstractmethod
     def get_result(self, op_id: str, key: str) -> ResultRecord | None:
         """The stored result, unverified, or None."""
+
+    @abstractmethod
+    def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
+        """The operation's results whose key starts with ``prefix``, unverified."""
 
     @abstractmethod
     def delete_operation(self, op_id: str) -> bool:
@@ -160,6 +173,22 @@ class Store(ABC):
                 f"(seqs {bad}); nothing was loaded. Reset the operation to start it over, or "
                 "restore the store from a backup"
             )
+
+    def put_result(self, result: ResultRecord) -> None:
+        """Store one result."""
+        self.put_results((result,))
+
+    def load_results(self, op_id: str, prefix: str) -> dict[str, ResultRecord]:
+        """Results under ``prefix`` that pass their checksum, by key (corrupt ones logged)."""
+        with self.errors(f"read results of {op_id!r}"):
+            records = list(self.iter_results(op_id, prefix))
+        good: dict[str, ResultRecord] = {}
+        for rec in records:
+            if rec.verify() and rec.op_id == op_id and rec.key.startswith(prefix):
+                good[rec.key] = rec
+            else:
+                log.warning("resumable.result.corrupt", op_id=op_id, key=rec.key)
+        return good
 
     def load_result(self, op_id: str, key: str) -> ResultRecord | None:
         """A stored result that passes its checksum; None if missing or corrupt (logged)."""

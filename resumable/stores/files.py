@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -195,8 +195,10 @@ class FileStore(Store):
     def get_result(self, op_id: str, key: str) -> ResultRecord | None:
         """The stored result, unverified, or None."""
         doc = self._read(self._result_path(op_id, key))
-        if doc is None:
-            return None
+        return None if doc is None else self._result_from(doc)
+
+    @staticmethod
+    def _result_from(doc: dict[str, Any]) -> ResultRecord:
         return ResultRecord(
             doc["operation_id"], doc["key"], doc["serializer"],
             _decode_payload(doc["serializer"], doc), doc["created"], doc["checksum"],
@@ -219,26 +221,55 @@ class FileStore(Store):
             if old >= 0:
                 _fs.remove(folder / f"{old:0{_SEQ_WIDTH}d}.json")
 
-    def save(self, op: OperationRecord, checkpoint: CheckpointRecord | None = None) -> None:
-        """Write the checkpoint first, then the operation record.
+    def save(
+        self,
+        op: OperationRecord,
+        checkpoint: CheckpointRecord | None = None,
+        results: Sequence[ResultRecord] = (),
+    ) -> None:
+        """Write the results, then the checkpoint, then the operation record.
 
-        Each file is atomic; a crash between the two leaves a newer checkpoint beside an older
-        operation record, which readers resolve by trusting the checkpoint's state.
+        Each file is atomic; a crash between them leaves newer results or a newer checkpoint
+        beside an older operation record, which readers resolve by trusting the checkpoint's
+        state.
         """
+        self.put_results(results)
         if checkpoint is not None:
             self.add_checkpoint(checkpoint)
         with self.errors(f"save operation {op.op_id!r}"):
             self._write(self._dir(op.op_id) / "operation.json", self._op_doc(op))
 
-    def put_result(self, result: ResultRecord) -> None:
-        """Write the result's file atomically."""
-        doc = {
-            "operation_id": result.op_id, "key": result.key, "serializer": result.serializer,
-            **_encode_payload(result.serializer, result.payload), "created": result.created,
-            "checksum": result.checksum,
-        }  # fmt: skip
-        with self.errors(f"save result {result.key!r} of {result.op_id!r}"):
-            self._write(self._result_path(result.op_id, result.key), doc)
+    def put_results(self, results: Sequence[ResultRecord]) -> None:
+        """Write each result's file atomically."""
+        for result in results:
+            doc = {
+                "operation_id": result.op_id, "key": result.key,
+                "serializer": result.serializer,
+                **_encode_payload(result.serializer, result.payload),
+                "created": result.created, "checksum": result.checksum,
+            }  # fmt: skip
+            with self.errors(f"save result {result.key!r} of {result.op_id!r}"):
+                self._write(self._result_path(result.op_id, result.key), doc)
+
+    def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
+        """Every readable result file of the operation whose key starts with ``prefix``."""
+        folder = self._dir(op_id) / "results"
+        try:
+            names = os.listdir(folder)  # noqa: PTH208 - names only
+        except FileNotFoundError:
+            return
+        for name in sorted(names):
+            if _fs.TEMP_MARK in name:
+                continue
+            try:
+                doc = self._read(folder / name)
+                if doc is None:
+                    continue
+                rec = self._result_from(doc)
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                continue  # unreadable: as if missing, and the item runs again
+            if rec.key.startswith(prefix):
+                yield rec
 
     def delete_operation(self, op_id: str) -> bool:
         """Remove the operation's directory (its lock file stays, see the module doc)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 from resumable.locks import Lock, ThreadLock
@@ -63,17 +63,32 @@ class MemoryStore(Store):
             kept.insert(0, checkpoint)
             del kept[self.history :]
 
-    def save(self, op: OperationRecord, checkpoint: CheckpointRecord | None = None) -> None:
-        """Store the operation (and checkpoint)."""
+    def save(
+        self,
+        op: OperationRecord,
+        checkpoint: CheckpointRecord | None = None,
+        results: Sequence[ResultRecord] = (),
+    ) -> None:
+        """Store the operation (with its checkpoint and results)."""
         with self._guard:
+            self.put_results(results)
             if checkpoint is not None:
                 self.add_checkpoint(checkpoint)
             self._ops[op.op_id] = op
 
-    def put_result(self, result: ResultRecord) -> None:
-        """Store the result."""
+    def put_results(self, results: Sequence[ResultRecord]) -> None:
+        """Store the results."""
         with self._guard:
-            self._results[result.op_id, result.key] = result
+            for result in results:
+                self._results[result.op_id, result.key] = result
+
+    def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
+        """The operation's results whose key starts with ``prefix``."""
+        with self._guard:
+            found = [
+                r for (o, k), r in self._results.items() if o == op_id and k.startswith(prefix)
+            ]
+        return iter(found)
 
     def delete_operation(self, op_id: str) -> bool:
         """Forget the operation, its checkpoints and results."""

@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -121,6 +121,20 @@ def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
         updated, None if error is None else _dec(error), json.loads(meta) if meta else {},
         checksum,
     )  # fmt: skip
+
+
+_UPSERT_RESULT = (
+    "INSERT OR REPLACE INTO results (op_id, key, serializer, payload, created, checksum) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _result_row(r: ResultRecord) -> tuple[Any, ...]:
+    return (_enc(r.op_id), _enc(r.key), r.serializer, r.payload, r.created, r.checksum)
+
+
+def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
+    return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
 
 
 def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
@@ -242,9 +256,7 @@ class SQLiteStore(Store):
                 )
                 .fetchone()
             )
-        if row is None:
-            return None
-        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
+        return None if row is None else _result_from_row(row)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -263,8 +275,13 @@ class SQLiteStore(Store):
         except self.driver_errors as exc:
             raise self.store_error(f"save a checkpoint of {checkpoint.op_id!r}", exc) from exc
 
-    def save(self, op: OperationRecord, checkpoint: CheckpointRecord | None = None) -> None:
-        """Write ``op`` and ``checkpoint`` in one ``BEGIN IMMEDIATE`` transaction."""
+    def save(
+        self,
+        op: OperationRecord,
+        checkpoint: CheckpointRecord | None = None,
+        results: Sequence[ResultRecord] = (),
+    ) -> None:
+        """Write ``op``, ``checkpoint`` and ``results`` in one ``BEGIN IMMEDIATE`` transaction."""
         owner = json.dumps(op.owner.to_json()) if op.owner is not None else None
         op_row = (
             _enc(op.op_id), op_key(op.op_id), _enc(op.name), op.state.value, owner, op.heartbeat,
@@ -277,19 +294,33 @@ class SQLiteStore(Store):
                 conn.execute(_UPSERT_OPERATION, op_row)
                 if checkpoint is not None:
                     conn.execute(_UPSERT_CHECKPOINT, self._checkpoint_row(checkpoint))
+                if results:
+                    conn.executemany(_UPSERT_RESULT, map(_result_row, results))
 
-    def put_result(self, result: ResultRecord) -> None:
-        """Store ``result``, replacing one with the same key."""
-        row = (
-            _enc(result.op_id), _enc(result.key), result.serializer, result.payload, result.created,
-            result.checksum,
-        )  # fmt: skip
-        with self.errors(f"save result {result.key!r} of {result.op_id!r}"), self._guard:
-            self._connection().execute(
-                "INSERT OR REPLACE INTO results (op_id, key, serializer, payload, created, "
-                "checksum) VALUES (?, ?, ?, ?, ?, ?)",
-                row,
+    def put_results(self, results: Sequence[ResultRecord]) -> None:
+        """Store ``results`` in one transaction (a group commit)."""
+        if not results:
+            return
+        with self.errors(f"save {len(results)} results of {results[0].op_id!r}"), self._guard:
+            conn = self._connection()
+            with _transaction(conn):
+                conn.executemany(_UPSERT_RESULT, map(_result_row, results))
+
+    def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
+        """The operation's results whose key starts with ``prefix``, unverified."""
+        with self._guard:
+            rows = (
+                self._connection()
+                .execute(
+                    # Keys stored encoded (see _enc) are decoded and filtered by the caller.
+                    "SELECT op_id, key, serializer, payload, created, checksum FROM results "
+                    "WHERE op_id = ? AND (substr(key, 1, ?) = ? OR key < ?)",
+                    (_enc(op_id), len(prefix), prefix, "\x01"),
+                )
+                .fetchall()
             )
+        found = map(_result_from_row, rows)
+        return (r for r in found if r.key.startswith(prefix))
 
     def delete_operation(self, op_id: str) -> bool:
         """Remove the operation, its checkpoints and results."""
