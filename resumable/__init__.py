@@ -11,6 +11,7 @@ from typing import Any
 from ._config import configure
 from ._state import State
 from .checkpoint import Checkpoint, checkpointed
+from .decorator import ResumableFunction, resumable
 from .errors import (
     CheckpointCorrupt,
     InvalidTransition,
@@ -33,6 +34,7 @@ __all__ = [
     "OperationRecord",
     "ProcessState",
     "ResumableError",
+    "ResumableFunction",
     "SerializationError",
     "Serializer",
     "State",
@@ -42,6 +44,7 @@ __all__ = [
     "configure",
     "open_store",
     "register_serializer",
+    "resumable",
 ]
 
 

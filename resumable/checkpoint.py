@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
 from types import FrameType, TracebackType
 from typing import Any, Final, TypeVar
 
@@ -32,6 +33,7 @@ from .operation import (
     ResultRecord,
     validate_op_id,
 )
+from .retry import RetrySpec, validate_retry
 from .serializers import Serializer
 from .stores import resolve_store
 from .stores.base import Store
@@ -129,6 +131,10 @@ class Checkpoint:
         self._gen: Generator[Any, None, None] | None = None
         self._abandoned = False
         self._children: dict[int, int] = {}
+        self._failed: set[Any] = set()  # item keys cp.map set aside
+        self._maps = 0  # cp.map calls so far in this run: each has its own result namespace
+        self._results: list[ResultRecord] = []  # stored with the final commit (@resumable)
+        self._meta: dict[str, Any] = {}  # merged into the operation record at the final commit
         self._token: contextvars.Token[Checkpoint | None] | None = None
         self._old_sigterm: Any = None
 
@@ -172,8 +178,8 @@ class Checkpoint:
 
     @property
     def failed(self) -> frozenset[Any]:
-        """Keys of items that failed and were set aside (see ``cp.map``)."""
-        return frozenset()
+        """Keys of items that ``cp.map(..., on_error="skip")`` set aside in this run."""
+        return frozenset(self._failed)
 
     @property
     def store(self) -> Store | None:
@@ -328,6 +334,14 @@ class Checkpoint:
         if exc is None:
             if self._abandoned or self._in_body():
                 self._position += 1  # left with `break`: that item's body ended normally
+            if self._failed:
+                # Items were set aside: not COMPLETED, so the next run retries them.
+                error = (
+                    f"{len(self._failed)} item(s) failed and were set aside: {self._failed_text()}"
+                )
+                self._commit(self.position, ProcessState.FAILED, error=error)
+                log.warning("resumable.operation.failed", op_id=self.op_id, error=error)
+                return
             self._commit(self.position, ProcessState.COMPLETED)
             log.info("resumable.operation.completed", op_id=self.op_id, position=self.position)
             return
@@ -347,6 +361,17 @@ class Checkpoint:
             "resumable.operation.paused" if paused else "resumable.operation.failed",
             op_id=self.op_id, position=self.position, error=error, rolled_back=undone,
         )  # fmt: skip
+
+    def _count_attempt(self) -> int:
+        """Record one more attempt on the operation (it survives a crash); return the count."""
+        assert self._store is not None and self._op is not None  # noqa: S101 - set on enter
+        self._op = self._op.with_changes(attempts=self._op.attempts + 1, heartbeat=time.time())
+        self._store.save(self._op)
+        return self._op.attempts
+
+    def _failed_text(self) -> str:
+        keys = sorted(map(repr, self._failed))
+        return ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
 
     def _mark_only(self, new_state: ProcessState, error: str) -> None:
         """Record the outcome without a new checkpoint (when the checkpoint itself failed)."""
@@ -403,8 +428,10 @@ class Checkpoint:
         if new_state is ProcessState.RUNNING:
             store.add_checkpoint(ckpt)
         else:
-            new_op = op.to(new_state, error=error, heartbeat=ckpt.timestamp)
-            store.save(new_op, ckpt)
+            meta = {**op.meta, **self._meta} if self._meta else op.meta
+            new_op = op.to(new_state, error=error, heartbeat=ckpt.timestamp, meta=meta)
+            results = self._results if new_state is ProcessState.COMPLETED else ()
+            store.save(new_op, ckpt, results)
             self._op = new_op
         self._seq += 1
         self._committed = position
@@ -512,6 +539,50 @@ class Checkpoint:
         if self._every is not None:
             step = max(1, min(step, self._committed + self._every - pos))
         return step
+
+    # --- parallel maps ---------------------------------------------------------------------
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        iterable: Iterable[T],
+        *,
+        key: Callable[[T], Any] | None = None,
+        executor: Executor | None = None,
+        workers: int | None = None,
+        retry: RetrySpec = None,
+        on_error: str = "raise",
+    ) -> list[R]:
+        """Apply ``fn`` to every item, in parallel, recording each item's result as it finishes.
+
+        A re-run (after a crash, or a failure) runs only the items whose result was not
+        recorded, and returns all results in input order.
+
+        Args:
+            fn: called once per item (it must pickle for a process pool).
+            iterable: the items.
+            key: names an item across runs (default: its index); must give a str, int,
+                bytes or other digestible value.
+            executor: any ``concurrent.futures.Executor`` (threads, processes, a cluster's);
+                default: a thread pool of ``workers`` threads made for this call.
+            workers: threads for the default pool (default: ``min(32, cpu count + 4)``).
+            retry: per-item retries: attempts (int), tenacity keyword arguments (dict), or a
+                tenacity ``Retrying``.
+            on_error: ``"raise"`` (default): the first failure stops the map and is
+                re-raised; ``"skip"``: failures are set aside in ``cp.failed``, their slots in
+                the result hold the exception, the rest finish, and the block ends FAILED so
+                that the next run retries only those items.
+
+        Returns:
+            The results, in the order of ``iterable``.
+        """
+        self._require_active("map()")
+        from resumable._map import run_map
+
+        return run_map(
+            self, fn, iterable, key=key, executor=executor, workers=workers,
+            retry=validate_retry(retry), on_error=on_error,
+        )  # fmt: skip
 
     # --- steps ----------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ class _Undigestable(TypeError):
         super().__init__(path)
 
 
-def _feed(h: Any, obj: Any, path: str, depth: int) -> None:  # noqa: PLR0912 - one dispatch
+def _feed(h: Any, obj: Any, path: str, depth: int) -> None:  # noqa: PLR0912, PLR0915 - one dispatch
     """Feed a type-tagged, order-independent encoding of ``obj`` into hasher ``h``."""
     t = type(obj)
     if t is str:
@@ -86,8 +86,25 @@ def _feed(h: Any, obj: Any, path: str, depth: int) -> None:  # noqa: PLR0912 - o
     elif isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
         _feed_type(h, t, None)
         _feed(h, tuple(obj), path, depth + 1)
+    elif isinstance(obj, type):
+        h.update(b"C")
+        _feed_type(h, obj, None)
+    elif _is_plain_instance(obj):
+        # An instance of an ordinary class (a method's `self`): its type and attributes.
+        _feed_type(h, t, None)
+        _feed_unordered(h, b"o", vars(obj).items(), path, depth, pairs=True)
     else:
         raise _Undigestable(path, obj)
+
+
+def _is_plain_instance(obj: object) -> bool:
+    t = type(obj)
+    return (
+        hasattr(obj, "__dict__")
+        and not callable(obj)
+        and t.__module__ not in ("builtins", "types", "_io", "io", "socket", "threading")
+        and not isinstance(obj, BaseException)
+    )
 
 
 def _feed_type(h: Any, t: type, plain: type | None) -> None:
@@ -102,9 +119,10 @@ def _feed_unordered(
     digests = []
     for k, v in items:
         sub = xxhash.xxh3_128()
-        _feed(sub, k, f"{path}[{k!r}]" if pairs else f"{path}{{...}}", depth + 1)
+        where = (f".{k}" if tag == b"o" else f"[{k!r}]") if pairs else "{...}"
+        _feed(sub, k, f"{path}{where}", depth + 1)
         if pairs:
-            _feed(sub, v, f"{path}[{k!r}]", depth + 1)
+            _feed(sub, v, f"{path}{where}", depth + 1)
         digests.append(sub.digest())
     digests.sort()
     h.update(tag + _INT.pack(len(digests)) + b"".join(digests))
