@@ -110,6 +110,10 @@ class Checkpoint:
         self._lock_timeout: float | None = None if lock is True else float(lock)
         self._locking = lock is not False
         self._fresh = fresh
+        # Set by @resumable: its operations keep no state checkpoints (stateless), and write
+        # their record at the end only, unless attempts must be counted first (lazy).
+        self._stateless = False
+        self._lazy = False
         self._active = False
         self._reset_run()
 
@@ -136,6 +140,7 @@ class Checkpoint:
         self._results: list[ResultRecord] = []  # stored with the final commit (@resumable)
         self._meta: dict[str, Any] = {}  # merged into the operation record at the final commit
         self._token: contextvars.Token[Checkpoint | None] | None = None
+        self._parent: Checkpoint | None = None
         self._old_sigterm: Any = None
 
     # --- read-only facts ------------------------------------------------------------------
@@ -201,7 +206,7 @@ class Checkpoint:
         if self._active:
             raise RuntimeError("this checkpointed() block is already active; make a new one")
         self._reset_run()
-        parent = _current.get()
+        parent = self._parent = _current.get()
         if self.op_id is None:
             if parent is None:
                 raise ValueError(
@@ -234,7 +239,7 @@ class Checkpoint:
                 store.delete_operation(op_id)
             log.info("resumable.operation.discarded", op_id=op_id)
         op = store.load_operation(op_id)
-        ckpt = store.latest_checkpoint(op_id)
+        ckpt = None if self._stateless else store.latest_checkpoint(op_id)
         if ckpt is not None:
             self._seq = ckpt.seq
             self._restored = self._committed = ckpt.position
@@ -250,8 +255,10 @@ class Checkpoint:
         me = Owner.current()
         now = time.time()
         if op is None:
-            op = OperationRecord.new(op_id, self._name or op_id, ProcessState.RUNNING)
-            op = op.with_changes(owner=me, heartbeat=now, attempts=1)
+            op = OperationRecord.new(
+                op_id, self._name or op_id, ProcessState.RUNNING, owner=me, heartbeat=now,
+                attempts=1,
+            )  # fmt: skip
         else:
             if op.state is ProcessState.RUNNING and op.owner != me:
                 log.warning(
@@ -262,7 +269,8 @@ class Checkpoint:
                 ProcessState.RUNNING, owner=me, heartbeat=now, attempts=op.attempts + 1,
                 error=None,
             )  # fmt: skip
-        store.save(op)
+        if not self._lazy:
+            store.save(op)
         self._op = op
         self._resumed = ckpt is not None
         log.info(
@@ -295,7 +303,13 @@ class Checkpoint:
         return validate_op_id(f"{self.op_id}/{at}:{name}")
 
     def _install_sigterm(self, parent: Checkpoint | None) -> None:
-        if parent is not None or threading.current_thread() is not threading.main_thread():
+        # Only the outermost block that has a position to save installs it: a @resumable
+        # call (stateless) has none, and nested blocks are covered by the outer one's.
+        while parent is not None and parent._stateless:
+            parent = _parent_of(parent)
+        if self._stateless or parent is not None:
+            return
+        if threading.current_thread() is not threading.main_thread():
             return
         if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
             return  # the application handles SIGTERM itself; leave its handler alone
@@ -362,6 +376,19 @@ class Checkpoint:
             op_id=self.op_id, position=self.position, error=error, rolled_back=undone,
         )  # fmt: skip
 
+    def _rerun(self) -> None:
+        """Run a COMPLETED operation again (its code changed): back to RUNNING, in this block."""
+        assert self._store is not None and self._op is not None  # noqa: S101 - set on enter
+        op = self._op.to(ProcessState.INITIALIZED)
+        self._op = op.to(
+            ProcessState.RUNNING, owner=Owner.current(), heartbeat=time.time(),
+            attempts=op.attempts + 1, error=None,
+        )  # fmt: skip
+        if not self._lazy:
+            self._store.save(self._op)
+        self._completed_before = False
+        log.info("resumable.operation.rerun", op_id=self.op_id)
+
     def _count_attempt(self) -> int:
         """Record one more attempt on the operation (it survives a crash); return the count."""
         assert self._store is not None and self._op is not None  # noqa: S101 - set on enter
@@ -422,14 +449,16 @@ class Checkpoint:
             progress = 1.0
         else:
             progress = min(1.0, position / self._total) if self._total else 0.0
-        ckpt = CheckpointRecord.create(
-            self.op_id, self._seq + 1, position, new_state, progress, ser, payload
-        )
-        if new_state is ProcessState.RUNNING:
+        ckpt: CheckpointRecord | None = None
+        if not self._stateless:
+            ckpt = CheckpointRecord.create(
+                self.op_id, self._seq + 1, position, new_state, progress, ser, payload
+            )
+        if ckpt is not None and new_state is ProcessState.RUNNING:
             store.add_checkpoint(ckpt)
         else:
             meta = {**op.meta, **self._meta} if self._meta else op.meta
-            new_op = op.to(new_state, error=error, heartbeat=ckpt.timestamp, meta=meta)
+            new_op = op.to(new_state, error=error, heartbeat=time.time(), meta=meta)
             results = self._results if new_state is ProcessState.COMPLETED else ()
             store.save(new_op, ckpt, results)
             self._op = new_op
@@ -440,7 +469,7 @@ class Checkpoint:
             self._state._forget()
         if debug:
             log.debug(
-                "resumable.checkpoint.saved", op_id=self.op_id, seq=ckpt.seq, position=position,
+                "resumable.checkpoint.saved", op_id=self.op_id, seq=self._seq, position=position,
                 state=new_state.value, bytes=len(payload),
                 seconds=round(time.perf_counter() - started, 6),
             )  # fmt: skip
@@ -618,6 +647,10 @@ class Checkpoint:
             seconds=round(time.perf_counter() - started, 6),
         )  # fmt: skip
         return value
+
+
+def _parent_of(cp: Checkpoint) -> Checkpoint | None:
+    return cp._parent
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

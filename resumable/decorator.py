@@ -22,7 +22,7 @@ from . import serializers
 from ._log import log
 from .checkpoint import Checkpoint
 from .errors import ResumableError
-from .keys import call_op_id, code_fingerprint, qualified_name
+from .keys import CallDigester, code_fingerprint, qualified_name
 from .operation import ProcessState, ResultRecord, validate_op_id
 from .retry import RetrySpec, make_retrying, validate_retry
 from .serializers import Serializer
@@ -85,6 +85,7 @@ class _Options(Generic[P, R]):
                 f"take; its parameters are {list(self.signature.parameters)}"
             )
         self.asynchronous = inspect.iscoroutinefunction(target)
+        self.digester = CallDigester(target, self.signature, ignore)
         self.op_id = op_id
         self.ignore = ignore
         self.store = store
@@ -105,19 +106,17 @@ class _Options(Generic[P, R]):
         """The operation id of a call."""
         full = args if instance is None else (instance, *args)
         if self.op_id is None:
-            op_id, _ = call_op_id(self.target, self.signature, full, kwargs, self.ignore)
-            return op_id
+            return self.digester.op_id(full, kwargs)
         if callable(self.op_id):
             made = self.op_id(*full, **kwargs)
         else:
-            bound = self.signature.bind(*full, **kwargs)
-            bound.apply_defaults()
+            arguments = self.digester.bind(full, kwargs)
             try:
-                made = self.op_id.format(**bound.arguments)
+                made = self.op_id.format(**arguments)
             except (KeyError, IndexError, AttributeError) as exc:
                 raise ValueError(
                     f"@resumable(op_id={self.op_id!r}) could not be filled in from the "
-                    f"arguments {list(bound.arguments)}: {exc!r}"
+                    f"arguments {list(arguments)}: {exc!r}"
                 ) from None
         return validate_op_id(made)
 
@@ -138,13 +137,16 @@ class _Call:
             return False, None
         return True, serializers.decode(rec.serializer, rec.payload)
 
-    def before_running(self) -> tuple[bool, Any, bool]:
-        """Decide what a miss does: (found, result, fresh) after code-change and attempt rules."""
-        op = self.store.load_operation(self.op_id)
-        if op is None:
-            return False, None, False
-        old_key = op.meta.get("result")
-        if op.state is ProcessState.COMPLETED and old_key and old_key != self.key:
+    def settle(self, cp: Checkpoint) -> tuple[bool, Any]:
+        """Inside the lock: (True, result) if nothing needs to run.
+
+        Applies the code-change and max_attempts rules.
+        """
+        op = cp._op
+        if cp.completed_before:
+            old_key = op.meta.get("result") if op is not None else None
+            if old_key == self.key:  # another process finished it while we waited
+                return self.stored()
             what = self.opts.on_code_change
             log.warning(
                 "resumable.call.code_changed", op_id=self.op_id, function=self.opts.name,
@@ -156,25 +158,29 @@ class _Call:
                     f"{self.op_id!r}; reset it (.reset(...)), pass on_code_change='rerun', or "
                     "pin version= if the change does not affect results"
                 )
-            if what == "warn":
+            if what == "warn" and old_key is not None:
                 found, value = self.stored(old_key)
                 if found:
-                    return True, value, False
-            return False, None, True
+                    return True, value
+            cp._rerun()
+            return False, None
         limit = self.opts.max_attempts
-        if limit is not None and op.state is not ProcessState.COMPLETED and op.attempts >= limit:
+        prior = op.attempts - 1 if op is not None else 0
+        if limit is not None and prior >= limit:
             raise ResumableError(
-                f"{self.opts.name} ({self.op_id!r}) failed for good after {op.attempts} attempts "
-                f"(max_attempts={limit}); fix the cause and call .reset(...) to try again. "
-                f"Last error: {op.error}"
+                f"{self.opts.name} ({self.op_id!r}) failed for good after {prior} attempts "
+                f"(max_attempts={limit}); fix the cause and call .reset(...) to try again"
             )
-        return False, None, False
+        return False, None
 
-    def checkpoint(self, fresh: bool) -> Checkpoint:
-        return Checkpoint(
-            self.op_id, store=self.store, serializer=self.opts.serializer, fresh=fresh,
-            name=self.opts.name, every_seconds=None,
+    def checkpoint(self) -> Checkpoint:
+        cp = Checkpoint(
+            self.op_id, store=self.store, serializer=self.opts.serializer, name=self.opts.name,
+            every_seconds=None,
         )  # fmt: skip
+        cp._stateless = True
+        cp._lazy = self.opts.max_attempts is None
+        return cp
 
     def attempts(self, cp: Checkpoint) -> Callable[[], None]:
         """A hook run before every attempt after the first: count it, stop at max_attempts."""
@@ -203,12 +209,10 @@ def _run_sync(opts: _Options[Any, Any], wrapped: Any, instance: Any, args: Any, 
     found, value = call.stored()
     if found:
         return value
-    found, value, fresh = call.before_running()
-    if found:
-        return value
-    with call.checkpoint(fresh) as cp:
-        if cp.completed_before:  # another process finished it meanwhile
-            return call.stored(cp._op.meta.get("result") if cp._op else None)[1]
+    with call.checkpoint() as cp:
+        found, value = call.settle(cp)
+        if found:
+            return value
         count = call.attempts(cp)
         first = True
 
@@ -219,9 +223,8 @@ def _run_sync(opts: _Options[Any, Any], wrapped: Any, instance: Any, args: Any, 
             first = False
             return wrapped(*args, **kwargs)
 
-        retrying = make_retrying(opts.retry)
         try:
-            value = retrying(attempt)
+            value = make_retrying(opts.retry)(attempt) if opts.retry is not None else attempt()
         except _Exhausted as exc:
             raise ResumableError(
                 f"{opts.name} ({call.op_id!r}) reached max_attempts={opts.max_attempts} "
@@ -238,12 +241,10 @@ async def _run_async(
     found, value = call.stored()
     if found:
         return value
-    found, value, fresh = call.before_running()
-    if found:
-        return value
-    async with call.checkpoint(fresh) as cp:
-        if cp.completed_before:
-            return call.stored(cp._op.meta.get("result") if cp._op else None)[1]
+    async with call.checkpoint() as cp:
+        found, value = call.settle(cp)
+        if found:
+            return value
         count = call.attempts(cp)
         first = True
 
@@ -254,9 +255,9 @@ async def _run_async(
             first = False
             return await wrapped(*args, **kwargs)
 
-        retrying = make_retrying(opts.retry, asynchronous=True)
+        retrying = make_retrying(opts.retry, asynchronous=True) if opts.retry is not None else None
         try:
-            value = await retrying(attempt)
+            value = await (retrying(attempt) if retrying is not None else attempt())
         except _Exhausted as exc:
             raise ResumableError(
                 f"{opts.name} ({call.op_id!r}) reached max_attempts={opts.max_attempts} "

@@ -22,7 +22,7 @@ from typing import Any
 
 import xxhash
 
-__all__ = ["call_op_id", "code_fingerprint", "digest_value", "qualified_name"]
+__all__ = ["CallDigester", "code_fingerprint", "digest_value", "qualified_name"]
 
 _INT = struct.Struct("<q")
 _FLOAT = struct.Struct("<d")
@@ -172,39 +172,79 @@ def qualified_name(fn: Callable[..., Any]) -> str:
     return f"{module}.{getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))}"
 
 
-def call_op_id(
-    fn: Callable[..., Any],
-    signature: inspect.Signature,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    ignore: frozenset[str],
-) -> tuple[str, dict[str, Any]]:
-    """The default op id of a call, and its bound arguments (defaults applied).
+class CallDigester:
+    """Digests the calls of one function; the signature is analysed once, at decoration.
 
-    ``f(2, y=3)`` and ``f(2, 3)`` give one id.
-
-    Raises:
-        TypeError: the arguments do not fit the signature, or one cannot be digested (the
-            message names it and shows the ``ignore=``/``op_id=`` way out).
+    ``f(2, y=3)``, ``f(2, 3)`` and ``f(x=2, y=3)`` give one id; defaults are applied.
     """
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    arguments = bound.arguments
-    h = xxhash.xxh3_128()
-    for name, value in arguments.items():
-        if name in ignore:
-            continue
-        _feed(h, name, name, 0)
-        try:
-            _feed(h, value, name, 0)
-        except _Undigestable as exc:
-            raise TypeError(
-                f"{qualified_name(fn)}: argument {exc.path} = {_short(exc.value)} "
-                f"({type(exc.value).__name__}) cannot be digested into a stable operation id. "
-                f"Leave it out with @resumable(ignore=[{name!r}]), or name the operation "
-                "yourself with @resumable(op_id='...{other_argument}...')"
-            ) from None
-    return f"{qualified_name(fn)}:{h.hexdigest()[:24]}", arguments
+
+    def __init__(
+        self, fn: Callable[..., Any], signature: inspect.Signature, ignore: frozenset[str]
+    ) -> None:
+        self.name = qualified_name(fn)
+        self.signature = signature
+        self.ignore = ignore
+        params = list(signature.parameters.values())
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        #: Fast path: only positional-or-keyword parameters (the common case).
+        self.simple = all(p.kind in plain for p in params)
+        self.names = tuple(p.name for p in params)
+        self.defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        self.positional_only = {p.name for p in params if p.kind is p.POSITIONAL_ONLY}
+        self.tags = {name: _name_tag(name) for name in self.names}
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The bound arguments, defaults applied, in parameter order.
+
+        Raises:
+            TypeError: the arguments do not fit the signature (as a call would).
+        """
+        names = self.names
+        if (
+            self.simple
+            and len(args) <= len(names)
+            and not (kwargs.keys() & self.positional_only)
+            and kwargs.keys() <= set(names[len(args) :])
+        ):
+            given = dict(zip(names, args, strict=False))
+            given.update(kwargs)
+            if len(given) == len(names):
+                return {n: given[n] for n in names}
+            defaults = self.defaults
+            if all(n in given or n in defaults for n in names):
+                return {n: given[n] if n in given else defaults[n] for n in names}
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def op_id(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The default op id: ``module.qualname:<digest of the bound arguments>``.
+
+        Raises:
+            TypeError: the arguments do not fit, or one cannot be digested (the message
+                names it and shows the ``ignore=``/``op_id=`` way out).
+        """
+        h = xxhash.xxh3_128()
+        ignore, tags = self.ignore, self.tags
+        for name, value in self.bind(args, kwargs).items():
+            if name in ignore:
+                continue
+            h.update(tags[name])
+            try:
+                _feed(h, value, name, 0)
+            except _Undigestable as exc:
+                raise TypeError(
+                    f"{self.name}: argument {exc.path} = {_short(exc.value)} "
+                    f"({type(exc.value).__name__}) cannot be digested into a stable operation "
+                    f"id. Leave it out with @resumable(ignore=[{name!r}]), or name the "
+                    "operation yourself with @resumable(op_id='...{other_argument}...')"
+                ) from None
+        return f"{self.name}:{h.hexdigest()[:24]}"
+
+
+def _name_tag(name: str) -> bytes:
+    data = name.encode("utf-8", "surrogatepass")
+    return b"n" + _INT.pack(len(data)) + data
 
 
 def code_fingerprint(fn: Callable[..., Any]) -> str:

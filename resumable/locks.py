@@ -1,10 +1,20 @@
 """One runner per operation: OS file locks that the kernel frees when the owner dies.
 
-``fcntl.flock`` on a lock file, not ``lockf``: POSIX record locks drop when the process
-closes *any* descriptor of the file, which a library cannot prevent. After acquiring, the
-lock file's inode is compared with the path's, so a lock file that was removed and recreated
-meanwhile is not trusted. Forked children close inherited lock descriptors, so a process pool
-started inside a block never keeps its parent's lock alive.
+Never ``lockf``/``F_SETLK`` (POSIX process-associated record locks): they drop when the
+process closes *any* descriptor of the file, which a library cannot prevent. Two kinds of lock
+have the right semantics — tied to an open file description, released when its last
+descriptor closes, so by the kernel when the owner dies:
+
+- :class:`RangeLock` (Linux): an *open file description* byte-range lock (``F_OFD_SETLK``) on
+  one byte of one shared lock file per store, the byte chosen by a 62-bit digest of the op
+  id. Taking it is one ``fcntl`` call: no file is created per operation (creating one cost
+  ~30 us, half of a ``@resumable`` miss). Blocks in the same process are kept apart by a
+  table of held ids, since one process shares one descriptor.
+- :class:`FileLock` (elsewhere): ``fcntl.flock`` on one lock file per operation.
+
+Both compare the lock file's inode with the path's after acquiring, so a lock file removed and
+recreated meanwhile is not trusted. Forked children close inherited lock descriptors, so a
+process pool started inside a block never keeps its parent's lock alive.
 """
 
 from __future__ import annotations
@@ -12,14 +22,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import struct
 import time
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+import xxhash
+
 from . import _fs
 from .errors import OperationLocked
 
-__all__ = ["FileLock", "Lock", "ThreadLock"]
+__all__ = ["FileLock", "Lock", "LockFile", "RangeLock", "ThreadLock", "store_lock"]
 
 
 class Lock(Protocol):
@@ -140,3 +153,122 @@ class ThreadLock:
         """Give the lock back."""
         if self._held.get(self._key) is self:
             del self._held[self._key]
+
+
+# --- open file description range locks -------------------------------------------------------
+
+_OFD_SETLK: int | None = getattr(fcntl, "F_OFD_SETLK", None)
+#: struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks).
+_FLOCK = struct.Struct("hhqqi")
+_RANGE = (1 << 62) - 1
+
+
+class LockFile:
+    """The one lock file of a store, opened once per process; holds the in-process table."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._pid = os.getpid()
+        #: op key -> the RangeLock holding it in this process (dict.setdefault is atomic)
+        self.held: dict[str, RangeLock] = {}
+
+    def fd(self, *, reopen: bool = False) -> int:
+        """This process's descriptor of the lock file (a new one after a fork or on ``reopen``)."""
+        forked = self._pid != os.getpid()
+        if self._fd >= 0 and not forked and not reopen:
+            return self._fd
+        if self._fd >= 0 and not forked:
+            _HELD_FDS.discard(self._fd)
+            os.close(self._fd)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            _fs.makedirs(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _HELD_FDS.add(fd)  # closed in forked children (their locks are the parent's)
+        self._fd, self._pid = fd, os.getpid()
+        if forked:
+            self.held = {}  # the parent's claims, copied by fork: not ours
+        return fd
+
+    def current(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at the path (not removed and recreated)."""
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
+
+class RangeLock:
+    """An OFD byte-range lock on one byte of a store's lock file, for one operation."""
+
+    def __init__(self, file: LockFile, op_id: str, key: str) -> None:
+        self.file = file
+        self.op_id = op_id
+        self.key = key
+        self.offset = xxhash.xxh3_64_intdigest(key.encode()) & _RANGE
+        self._fd = -1
+
+    def _fcntl(self, fd: int, kind: int) -> bool:
+        try:
+            fcntl.fcntl(fd, _OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, self.offset, 1, 0))  # type: ignore[arg-type]
+        except (BlockingIOError, PermissionError):
+            return False
+        return True
+
+    def _try_once(self) -> bool:
+        held = self.file.held
+        if held.setdefault(self.key, self) is not self:
+            return False  # another block in this process
+        try:
+            fd = self.file.fd()
+            for _ in range(3):
+                if not self._fcntl(fd, fcntl.F_WRLCK):
+                    break
+                if self.file.current(fd):
+                    self._fd = fd
+                    return True
+                # The lock file was replaced: our lock guards nothing. Reopen and retry.
+                self._fcntl(fd, fcntl.F_UNLCK)
+                fd = self.file.fd(reopen=True)
+        except BaseException:
+            self._drop_claim()
+            raise
+        self._drop_claim()
+        return False
+
+    def _drop_claim(self) -> None:
+        if self.file.held.get(self.key) is self:
+            del self.file.held[self.key]
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take the lock; wait up to ``timeout`` seconds (None: fail at once)."""
+        deadline = time.monotonic() + (timeout or 0.0)
+        in_process = False
+        try:
+            while not (taken := self._try_once()):
+                in_process = isinstance(self.file.held.get(self.key), RangeLock)
+                if timeout is None or not _sleep_steps(deadline):
+                    break
+        except BaseException:
+            self.release()
+            raise
+        if not taken:
+            where = "another block in this process" if in_process else "another process"
+            raise OperationLocked(self.op_id, where, timeout or 0)
+
+    def release(self) -> None:
+        """Unlock the byte (no-op if not held)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0 and self.file._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                self._fcntl(fd, fcntl.F_UNLCK)
+        self._drop_claim()
+
+
+def store_lock(lock_file: LockFile, op_id: str, op_key: str) -> Lock:
+    """The lock of ``op_id`` in a store whose lock file is ``lock_file``."""
+    if _OFD_SETLK is not None:
+        return RangeLock(lock_file, op_id, op_key)
+    return FileLock(lock_file.path.with_name(f"{op_key}.lock"), op_id)

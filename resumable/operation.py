@@ -221,6 +221,8 @@ def _checkpoint_digest(  # noqa: PLR0917 - the record's fields, in order
 
 
 _NUMBERS = struct.Struct("<qqdd")
+_FLOAT = struct.Struct("<d")
+_TIMES = struct.Struct("<ddd")
 _ONE_SHOT = 1 << 16
 
 
@@ -245,33 +247,38 @@ class OperationRecord:
     checksum: str = ""
 
     @classmethod
-    def new(cls, op_id: str, name: str, state: ProcessState) -> OperationRecord:
+    def new(cls, op_id: str, name: str, state: ProcessState, **fields: Any) -> OperationRecord:
         """A fresh record (not yet stored)."""
         transition(None, state, op_id)
         now = time.time()
-        return cls(op_id, name, state, created=now, updated=now).sealed()
+        return cls(op_id, name, state, created=now, updated=now, **fields)._sealed()
 
     def to(self, state: ProcessState, **changes: Any) -> OperationRecord:
         """A copy in ``state`` (checked against the table) with ``changes``, newly sealed."""
         transition(self.state, state, self.op_id)
-        return replace(self, state=state, updated=time.time(), **changes).sealed()
+        return replace(self, state=state, updated=time.time(), **changes)._sealed()
 
     def with_changes(self, **changes: Any) -> OperationRecord:
         """A copy with ``changes`` that keeps the state, newly sealed."""
-        return replace(self, updated=time.time(), **changes).sealed()
+        return replace(self, updated=time.time(), **changes)._sealed()
+
+    def _sealed(self) -> OperationRecord:
+        # Sealing a copy being built: the one place a frozen record is written to.
+        object.__setattr__(self, "checksum", self._compute())
+        return self
 
     def _compute(self) -> str:
         o = self.owner
-        return _digest(
-            self.op_id, self.name, self.state.value,
-            "" if o is None else f"{o.host}|{o.pid}|{o.started!r}",
-            repr(self.heartbeat), self.attempts, repr(self.created), repr(self.updated),
-            repr(self.error), _canonical(self.meta),
-        )  # fmt: skip
-
-    def sealed(self) -> OperationRecord:
-        """A copy whose checksum matches its fields."""
-        return replace(self, checksum=self._compute())
+        owner = "" if o is None else f"{o.host}|{o.pid}|{o.started!r}"
+        error = "\x00" if self.error is None else self.error  # None and "" differ
+        meta = _canonical(self.meta)
+        text = (
+            f"{len(self.op_id)}:{self.op_id}\x1f{len(self.name)}:{self.name}\x1f"
+            f"{self.state.value}\x1f{len(owner)}:{owner}\x1f{self.attempts}\x1f"
+            f"{len(error)}:{error}\x1f{len(meta)}:{meta}\x00"
+        )
+        numbers = _TIMES.pack(self.heartbeat, self.created, self.updated)
+        return xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogatepass") + numbers)
 
     def verify(self) -> bool:
         """True if the checksum matches the fields."""
@@ -331,7 +338,7 @@ class CheckpointRecord:
         return self.checksum == self._compute()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, like CheckpointRecord: read on every @resumable hit
 class ResultRecord:
     """A stored result (of a step, a decorated call, a map item)."""
 
@@ -346,12 +353,17 @@ class ResultRecord:
     def create(cls, op_id: str, key: str, serializer: str, payload: bytes) -> ResultRecord:
         """A new, sealed result record."""
         rec = cls(op_id, key, serializer, payload, time.time())
-        return replace(rec, checksum=rec._compute())
+        rec.checksum = rec._compute()
+        return rec
 
     def _compute(self) -> str:
-        return _digest(
-            self.op_id, self.key, self.serializer, repr(self.created), payload=self.payload
-        )
+        text = f"{len(self.op_id)}:{self.op_id}\x1f{len(self.key)}:{self.key}\x1f{self.serializer}"
+        header = text.encode("utf-8", "surrogatepass") + _FLOAT.pack(self.created)
+        if len(self.payload) <= _ONE_SHOT:
+            return xxhash.xxh3_128_hexdigest(header + self.payload)
+        h = xxhash.xxh3_128(header)
+        h.update(self.payload)
+        return h.hexdigest()
 
     def verify(self) -> bool:
         """True if the checksum matches the fields and payload."""

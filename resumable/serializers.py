@@ -131,6 +131,8 @@ def get_serializer(spec: str | Serializer | None) -> Serializer:
     """Resolve a serializer name or object (``None`` means ``auto``)."""
     if spec is None:
         return _REGISTRY["auto"]
+    if _REGISTRY.get(getattr(spec, "name", "")) is spec:
+        return spec  # type: ignore[return-value] # a registered one: skip the Protocol check
     if isinstance(spec, str):
         try:
             return _REGISTRY[spec]

@@ -10,9 +10,10 @@ or ``file:relative/dir``). Options go in the query string or as keyword argument
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from resumable import _config
 
 from .base import DEFAULT_HISTORY, Durability, Store
 from .sqlite import SQLiteStore  # the default store: loaded with the package, others on demand
@@ -91,7 +92,7 @@ def _file_path(url: str, netloc: str, path: str) -> str:
     return unquote(path)
 
 
-_cache: dict[tuple[str, int], Store] = {}
+_cache: dict[tuple[str, str, int], Store] = {}
 
 
 def default_store_url() -> str:
@@ -107,9 +108,7 @@ def resolve_store(spec: str | Store | None) -> Store:
     if isinstance(spec, Store):
         return spec
     if spec is None:
-        from resumable._config import current
-
-        configured = current().store
+        configured = _config.current().store
         if isinstance(configured, Store):
             return configured
         spec = configured or default_store_url()
@@ -117,7 +116,7 @@ def resolve_store(spec: str | Store | None) -> Store:
         raise TypeError(
             f"store must be a URL such as 'sqlite:///jobs.db' or a Store, not {type(spec).__name__}"
         )
-    key = (spec if spec.startswith("memory:") else f"{spec}@{Path.cwd()}", os.getpid())
+    key = (spec, "" if spec.startswith("memory:") else os.getcwd(), os.getpid())  # noqa: PTH109
     store = _cache.get(key)
     if store is None:
         # No lock held across the open: a Ctrl-C landing as a `with lock:` block ends can

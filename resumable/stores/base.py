@@ -192,8 +192,10 @@ class Store(ABC):
 
     def load_result(self, op_id: str, key: str) -> ResultRecord | None:
         """A stored result that passes its checksum; None if missing or corrupt (logged)."""
-        with self.errors(f"read result {key!r} of {op_id!r}"):
+        try:  # the hit path of every @resumable call: no context manager, no message
             rec = self.get_result(op_id, key)
+        except self.driver_errors as exc:
+            raise self.store_error(f"read result {key!r} of {op_id!r}", exc) from exc
         if rec is not None and not (rec.verify() and rec.op_id == op_id and rec.key == key):
             log.warning("resumable.result.corrupt", op_id=op_id, key=key)
             return None

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import xxhash
 
 from resumable import _fs
-from resumable.locks import FileLock, Lock
+from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
@@ -88,6 +88,7 @@ class FileStore(Store):
         super().__init__(durability=durability, history=history)
         self.root = Path(root).absolute()
         self.url = f"file://{self.root}"
+        self._lock_file = LockFile(self.root / "locks" / "operations.lock")
         with self.errors("create the store directory"):
             _fs.makedirs(self.root / "ops")
             _fs.makedirs(self.root / "locks")
@@ -286,8 +287,8 @@ class FileStore(Store):
         return True
 
     def lock(self, op_id: str) -> Lock:
-        """An flock on ``locks/<op key>.lock``."""
-        return FileLock(self.root / "locks" / f"{op_key(op_id)}.lock", op_id)
+        """The operation's lock, in ``locks/`` (see :mod:`resumable.locks`)."""
+        return store_lock(self._lock_file, op_id, op_key(op_id))
 
 
 def _unreadable(op_id: str, path: Path) -> CheckpointRecord:

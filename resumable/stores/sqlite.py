@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from resumable import _fs
-from resumable.locks import FileLock, Lock
+from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
@@ -39,10 +39,10 @@ SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
-    op_id TEXT PRIMARY KEY, op_key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    op_id TEXT PRIMARY KEY, name TEXT NOT NULL,
     state TEXT NOT NULL, owner TEXT, heartbeat REAL NOT NULL, attempts INTEGER NOT NULL,
     created REAL NOT NULL, updated REAL NOT NULL, error TEXT, meta TEXT, checksum TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     op_id TEXT NOT NULL, slot INTEGER NOT NULL, seq INTEGER NOT NULL, position INTEGER NOT NULL,
     state TEXT NOT NULL, progress REAL NOT NULL, timestamp REAL NOT NULL,
@@ -67,9 +67,9 @@ ON CONFLICT (op_id, slot) DO UPDATE SET
 """
 
 _UPSERT_OPERATION = """
-INSERT INTO operations (op_id, op_key, name, state, owner, heartbeat, attempts, created, updated,
-                        error, meta, checksum)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO operations (op_id, name, state, owner, heartbeat, attempts, created, updated, error,
+                        meta, checksum)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (op_id) DO UPDATE SET
     name = excluded.name, state = excluded.state, owner = excluded.owner,
     heartbeat = excluded.heartbeat, attempts = excluded.attempts, created = excluded.created,
@@ -172,6 +172,7 @@ class SQLiteStore(Store):
         self.timeout = float(timeout)
         self.url = f"sqlite:///{self.path}"
         self.lock_dir = self.path.with_name(self.path.name + ".locks")
+        self._lock_file = LockFile(self.lock_dir / "operations.lock")
         self._guard = threading.RLock()
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
@@ -284,7 +285,7 @@ class SQLiteStore(Store):
         """Write ``op``, ``checkpoint`` and ``results`` in one ``BEGIN IMMEDIATE`` transaction."""
         owner = json.dumps(op.owner.to_json()) if op.owner is not None else None
         op_row = (
-            _enc(op.op_id), op_key(op.op_id), _enc(op.name), op.state.value, owner, op.heartbeat,
+            _enc(op.op_id), _enc(op.name), op.state.value, owner, op.heartbeat,
             op.attempts, op.created, op.updated, None if op.error is None else _enc(op.error),
             _dumps(op.meta), op.checksum,
         )  # fmt: skip
@@ -334,8 +335,8 @@ class SQLiteStore(Store):
         return found > 0
 
     def lock(self, op_id: str) -> Lock:
-        """An flock on ``<db>.locks/<op key>.lock``."""
-        return FileLock(self.lock_dir / f"{op_key(op_id)}.lock", op_id)
+        """The operation's lock, in ``<db>.locks/`` (see :mod:`resumable.locks`)."""
+        return store_lock(self._lock_file, op_id, op_key(op_id))
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
