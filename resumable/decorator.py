@@ -14,7 +14,7 @@ import importlib
 import inspect
 import pickle
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 import wrapt
 
@@ -147,7 +147,8 @@ class _Call:
             old_key = op.meta.get("result") if op is not None else None
             if old_key == self.key:  # another process finished it while we waited
                 return self.stored()
-            what = self.opts.on_code_change
+            # A pinned version= that differs is a deliberate invalidation: always run again.
+            what = "rerun" if self.key.startswith("return:v:") else self.opts.on_code_change
             log.warning(
                 "resumable.call.code_changed", op_id=self.op_id, function=self.opts.name,
                 stored=old_key, now=self.key, action=what,
@@ -187,9 +188,10 @@ class _Call:
         limit = self.opts.max_attempts
 
         def count() -> None:
-            n = cp._count_attempt()
-            if limit is not None and n > limit:
-                raise _Exhausted(n - 1)
+            done = cp._op.attempts if cp._op is not None else 0
+            if limit is not None and done >= limit:
+                raise _Exhausted(done)
+            cp._count_attempt()
 
         return count
 
@@ -224,7 +226,10 @@ def _run_sync(opts: _Options[Any, Any], wrapped: Any, instance: Any, args: Any, 
             return wrapped(*args, **kwargs)
 
         try:
-            value = make_retrying(opts.retry)(attempt) if opts.retry is not None else attempt()
+            if opts.retry is None:
+                value = attempt()
+            else:
+                value = make_retrying(opts.retry, never=(_Exhausted,))(attempt)
         except _Exhausted as exc:
             raise ResumableError(
                 f"{opts.name} ({call.op_id!r}) reached max_attempts={opts.max_attempts} "
@@ -255,7 +260,11 @@ async def _run_async(
             first = False
             return await wrapped(*args, **kwargs)
 
-        retrying = make_retrying(opts.retry, asynchronous=True) if opts.retry is not None else None
+        retrying = (
+            make_retrying(opts.retry, asynchronous=True, never=(_Exhausted,))
+            if opts.retry is not None
+            else None
+        )
         try:
             value = await (retrying(attempt) if retrying is not None else attempt())
         except _Exhausted as exc:
@@ -439,16 +448,17 @@ def resumable(
         serializer = current().serializer
     chosen = serializers.get_serializer(serializer)
 
-    def decorate(fn: Callable[..., Any]) -> Any:
+    def decorate(fn: object) -> Any:
         if not (callable(fn) or isinstance(fn, classmethod | staticmethod)):
             raise TypeError(f"@resumable decorates functions, not {type(fn).__name__}")
-        if isinstance(fn, type):
+        if inspect.isclass(fn):
             raise TypeError("@resumable decorates functions and methods, not classes")
+        target = cast("Callable[..., Any]", fn)
         opts: _Options[Any, Any] = _Options(
-            fn, op_id=op_id, ignore=ignore_set, store=store, serializer=chosen, retry=retry,
+            target, op_id=op_id, ignore=ignore_set, store=store, serializer=chosen, retry=retry,
             version=version, on_code_change=on_code_change, max_attempts=max_attempts,
         )  # fmt: skip
-        return _Resumable(fn, opts)
+        return _Resumable(target, opts)
 
     if func is not None:
         return decorate(func)

@@ -25,6 +25,7 @@ import xxhash
 __all__ = ["CallDigester", "code_fingerprint", "digest_value", "qualified_name"]
 
 _INT = struct.Struct("<q")
+_BUILTIN_BASES: tuple[type, ...] = (str, int, float, bytes, bytearray, list, tuple)
 _FLOAT = struct.Struct("<d")
 _BY_REPR = (
     datetime.date, datetime.time, datetime.timedelta, datetime.timezone, decimal.Decimal,
@@ -89,6 +90,11 @@ def _feed(h: Any, obj: Any, path: str, depth: int) -> None:  # noqa: PLR0912, PL
     elif isinstance(obj, type):
         h.update(b"C")
         _feed_type(h, obj, None)
+    elif isinstance(obj, _BUILTIN_BASES):
+        # A subclass of a built-in value type (class Name(str)): its type and its value.
+        _feed_type(h, t, None)
+        base = next(b for b in _BUILTIN_BASES if isinstance(obj, b))
+        _feed(h, base(obj), path, depth + 1)
     elif _is_plain_instance(obj):
         # An instance of an ordinary class (a method's `self`): its type and attributes.
         _feed_type(h, t, None)

@@ -16,9 +16,6 @@ __all__ = ["RetrySpec", "make_retrying", "validate_retry"]
 
 RetrySpec = int | Mapping[str, Any] | tenacity.BaseRetrying | None
 
-#: Backoff for ``retry=<int>``: 0.1 s, 0.2 s, 0.4 s, ... plus up to 0.1 s of jitter, at most 10 s.
-_BACKOFF = {"initial": 0.1, "max": 10, "jitter": 0.1}
-
 
 def validate_retry(spec: object) -> RetrySpec:
     """Check a ``retry=`` argument at the call that got it.
@@ -45,11 +42,25 @@ def validate_retry(spec: object) -> RetrySpec:
     return spec
 
 
-def make_retrying(spec: RetrySpec, *, asynchronous: bool = False) -> tenacity.BaseRetrying:
+def make_retrying(
+    spec: RetrySpec,
+    *,
+    asynchronous: bool = False,
+    never: tuple[type[BaseException], ...] = (),
+) -> tenacity.BaseRetrying:
     """A tenacity controller for ``spec`` that re-raises the last exception.
 
-    ``None`` gives a controller that makes exactly one attempt.
+    ``None`` gives a controller that makes exactly one attempt. Exceptions in ``never`` are
+    not retried, whatever ``spec`` says.
     """
+    retrying = _make(spec, asynchronous)
+    if never:
+        keep = tenacity.retry_if_not_exception_type(never)
+        retrying = retrying.copy(retry=tenacity.retry_all(retrying.retry, keep))
+    return retrying
+
+
+def _make(spec: RetrySpec, asynchronous: bool) -> tenacity.BaseRetrying:
     cls: type[tenacity.BaseRetrying] = tenacity.AsyncRetrying if asynchronous else tenacity.Retrying
     if spec is None:
         return cls(stop=tenacity.stop_after_attempt(1), reraise=True)
@@ -61,9 +72,7 @@ def make_retrying(spec: RetrySpec, *, asynchronous: bool = False) -> tenacity.Ba
             after=spec.after, before_sleep=spec.before_sleep, reraise=True,
         )  # fmt: skip
     if isinstance(spec, int):
-        return cls(
-            stop=tenacity.stop_after_attempt(spec),
-            wait=tenacity.wait_exponential_jitter(**_BACKOFF),
-            reraise=True,
-        )
+        # Backoff 0.1 s, 0.2 s, 0.4 s, ... (at most 10 s) plus up to 0.1 s of jitter.
+        backoff = tenacity.wait_exponential(multiplier=0.1, max=10) + tenacity.wait_random(0, 0.1)
+        return cls(stop=tenacity.stop_after_attempt(spec), wait=backoff, reraise=True)
     return cls(**{**spec, "reraise": True})

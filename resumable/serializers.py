@@ -132,7 +132,7 @@ def get_serializer(spec: str | Serializer | None) -> Serializer:
     if spec is None:
         return _REGISTRY["auto"]
     if _REGISTRY.get(getattr(spec, "name", "")) is spec:
-        return spec  # type: ignore[return-value] # a registered one: skip the Protocol check
+        return spec  # a registered one: skip the slow runtime Protocol check
     if isinstance(spec, str):
         try:
             return _REGISTRY[spec]
