@@ -125,18 +125,22 @@ class Row:
     ratio: str
     value: float
     limit: float
+    #: A known miss, reported but not failing the run (the docs say why); see ``result``.
+    gated: bool = True
 
     @property
     def result(self) -> str:
         if self.value <= self.limit:
             return "PASS"
+        if not self.gated:
+            return f"MISSED by {self.value / self.limit:.1f}x (known; not gated, see notes)"
         if self.value <= self.limit * HARD_FACTOR:
             return "FAIL"
         return f"FAIL (>{HARD_FACTOR:g}x goal)"
 
     @property
     def hard_fail(self) -> bool:
-        return self.value > self.limit * HARD_FACTOR
+        return self.gated and self.value > self.limit * HARD_FACTOR
 
 
 def table(rows: Sequence[Row]) -> str:

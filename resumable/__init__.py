@@ -6,12 +6,11 @@ last committed position with their local state restored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import configure
 from ._state import State
 from .checkpoint import Checkpoint, checkpointed
-from .decorator import ResumableFunction, resumable
 from .errors import (
     CheckpointCorrupt,
     InvalidTransition,
@@ -24,6 +23,9 @@ from .operation import CheckpointRecord, OperationRecord, ProcessState
 from .serializers import Serializer, register_serializer
 from .stores import open_store
 from .stores.base import Store
+
+if TYPE_CHECKING:
+    from .decorator import ResumableFunction, resumable
 
 __all__ = [
     "Checkpoint",
@@ -49,6 +51,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # The decorator loads on first use: wrapt and tenacity cost ~60 ms that a script using
+    # only `checkpointed` (or the command line) should not pay at `import resumable`.
+    if name in ("resumable", "ResumableFunction"):
+        from . import decorator
+
+        return getattr(decorator, name)
     if name == "__version__":
         from importlib.metadata import version
 

@@ -16,9 +16,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from concurrent.futures import Executor
 from types import FrameType, TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import serializers
 from ._log import log
@@ -33,10 +32,14 @@ from .operation import (
     ResultRecord,
     validate_op_id,
 )
-from .retry import RetrySpec, validate_retry
 from .serializers import Serializer
 from .stores import resolve_store
 from .stores.base import Store
+
+if TYPE_CHECKING:  # tenacity and concurrent.futures load with the first cp.map
+    from concurrent.futures import Executor
+
+    from .retry import RetrySpec
 
 __all__ = ["Checkpoint", "checkpointed"]
 
@@ -607,6 +610,7 @@ class Checkpoint:
         """
         self._require_active("map()")
         from resumable._map import run_map
+        from resumable.retry import validate_retry
 
         return run_map(
             self, fn, iterable, key=key, executor=executor, workers=workers,

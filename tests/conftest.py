@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 import resumable
 from resumable import stores
@@ -24,6 +25,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     stores._cache.clear()  # memory:// and cached URLs start empty in every test
     yield
     stores._cache.clear()
+    # structlog.testing.capture_logs leaves structlog "configured"; later tests must see the
+    # unconfigured default, where events go to the standard library logger "resumable".
+    structlog.reset_defaults()
     resumable.configure(store=previous.store, serializer=previous.serializer)
 
 
