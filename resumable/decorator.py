@@ -184,16 +184,32 @@ class _Call:
         return cp
 
     def attempts(self, cp: Checkpoint) -> Callable[[], None]:
-        """A hook run before every attempt after the first: count it, stop at max_attempts."""
-        limit = self.opts.max_attempts
+        """A hook run before every attempt.
 
-        def count() -> None:
+        The first attempt was counted on entering the block; each later one is counted in
+        the store, and refused at max_attempts.
+        """
+        limit = self.opts.max_attempts
+        first = True
+
+        def before_attempt() -> None:
+            nonlocal first
+            if first:
+                first = False
+                return
             done = cp._op.attempts if cp._op is not None else 0
             if limit is not None and done >= limit:
                 raise _Exhausted(done)
             cp._count_attempt()
 
-        return count
+        return before_attempt
+
+    def exhausted(self, exc: _Exhausted) -> ResumableError:
+        """The error for a call that used up max_attempts within this run."""
+        return ResumableError(
+            f"{self.opts.name} ({self.op_id!r}) reached max_attempts={self.opts.max_attempts} "
+            f"after {exc.attempts} attempts; call .reset(...) to try again"
+        )
 
     def finish(self, cp: Checkpoint, value: Any) -> None:
         ser, payload = serializers.encode(self.opts.serializer, value, f"result of {self.op_id}")
@@ -215,14 +231,10 @@ def _run_sync(opts: _Options[Any, Any], wrapped: Any, instance: Any, args: Any, 
         found, value = call.settle(cp)
         if found:
             return value
-        count = call.attempts(cp)
-        first = True
+        before_attempt = call.attempts(cp)
 
         def attempt() -> Any:
-            nonlocal first
-            if not first:
-                count()
-            first = False
+            before_attempt()
             return wrapped(*args, **kwargs)
 
         try:
@@ -231,10 +243,7 @@ def _run_sync(opts: _Options[Any, Any], wrapped: Any, instance: Any, args: Any, 
             else:
                 value = make_retrying(opts.retry, never=(_Exhausted,))(attempt)
         except _Exhausted as exc:
-            raise ResumableError(
-                f"{opts.name} ({call.op_id!r}) reached max_attempts={opts.max_attempts} "
-                f"after {exc.attempts} attempts; call .reset(...) to try again"
-            ) from None
+            raise call.exhausted(exc) from None
         call.finish(cp, value)
     return value
 
@@ -250,28 +259,21 @@ async def _run_async(
         found, value = call.settle(cp)
         if found:
             return value
-        count = call.attempts(cp)
-        first = True
+        before_attempt = call.attempts(cp)
 
         async def attempt() -> Any:
-            nonlocal first
-            if not first:
-                count()
-            first = False
+            before_attempt()
             return await wrapped(*args, **kwargs)
 
-        retrying = (
-            make_retrying(opts.retry, asynchronous=True, never=(_Exhausted,))
-            if opts.retry is not None
-            else None
-        )
         try:
-            value = await (retrying(attempt) if retrying is not None else attempt())
+            if opts.retry is None:
+                value = await attempt()
+            else:
+                value = await make_retrying(opts.retry, asynchronous=True, never=(_Exhausted,))(
+                    attempt
+                )
         except _Exhausted as exc:
-            raise ResumableError(
-                f"{opts.name} ({call.op_id!r}) reached max_attempts={opts.max_attempts} "
-                f"after {exc.attempts} attempts; call .reset(...) to try again"
-            ) from None
+            raise call.exhausted(exc) from None
         call.finish(cp, value)
     return value
 
