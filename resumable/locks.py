@@ -122,12 +122,19 @@ class FileLock:
             raise OperationLocked(self.op_id, waited=timeout or 0)
 
     def release(self) -> None:
-        """Close the lock's descriptor, which unlocks it (no-op if not held)."""
+        """Unlock and close (no-op if not held).
+
+        Unlocking explicitly, not just closing, matters after a fork: a child that has not yet
+        closed its inherited copy of the descriptor would otherwise keep the lock alive.
+        """
         fd, self._fd = self._fd, None
         if fd is None:
             return
         _HELD_FDS.discard(fd)
-        os.close(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 class ThreadLock:
