@@ -25,12 +25,17 @@ from .stores import open_store
 from .stores.base import Store
 
 if TYPE_CHECKING:
+    from .backup import BackupInfo
     from .decorator import ResumableFunction, resumable
+    from .failsafe import CheckpointData, FailsafeManager, get_failsafe_manager
 
 __all__ = [
+    "BackupInfo",
     "Checkpoint",
     "CheckpointCorrupt",
+    "CheckpointData",
     "CheckpointRecord",
+    "FailsafeManager",
     "InvalidTransition",
     "OperationLocked",
     "OperationRecord",
@@ -44,6 +49,7 @@ __all__ = [
     "StoreError",
     "checkpointed",
     "configure",
+    "get_failsafe_manager",
     "open_store",
     "register_serializer",
     "resumable",
@@ -57,6 +63,10 @@ def __getattr__(name: str) -> Any:
         from . import decorator
 
         return getattr(decorator, name)
+    if name in ("BackupInfo", "CheckpointData", "FailsafeManager", "get_failsafe_manager"):
+        from . import failsafe
+
+        return getattr(failsafe, name)
     if name == "__version__":
         from importlib.metadata import version
 

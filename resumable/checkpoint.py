@@ -309,7 +309,7 @@ class Checkpoint:
         # Only the outermost block that has a position to save installs it: a @resumable
         # call (stateless) has none, and nested blocks are covered by the outer one's.
         while parent is not None and parent._stateless:
-            parent = _parent_of(parent)
+            parent = parent._parent
         if self._stateless or parent is not None:
             return
         if threading.current_thread() is not threading.main_thread():
@@ -447,13 +447,14 @@ class Checkpoint:
         assert store is not None and op is not None and self.op_id is not None  # noqa: S101 - set on enter
         debug = log.wants(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
-        ser, payload = serializers.encode(self._serializer, self._payload_of, "state")
         if new_state is ProcessState.COMPLETED:
             progress = 1.0
         else:
             progress = min(1.0, position / self._total) if self._total else 0.0
         ckpt: CheckpointRecord | None = None
-        if not self._stateless:
+        payload = b""
+        if not self._stateless:  # a @resumable call has no state to checkpoint
+            ser, payload = serializers.encode(self._serializer, self._payload_of, "state")
             ckpt = CheckpointRecord.create(
                 self.op_id, self._seq + 1, position, new_state, progress, ser, payload
             )
@@ -651,10 +652,6 @@ class Checkpoint:
             seconds=round(time.perf_counter() - started, 6),
         )  # fmt: skip
         return value
-
-
-def _parent_of(cp: Checkpoint) -> Checkpoint | None:
-    return cp._parent
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

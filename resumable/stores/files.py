@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import xxhash
 
 from resumable import _fs
+from resumable.errors import CheckpointCorrupt
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
     CheckpointRecord,
@@ -179,6 +180,11 @@ class FileStore(Store):
         names = [n for n in names if n.endswith(".json") and _fs.TEMP_MARK not in n]
         return [folder / n for n in sorted(names, reverse=True)]
 
+    def last_seq(self, op_id: str) -> int:
+        """The highest checkpoint seq on disk for ``op_id`` (0 if none), from file names only."""
+        files = self._checkpoint_files(op_id)
+        return int(files[0].stem) if files and files[0].stem.isdigit() else 0
+
     def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
         """The operation's checkpoints, newest first, unverified.
 
@@ -192,6 +198,31 @@ class FileStore(Store):
                 yield self._ckpt_from(doc)
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 yield _unreadable(op_id, path)
+
+    def checkpoint_by_id(self, checkpoint_id: str) -> CheckpointRecord | None:
+        """The checkpoint with this id (``<op key>-<seq>``), verified; None if there is none.
+
+        Raises:
+            CheckpointCorrupt: the checkpoint exists but fails its checksum.
+        """
+        key, _, seq = checkpoint_id.rpartition("-")
+        if len(key) != 32 or not seq.isdigit() or any(c not in "0123456789abcdef" for c in key):
+            return None  # not an id this store makes: never used as a path
+        path = self.root / "ops" / key / "checkpoints" / f"{int(seq):0{_SEQ_WIDTH}d}.json"
+        try:
+            doc = self._read(path)
+            if doc is None:
+                return None
+            rec = self._ckpt_from(doc)
+        except OSError as exc:
+            raise self.store_error(f"read checkpoint {checkpoint_id!r}", exc) from exc
+        except (ValueError, KeyError, TypeError):  # cut short or damaged: fails below
+            rec = _unreadable("?", path)
+        if not (rec.verify() and rec.checkpoint_id == checkpoint_id):
+            raise CheckpointCorrupt(
+                f"{self.url}: checkpoint {checkpoint_id!r} failed its checksum; it was not loaded"
+            )
+        return rec
 
     def get_result(self, op_id: str, key: str) -> ResultRecord | None:
         """The stored result, unverified, or None."""

@@ -1,0 +1,398 @@
+"""Backups of single files: copied and checksummed in one pass, committed by a manifest.
+
+``Backups`` is the backup half of the specification's FailsafeManager. A backup is a copy of
+one file plus a small JSON manifest written last, as the commit point: a copy without a
+manifest does not exist, and leftovers of a crash are ignored and later removed. An SQLite
+database is copied with SQLite's online backup API, a consistent snapshot even while other
+processes write to it. A restore verifies the copy before the destination changes, then
+swaps it in atomically, with the current file kept aside until the swap has succeeded.
+
+The modules behind it: ``_backup_files`` (ids, names, manifests), ``_backup_copy`` (copies,
+snapshots, the restore swap) and ``_backup_watch`` (change detection, the auto thread).
+``docs/backups.md`` records the decisions.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import _backup_files as files
+from . import _fs
+from ._backup_copy import copy_into, digest, open_database, swap_in
+from ._backup_files import ID_RE, LOCK, Manifest
+from ._backup_watch import AutoBackup, SourceState, source_state
+from ._log import log
+
+__all__ = ["BackupInfo", "Backups"]
+
+#: How long ``stop_auto()`` waits for the thread (a copy in progress finishes on its own).
+STOP_WAIT = 0.9
+#: One lock per backup directory in this process, shared by every ``Backups`` on it.
+_DIR_LOCKS: dict[str, threading.RLock] = {}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackupInfo:
+    """One backup: the specification's fields.
+
+    Attributes:
+        backup_id: Sortable, unique id: UTC time and a digest of the source path.
+        source_path: The backed-up file (absolute, symlinks resolved).
+        backup_path: The copy inside the backup directory.
+        timestamp: When the backup was made: ISO 8601, local time with its UTC offset.
+        size_bytes: Size of the copy (for a database: of the snapshot).
+        checksum: xxh3-128 of the copy, hex (what ``xxhsum -H2`` prints).
+    """
+
+    backup_id: str
+    source_path: str
+    backup_path: str
+    timestamp: str
+    size_bytes: int
+    checksum: str
+
+
+def _path_arg(value: object, name: str) -> Path:
+    """``value`` as an absolute path with symlinks resolved, or a TypeError/ValueError."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+    raw = os.fspath(value)
+    if not isinstance(raw, str):
+        raise TypeError(f"{name} must be a str path, not bytes; decode it first")
+    if not raw:
+        raise ValueError(f"{name} is empty; pass the path of a file")
+    return Path(os.path.realpath(raw))
+
+
+class Backups:
+    """Backups of files into one directory, ``max_backups`` kept per source.
+
+    Args:
+        backup_dir: Where backups are kept; created (0700) on the first backup.
+        max_backups: Backups kept per source; older ones are removed after each new backup,
+            never the newest one that verifies.
+        durable: fsync every file and directory change, so a backup survives power loss.
+    """
+
+    def __init__(
+        self,
+        backup_dir: str | os.PathLike[str] = "data/backups",
+        *,
+        max_backups: int = 5,
+        durable: bool = True,
+    ) -> None:
+        self.dir = _path_arg(backup_dir, "backup_dir")
+        if isinstance(max_backups, bool) or not isinstance(max_backups, int):
+            raise TypeError(f"max_backups must be an int, not {type(max_backups).__name__}")
+        if max_backups < 1:
+            raise ValueError(f"max_backups must be at least 1, not {max_backups}")
+        if not isinstance(durable, bool):
+            raise TypeError(f"durable must be True or False, not {durable!r}")
+        self.max_backups = max_backups
+        self.durable = durable
+        self._lock = _DIR_LOCKS.setdefault(str(self.dir), threading.RLock())
+        self._good: dict[str, tuple[int, int, int, int]] = {}  # id -> copy's status when good
+        self._auto: AutoBackup | None = None
+
+    def _info(self, m: Manifest) -> BackupInfo:
+        return BackupInfo(
+            m.backup_id,
+            m.source_path,
+            str(self.dir / m.data_file),
+            m.timestamp,
+            m.size_bytes,
+            m.checksum,
+        )
+
+    # --- creating -----------------------------------------------------------------------------
+
+    def create(self, path: str | os.PathLike[str]) -> BackupInfo:
+        """Back up the file at ``path``; an unchanged file returns its newest backup.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: ``path`` is a directory or not a regular file.
+        """
+        source = _path_arg(path, "path")
+        try:
+            st = source.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"cannot back up {os.fspath(path)!r}: no such file; check the path"
+            ) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise ValueError(
+                f"cannot back up {source}: it is a directory; back up files, not directories "
+                "(pass each file)"
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"cannot back up {source}: not a regular file")
+        with self._lock:
+            _fs.makedirs(self.dir)
+            self._clean_strays()
+            with _fs.locked(self.dir / LOCK, exclusive=False):
+                return self._create(source, st)
+
+    def _create(self, source: Path, st: os.stat_result) -> BackupInfo:
+        started = time.perf_counter()
+        state = source_state(source)  # before any read: a change during the copy shows later
+        history = files.scan(self.dir, str(source))
+        db = open_database(source, st.st_size)
+        try:
+            same = self._unchanged(source, state, history, database=db is not None)
+            if same is not None:
+                log.debug("resumable.backup.unchanged", backup_id=same.backup_id)
+                return self._info(same)
+            newest = history[0].backup_id if history else None
+            backup_id, when = files.new_id(self.dir, source, newest)
+            data = self.dir / files.data_name(source, backup_id)
+            tmp = _fs.temp_path(data)
+            try:
+                copied = copy_into(source, tmp, db, durable=self.durable)
+                _fs.replace(tmp, data, durable=self.durable)
+            except BaseException:
+                _fs.remove(tmp)
+                raise
+        finally:
+            if db is not None:
+                db.close()  # copy_into closed it already; closing twice is harmless
+        m = Manifest(
+            backup_id=backup_id,
+            source_path=str(source),
+            data_file=data.name,
+            timestamp=when.astimezone().isoformat(timespec="microseconds"),
+            size_bytes=copied.size,
+            checksum=copied.checksum,
+            kind=copied.kind,
+            mode=st.st_mode & 0o7777,
+            state=state,
+            source_digest=copied.source_digest,
+        )
+        try:
+            files.write(self.dir, m, durable=self.durable)  # the commit point
+        except BaseException:
+            _fs.remove(data)
+            raise
+        self._remember_good(backup_id, data)
+        log.info(
+            "resumable.backup.created",
+            backup_id=backup_id,
+            source=str(source),
+            kind=copied.kind,
+            size_bytes=copied.size,
+            seconds=round(time.perf_counter() - started, 4),
+        )
+        self._rotate(str(source))
+        return self._info(m)
+
+    def _unchanged(
+        self, source: Path, state: SourceState, history: builtins.list[Manifest], *, database: bool
+    ) -> Manifest | None:
+        """The newest good backup if ``source`` has not changed since it was made."""
+        for m in history:
+            if m.state.files != state.files:
+                return None
+            if not self._is_good(m):
+                continue  # damaged: the one before it decides
+            if database:  # never read raw (see _backup_copy): a non-racy size and mtime decide
+                return None if m.state.racy else m
+            return m if digest(source) == m.source_digest else None
+        return None
+
+    # --- reading and checking -----------------------------------------------------------------
+
+    def _get(self, backup_id: object) -> Manifest:
+        if not isinstance(backup_id, str):
+            raise TypeError(f"backup_id must be a str, not {type(backup_id).__name__}")
+        m = files.read(self.dir, backup_id) if ID_RE.fullmatch(backup_id) else None
+        if m is None:
+            raise ValueError(
+                f"no backup {backup_id!r} in {self.dir}; list() shows the backups there"
+            )
+        return m
+
+    def _remember_good(self, backup_id: str, data: Path) -> None:
+        st = data.stat()
+        self._good[backup_id] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _is_good(self, m: Manifest) -> bool:
+        """Whether the copy matches its checksum (hashed again only when its status changed)."""
+        data = self.dir / m.data_file
+        try:
+            st = data.stat()
+        except FileNotFoundError:
+            ok = False
+        else:
+            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if self._good.get(m.backup_id) == key:
+                return True
+            ok = st.st_size == m.size_bytes and digest(data) == m.checksum
+        if ok:
+            self._remember_good(m.backup_id, data)
+        else:
+            self._good.pop(m.backup_id, None)
+            log.error("resumable.backup.corrupt", backup_id=m.backup_id, path=str(data))
+        return ok
+
+    def verify(self, backup_id: str) -> bool:
+        """Whether backup ``backup_id`` is whole: its copy hashes to its checksum.
+
+        Raises:
+            ValueError: there is no backup ``backup_id``.
+        """
+        m = self._get(backup_id)
+        self._good.pop(m.backup_id, None)
+        return self._is_good(m)
+
+    def list(self, source_path: str | os.PathLike[str] | None = None) -> builtins.list[BackupInfo]:
+        """The backups (of ``source_path`` only, if given), newest first."""
+        source = None if source_path is None else str(_path_arg(source_path, "source_path"))
+        return [self._info(m) for m in files.scan(self.dir, source)]
+
+    def statistics(self) -> dict[str, Any]:
+        """Counts, total size in MiB, sources, and the auto-backup thread's status."""
+        found = files.scan(self.dir)
+        auto = self._auto
+        return {
+            "total": len(found),
+            "total_size_mb": sum(m.size_bytes for m in found) / (1024 * 1024),
+            "sources": len({m.source_path for m in found}),
+            "auto_backup": {
+                "running": self.auto_running,
+                "interval": auto.interval if auto else 0.0,
+                "paths": [str(p) for p in auto.paths] if auto else [],
+                "last_error": auto.last_error if auto else None,
+            },
+        }
+
+    # --- restoring ----------------------------------------------------------------------------
+
+    def restore(self, backup_id: str, restore_path: str | os.PathLike[str] | None = None) -> str:
+        """Put backup ``backup_id`` at ``restore_path`` (default: its source); return that path.
+
+        The copy is verified before anything at the destination changes. The current file is
+        kept aside (a hard link) and replaced atomically; if a step fails it is put back. An
+        existing directory as ``restore_path`` receives the file under the source's name.
+
+        Raises:
+            ValueError: no backup ``backup_id``, or its copy is corrupt (nothing changed).
+        """
+        m = self._get(backup_id)
+        dest = _path_arg(m.source_path if restore_path is None else restore_path, "restore_path")
+        if dest.is_dir():
+            dest /= Path(m.source_path).name
+        started = time.perf_counter()
+        with self._lock:
+            if not dest.parent.is_dir():
+                _fs.makedirs(dest.parent)
+            try:
+                mode = dest.stat().st_mode & 0o7777  # the current file's permissions stay
+            except FileNotFoundError:
+                mode = m.mode
+            swap_in(
+                self.dir / m.data_file,
+                dest,
+                checksum=m.checksum,
+                backup_id=m.backup_id,
+                database=m.kind == "sqlite",
+                mode=mode,
+                durable=self.durable,
+            )
+        log.info(
+            "resumable.backup.restored",
+            backup_id=m.backup_id,
+            path=str(dest),
+            seconds=round(time.perf_counter() - started, 4),
+        )
+        return str(dest)
+
+    # --- removing -----------------------------------------------------------------------------
+
+    def delete(self, backup_id: str) -> bool:
+        """Remove backup ``backup_id``; False if there is no such backup."""
+        if not isinstance(backup_id, str) or not ID_RE.fullmatch(backup_id):
+            return False
+        with self._lock:
+            m = files.read(self.dir, backup_id)
+            if m is None:
+                return False
+            self._remove([m])
+        log.info("resumable.backup.deleted", backup_id=backup_id)
+        return True
+
+    def _remove(self, gone: Iterable[Manifest]) -> None:
+        for m in gone:  # the manifest first: a crash in between leaves a stray copy, no backup
+            _fs.remove(self.dir / f"{m.backup_id}.json")
+            _fs.remove(self.dir / m.data_file)
+            self._good.pop(m.backup_id, None)
+        if self.durable:
+            _fs.fsync_dir(self.dir)
+
+    def _rotate(self, source: str) -> None:
+        history = files.scan(self.dir, source)
+        if len(history) <= self.max_backups:
+            return
+        keep = {m.backup_id for m in history[: self.max_backups]}
+        newest_good = next((m for m in history if self._is_good(m)), None)
+        if newest_good is not None:
+            keep.add(newest_good.backup_id)
+        gone = [m for m in history if m.backup_id not in keep]
+        self._remove(gone)
+        log.info("resumable.backup.rotated", source=source, removed=[m.backup_id for m in gone])
+
+    def _clean_strays(self) -> None:
+        """Remove temp files and uncommitted copies, unless another creator is at work."""
+        with _fs.locked(self.dir / LOCK, exclusive=True, wait=False) as alone:
+            if not alone:
+                return
+            stray = files.strays(_fs.list_names(self.dir))
+            for name in stray:
+                _fs.remove(self.dir / name)
+        if stray:
+            log.info("resumable.backup.strays_removed", files=stray)
+
+    # --- automatic backups --------------------------------------------------------------------
+
+    def start_auto(self, paths: Iterable[str | os.PathLike[str]], interval: float) -> None:
+        """Back up each of ``paths`` that changed, now and every ``interval`` seconds.
+
+        Runs in a daemon thread; a running one is stopped first. Errors (a missing file, a
+        full disk) are logged and the thread goes on.
+        """
+        if isinstance(paths, str | bytes | os.PathLike) or not isinstance(paths, Iterable):
+            raise TypeError("paths must be a list of file paths, e.g. ['data/app.db']")
+        targets = tuple(dict.fromkeys(_path_arg(p, "each path") for p in paths))
+        if not targets:
+            raise ValueError("paths is empty; pass the files to back up")
+        for target in targets:
+            if target.is_dir():
+                raise ValueError(f"{target} is a directory; back up files, not directories")
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise TypeError(f"interval must be a number of seconds, not {type(interval).__name__}")
+        if not interval > 0:
+            raise ValueError(f"interval must be a positive number of seconds, not {interval}")
+        self.stop_auto()
+        self._auto = AutoBackup(self.create, targets, float(interval))
+        self._auto.start()
+        log.info(
+            "resumable.backup.auto_started", paths=[str(t) for t in targets], interval=interval
+        )
+
+    def stop_auto(self) -> None:
+        """Stop the auto-backup thread; returns within a second (a copy in progress finishes)."""
+        if self._auto is not None and self._auto.running:
+            self._auto.stop(STOP_WAIT)
+            log.info("resumable.backup.auto_stopped")
+
+    @property
+    def auto_running(self) -> bool:
+        """Whether the auto-backup thread runs."""
+        return self._auto is not None and self._auto.running
