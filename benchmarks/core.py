@@ -552,6 +552,9 @@ smaller miss is reported as FAIL with exit status 0.
   call with a new argument, a hit a second call with it. The three sides take turns by blocks
   of 100 calls; the figures are medians per call.
 
+Backups (create, re-backup of an unchanged file, restore against `cp`) are measured by
+`benchmarks/backup.py`; their table and method are in [backups.md](backups.md#measured).
+
 ## Known misses
 
 - **`@resumable` miss** (~130 us against a goal of 60 us) and the two ratios against
