@@ -50,13 +50,17 @@ def makedirs(path: Path) -> None:
             os.mkdir(folder, 0o700)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in directory ``path`` durable."""
+    _fsync(path, os.O_DIRECTORY)
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool) -> None:
@@ -65,8 +69,8 @@ def atomic_write(path: Path, data: bytes, *, durable: bool) -> None:
     With ``durable``, the file and its directory are fsynced, so the write survives power loss.
     On any failure the temp file is removed and the old file is untouched.
     """
-    tmp = path.with_name(f"{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
             view = memoryview(data)
@@ -181,11 +185,7 @@ def hash_file(path: Path, hasher: Hasher) -> int:
 
 def fsync_file(path: Path) -> None:
     """Flush the content of ``path`` to stable storage."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path, 0)
 
 
 def replace(src: Path, dst: Path, *, durable: bool) -> None:
