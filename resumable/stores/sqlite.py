@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -196,7 +197,7 @@ class SQLiteStore(Store):
             sync = "FULL" if self.durability == "full" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
             if _schema_version(conn) != SCHEMA_VERSION:
-                _create_schema(conn, self.path)
+                _create_schema(conn, self.path, self.timeout)
         except BaseException:
             conn.close()  # never leave a half-set-up connection holding a lock
             raise
@@ -344,9 +345,13 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(version)
 
 
-def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the tables (WAL is a property of the file, set once here)."""
-    conn.execute("PRAGMA journal_mode=WAL")
+def _create_schema(conn: sqlite3.Connection, path: Path, timeout: float) -> None:
+    """Create the tables and switch the file to WAL (a property of the file, set once here).
+
+    Several processes may open a new store at once. ``BEGIN IMMEDIATE`` waits for the others
+    through the busy timeout; the switch to WAL does not (SQLite answers "database is locked"
+    at once while another connection reads the file), so it is retried until the timeout.
+    """
     with _transaction(conn):
         found = _schema_version(conn)
         if found > SCHEMA_VERSION:
@@ -358,6 +363,18 @@ def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
             if statement.strip():
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        if str(mode).lower() == "wal":
+            return
+        raise sqlite3.DatabaseError(f"{path}: SQLite refused WAL mode (got {mode!r})")
 
 
 @contextlib.contextmanager
