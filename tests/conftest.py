@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, settings
 
 import resumable
 from resumable import stores
 from resumable.stores import Store, open_store, resolve_store
+
+# No per-example deadline or slow-generation check: a loaded CI machine makes timing-based
+# failures flaky, and the properties here are about values, not speed (benchmarks/ measures
+# speed).
+settings.register_profile("resumable", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("resumable")
 
 STORE_KINDS = ["sqlite", "file", "memory"]
 
