@@ -188,11 +188,11 @@ _CURRENT_OWNER: dict[int, Owner] = {}
 # --- records ------------------------------------------------------------------------------
 
 
-def _digest(*parts: object, payload: bytes = b"") -> str:
-    """xxh3-128 over length-prefixed fields and the payload (streamed, never copied)."""
-    header = "\x1f".join(f"{len(s)}:{s}" for s in map(str, parts))
-    h = xxhash.xxh3_128(header.encode("utf-8", "surrogatepass"))
-    h.update(b"\x00")
+def _hash(header: bytes, payload: bytes) -> str:
+    """xxh3-128 of ``header + payload``; a large payload is streamed, never copied."""
+    if len(payload) <= _ONE_SHOT:
+        return xxhash.xxh3_128_hexdigest(header + payload)
+    h = xxhash.xxh3_128(header)
     h.update(payload)
     return h.hexdigest()
 
@@ -213,11 +213,7 @@ def _checkpoint_digest(  # noqa: PLR0917 - the record's fields, in order
     header = text.encode("utf-8", "surrogatepass") + _NUMBERS.pack(
         seq, position, progress, timestamp
     )
-    if len(payload) <= _ONE_SHOT:
-        return xxhash.xxh3_128_hexdigest(header + payload)
-    h = xxhash.xxh3_128(header)
-    h.update(payload)  # streamed: a large state is never copied
-    return h.hexdigest()
+    return _hash(header, payload)
 
 
 _NUMBERS = struct.Struct("<qqdd")
@@ -359,11 +355,7 @@ class ResultRecord:
     def _compute(self) -> str:
         text = f"{len(self.op_id)}:{self.op_id}\x1f{len(self.key)}:{self.key}\x1f{self.serializer}"
         header = text.encode("utf-8", "surrogatepass") + _FLOAT.pack(self.created)
-        if len(self.payload) <= _ONE_SHOT:
-            return xxhash.xxh3_128_hexdigest(header + self.payload)
-        h = xxhash.xxh3_128(header)
-        h.update(self.payload)
-        return h.hexdigest()
+        return _hash(header, self.payload)
 
     def verify(self) -> bool:
         """True if the checksum matches the fields and payload."""
