@@ -55,11 +55,6 @@ _CHECK_INTERVAL: Final = 0.01
 _MAX_CHECK_STEP: Final = 1 << 16
 
 
-def current_checkpoint() -> Checkpoint | None:
-    """The innermost active block in this context, if any."""
-    return _current.get()
-
-
 def _check_number(name: str, value: object, *, allow_zero: bool, kind: type = float) -> None:
     if value is None:
         return
@@ -392,12 +387,11 @@ class Checkpoint:
         self._completed_before = False
         log.info("resumable.operation.rerun", op_id=self.op_id)
 
-    def _count_attempt(self) -> int:
-        """Record one more attempt on the operation (it survives a crash); return the count."""
+    def _count_attempt(self) -> None:
+        """Record one more attempt on the operation, so it survives a crash."""
         assert self._store is not None and self._op is not None  # noqa: S101 - set on enter
         self._op = self._op.with_changes(attempts=self._op.attempts + 1, heartbeat=time.time())
         self._store.save(self._op)
-        return self._op.attempts
 
     def _failed_text(self) -> str:
         keys = sorted(map(repr, self._failed))
