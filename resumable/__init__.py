@@ -14,6 +14,7 @@ from .checkpoint import Checkpoint, checkpointed
 from .errors import (
     CheckpointCorrupt,
     InvalidTransition,
+    LeaseLost,
     OperationLocked,
     ResumableError,
     SerializationError,
@@ -37,6 +38,7 @@ __all__ = [
     "CheckpointRecord",
     "FailsafeManager",
     "InvalidTransition",
+    "LeaseLost",
     "OperationLocked",
     "OperationRecord",
     "ProcessState",

@@ -7,7 +7,7 @@ the items without a good one, and returns every result in input order. An item s
 ``on_error="skip"`` is stored under its key as serializer ``"!error"`` with the error text, so
 it counts as not done and a later success simply replaces it.
 
-Items go to the executor in chunks, run by :func:`_run_chunk` with the per-item retries. A
+Items go to the executor in chunks, run by :func:`run_chunk` with the per-item retries. A
 chunk is sized to take about :data:`_CHUNK_SECONDS` (measured as chunks come back), to give
 every worker several chunks, and to hold at most :data:`_MAX_CHUNK` items: executor overhead
 is paid per chunk, and a crash loses at most one chunk of work per worker. At most
@@ -56,7 +56,7 @@ _FLUSH_SECONDS: Final = 0.25
 _MAX_CHUNK: Final = 256
 _CHUNK_SECONDS: Final = 0.05
 #: The serializer name of a record that says "this item failed" (its payload: the error).
-_ERROR: Final = "!error"
+ERROR: Final = "!error"
 #: Identifies this process to a chunk, which tells from it whether it runs in another one.
 _TOKEN: Final = os.urandom(8).hex()
 
@@ -87,7 +87,7 @@ def run_map(
         )
     assert isinstance(iterable, Iterable) and callable(fn)  # noqa: S101 - checked just above
     items = list(iterable)
-    texts, users = _item_keys(items, key) if callable(key) else (None, None)
+    texts, users = item_keys(items, key) if callable(key) else (None, None)
 
     store, op_id = cp.store, cp.op_id
     assert store is not None and op_id is not None  # noqa: S101 - set on enter
@@ -95,7 +95,7 @@ def run_map(
     cp._maps += 1
     prefix = f"map{number}:"
     results: list[Any] = [None] * len(items)
-    pending = _load(store, op_id, prefix, results, texts)
+    pending = load_done(store, op_id, prefix, results, texts)
     log.info(
         "resumable.map.started", op_id=op_id, map=number, items=len(items),
         done_before=len(items) - len(pending),
@@ -108,14 +108,24 @@ def run_map(
                 "a completed operation runs nothing: reset it (fresh=True) to run it again"
             )
         return results
-    if pending:
-        started = time.perf_counter()
-        run = _MapRun(cp, number, items, results, texts, users, raising=on_error == "raise")
-        run.execute(pending, _Task(fn, retry, cp._serializer, run.raising), executor, workers)
-        log.info(
-            "resumable.map.done", op_id=op_id, map=number, items=len(items), ran=len(pending),
-            failed=run.failures, seconds=round(time.perf_counter() - started, 6),
-        )  # fmt: skip
+    raising = on_error == "raise"
+    task = Task(fn, retry, cp._serializer, raising)
+    started = time.perf_counter()
+    if cp._shared:
+        from ._shared import SharedMap
+
+        shared = SharedMap(cp, number, items, results, texts, users, raising=raising)
+        ran, failures = shared.run(pending, task, executor, workers)
+    elif pending:
+        run = _MapRun(cp, number, items, results, texts, users, raising=raising)
+        run.execute(pending, task, executor, workers)
+        ran, failures = len(pending), run.failures
+    else:
+        return results
+    log.info(
+        "resumable.map.done", op_id=op_id, map=number, items=len(items), ran=ran,
+        failed=failures, seconds=round(time.perf_counter() - started, 6),
+    )  # fmt: skip
     return results
 
 
@@ -150,7 +160,7 @@ def _check(  # noqa: PLR0917 - the arguments of cp.map, checked together
         )
 
 
-def _item_keys(items: list[Any], key: Callable[[Any], Any]) -> tuple[list[str], list[Any]]:
+def item_keys(items: list[Any], key: Callable[[Any], Any]) -> tuple[list[str], list[Any]]:
     """Each item's key text and key value; refuses undigestable and duplicate keys."""
     texts: list[str] = []
     users: list[Any] = []
@@ -181,7 +191,7 @@ def _item_keys(items: list[Any], key: Callable[[Any], Any]) -> tuple[list[str], 
     return texts, users
 
 
-def _load(
+def load_done(
     store: Store, op_id: str, prefix: str, results: list[Any], texts: list[str] | None
 ) -> Sequence[int]:
     """Put the stored results into ``results``; return the slots that still have to run."""
@@ -193,7 +203,7 @@ def _load(
     done = bytearray((n + 7) >> 3)  # a bitmap: one bit per item
     cut = len(prefix)
     for name, rec in records.items():
-        if rec.serializer == _ERROR:
+        if rec.serializer == ERROR:
             continue  # set aside by an earlier run: runs again
         text = name[cut:]
         if slot_of is None:
@@ -210,6 +220,20 @@ def _load(
         results[slot] = decode(rec.serializer, rec.payload)
         done[slot >> 3] |= 1 << (slot & 7)
     return array("q", (i for i in range(n) if not done[i >> 3] >> (i & 7) & 1))
+
+
+def open_pool(executor: object, workers: object) -> tuple[Executor, int, bool]:
+    """The executor to use, how many chunks it runs at once, and whether the map owns it.
+
+    Without ``executor``, a thread pool of ``workers`` threads (default ``cpu count + 4``, at
+    most 32) made for this map.
+    """
+    if isinstance(executor, Executor):
+        size = getattr(executor, "_max_workers", None)  # thread and process pools say
+        width = size if isinstance(size, int) and size > 0 else os.cpu_count() or 1
+        return executor, width, False
+    width = workers if isinstance(workers, int) else min(32, (os.cpu_count() or 1) + 4)
+    return ThreadPoolExecutor(width, thread_name_prefix="resumable-map"), width, True
 
 
 class _MapRun:
@@ -236,20 +260,13 @@ class _MapRun:
     # --- driving the executor -------------------------------------------------------------
 
     def execute(
-        self, pending: Sequence[int], task: _Task, executor: object, workers: object
+        self, pending: Sequence[int], task: Task, executor: object, workers: object
     ) -> None:
         """Run ``pending`` on ``executor`` (else on ``workers`` threads); flush at the end."""
-        own = executor is None
-        if isinstance(executor, Executor):
-            pool: Executor = executor
-            size = getattr(executor, "_max_workers", None)  # thread and process pools say
-            width = size if isinstance(size, int) and size > 0 else os.cpu_count() or 1
-        else:
-            width = workers if isinstance(workers, int) else min(32, (os.cpu_count() or 1) + 4)
-            pool = ThreadPoolExecutor(width, thread_name_prefix="resumable-map")
+        pool, width, own = open_pool(executor, workers)
 
         def submit(chunk: list[tuple[int, Any]]) -> Future[ChunkResult]:
-            return pool.submit(_run_chunk, task, chunk)
+            return pool.submit(run_chunk, task, chunk)
 
         try:
             self._drive(submit, pending, width)
@@ -358,7 +375,7 @@ class _MapRun:
                 buffer.append(create(op_id, self._key(slot), ser, payload))
                 continue
             if ser is not None:  # the traceback of a remote worker
-                value.__cause__ = _RemoteTraceback(ser)
+                value.__cause__ = RemoteTraceback(ser)
             if self.raising:
                 error = error or value
             else:
@@ -372,19 +389,8 @@ class _MapRun:
         """on_error="skip": record the failure; the slot's result is the exception."""
         self.failures += 1
         self.results[slot] = exc
-        key = self._key(slot)
         user = slot if self.users is None else self.users[slot]
-        try:
-            self.cp._failed.add(user)
-        except TypeError:  # an unhashable key (a list, a dict): its key text stands for it
-            self.cp._failed.add(key[len(self.prefix) :])
-        text = f"{type(exc).__name__}: {exc}"
-        self.buffer.append(
-            ResultRecord.create(self.op_id, key, _ERROR, text.encode(errors="replace"))
-        )
-        log.warning(
-            "resumable.map.item_failed", op_id=self.op_id, map=self.number, key=user, error=text
-        )
+        self.buffer.append(set_aside(self.cp, self.number, self._key(slot), user, exc))
 
     def _flush(self) -> None:
         if self.buffer:
@@ -393,7 +399,19 @@ class _MapRun:
         self.last_flush = time.monotonic()
 
 
-class _RemoteTraceback(Exception):
+def set_aside(cp: Checkpoint, number: int, key: str, user: Any, exc: BaseException) -> ResultRecord:
+    """on_error="skip": note the item in ``cp.failed``; the record that says it failed."""
+    assert cp.op_id is not None  # noqa: S101 - set on enter
+    try:
+        cp._failed.add(user)
+    except TypeError:  # an unhashable key (a list, a dict): its key text stands for it
+        cp._failed.add(key[len(f"map{number}:") :])
+    text = f"{type(exc).__name__}: {exc}"
+    log.warning("resumable.map.item_failed", op_id=cp.op_id, map=number, key=user, error=text)
+    return ResultRecord.create(cp.op_id, key, ERROR, text.encode(errors="replace"))
+
+
+class RemoteTraceback(Exception):
     """The traceback of an exception raised in another process (set as its ``__cause__``)."""
 
     def __init__(self, tb: str) -> None:
@@ -408,7 +426,7 @@ class _RemoteTraceback(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Task:
+class Task:
     """What every chunk of one map needs (sent along with each chunk: it must pickle)."""
 
     fn: Callable[[Any], Any]
@@ -418,7 +436,7 @@ class _Task:
     home: tuple[int, str] = field(default_factory=lambda: (os.getpid(), _TOKEN))  # the caller
 
 
-def _run_chunk(task: _Task, chunk: list[tuple[int, Any]]) -> ChunkResult:
+def run_chunk(task: Task, chunk: list[tuple[int, Any]]) -> ChunkResult:
     """Run ``task.fn`` over a chunk of ``(slot, item)``, with retries; serialize each result.
 
     Returns the outcomes, the seconds the chunk took, and whether it ran in the caller's

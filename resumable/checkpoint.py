@@ -23,7 +23,7 @@ from . import serializers
 from ._log import log
 from ._loop import open_source
 from ._state import State
-from .errors import ResumableError
+from .errors import LeaseLost, ResumableError
 from .operation import (
     CheckpointRecord,
     OperationRecord,
@@ -79,6 +79,7 @@ class Checkpoint:
         every: int | None = None,
         every_seconds: float | None = 1.0,
         lock: bool | float = True,
+        shared: bool = False,
         fresh: bool = False,
         name: str | None = None,
     ) -> None:
@@ -94,6 +95,7 @@ class Checkpoint:
             _check_number("lock", lock, allow_zero=True)
         if not isinstance(fresh, bool):
             raise TypeError(f"fresh must be True or False, not {fresh!r}")
+        _check_shared(shared, lock, fresh)
         if serializer is None:
             from ._config import current
 
@@ -108,6 +110,7 @@ class Checkpoint:
         self._lock_timeout: float | None = None if lock is True else float(lock)
         self._locking = lock is not False
         self._fresh = fresh
+        self._shared = shared
         # Set by @resumable: its operations keep no state checkpoints (stateless), and write
         # their record at the end only, unless attempts must be counted first (lazy).
         self._stateless = False
@@ -140,6 +143,7 @@ class Checkpoint:
         self._token: contextvars.Token[Checkpoint | None] | None = None
         self._parent: Checkpoint | None = None
         self._old_sigterm: Any = None
+        self._owner = ""  # this participant's name in claims (shared blocks)
 
     # --- read-only facts ------------------------------------------------------------------
 
@@ -214,7 +218,13 @@ class Checkpoint:
             self.op_id = parent._child_id(self._name)
         op_id = self.op_id
         store = self._store = resolve_store(self._store_spec)
-        self._lock = store.lock(op_id) if self._locking else None
+        if self._shared:
+            if not store.shares:
+                raise store._cannot_share()
+            from ._shared import owner_token
+
+            self._owner = owner_token()
+        self._lock = store.lock(op_id) if self._locking and not self._shared else None
         try:  # everything after taking the lock undoes itself if interrupted
             if self._lock is not None:
                 self._lock.acquire(self._lock_timeout)
@@ -237,7 +247,7 @@ class Checkpoint:
                 store.delete_operation(op_id)
             log.info("resumable.operation.discarded", op_id=op_id)
         op = store.load_operation(op_id)
-        ckpt = None if self._stateless else store.latest_checkpoint(op_id)
+        ckpt = None if self._stateless or self._shared else store.latest_checkpoint(op_id)
         if ckpt is not None:
             self._seq = ckpt.seq
             self._restored = self._committed = ckpt.position
@@ -258,7 +268,7 @@ class Checkpoint:
                 attempts=1,
             )  # fmt: skip
         else:
-            if op.state is ProcessState.RUNNING and op.owner != me:
+            if op.state is ProcessState.RUNNING and op.owner != me and not self._shared:
                 log.warning(
                     "resumable.operation.recovered", op_id=op_id, dead_owner=op.owner,
                     position=self._restored,
@@ -357,6 +367,9 @@ class Checkpoint:
             self._commit(self.position, ProcessState.COMPLETED)
             log.info("resumable.operation.completed", op_id=self.op_id, position=self.position)
             return
+        if isinstance(exc, LeaseLost):  # another process runs it now: write nothing more
+            log.warning("resumable.operation.lease_lost", op_id=self.op_id, error=str(exc))
+            return
         undone = self._state._rollback() if isinstance(self._state, State) else []
         paused = isinstance(exc, KeyboardInterrupt | SystemExit)
         new_state = ProcessState.PAUSED if paused else ProcessState.FAILED
@@ -423,6 +436,11 @@ class Checkpoint:
         state reflects that item.
         """
         self._require_active("commit()")
+        if self._shared:
+            raise ValueError(
+                "cp.commit() has nothing to commit in a shared block: cp.map and cp.step "
+                "record each result as it finishes, and the state is not shared"
+            )
         if self._completed_before:
             return
         self._commit(self._position + 1 if self._in_body() else self.position)
@@ -447,7 +465,7 @@ class Checkpoint:
             progress = min(1.0, position / self._total) if self._total else 0.0
         ckpt: CheckpointRecord | None = None
         payload = b""
-        if not self._stateless:  # a @resumable call has no state to checkpoint
+        if not (self._stateless or self._shared):  # a @resumable call has no state to save
             ser, payload = serializers.encode(self._serializer, self._payload_of, "state")
             ckpt = CheckpointRecord.create(
                 self.op_id, self._seq + 1, position, new_state, progress, ser, payload
@@ -501,6 +519,12 @@ class Checkpoint:
         self, iterable: Any, total: Any, progress: Any, *, numbered: bool
     ) -> Iterator[Any]:
         self._require_active("iterate()")
+        if self._shared:
+            raise ValueError(
+                "cp.iterate() cannot run in a shared block (checkpointed(shared=True)): a "
+                "sequential loop cannot be split among processes; use cp.map(fn, items), "
+                "which does"
+            )
         _check_number("total", total, allow_zero=True, kind=int)
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be True or False, not {progress!r}")
@@ -638,14 +662,34 @@ class Checkpoint:
                 "completed operation runs no step; reset it (fresh=True) to run it again"
             )
         started = time.perf_counter()
-        value = fn(*args, **kwargs)
-        ser, payload = serializers.encode(self._serializer, value, f"result of step {name!r}")
-        store.put_result(ResultRecord.create(op_id, key, ser, payload))
+        if self._shared:
+            from ._shared import run_shared_step
+
+            value = run_shared_step(self, name, fn, *args, **kwargs)
+        else:
+            value = fn(*args, **kwargs)
+            ser, payload = serializers.encode(self._serializer, value, f"result of step {name!r}")
+            store.put_result(ResultRecord.create(op_id, key, ser, payload))
         log.info(
             "resumable.step.done", op_id=op_id, step=name,
             seconds=round(time.perf_counter() - started, 6),
         )  # fmt: skip
         return value
+
+
+def _check_shared(shared: object, lock: object, fresh: bool) -> None:
+    if not isinstance(shared, bool):
+        raise TypeError(f"shared must be True or False, not {shared!r}")
+    if shared and lock is not True:
+        raise ValueError(
+            "shared=True takes no operation lock (its participants run at once, claiming "
+            "batches of items under leases); leave lock= at its default"
+        )
+    if shared and fresh:
+        raise ValueError(
+            "fresh=True cannot be combined with shared=True: one participant would discard "
+            "the others' work. Reset the operation before starting the participants"
+        )
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -671,6 +715,7 @@ def checkpointed(
     every: int | None = None,
     every_seconds: float | None = 1.0,
     lock: bool | float = True,
+    shared: bool = False,
     fresh: bool = False,
     name: str | None = None,
 ) -> Checkpoint:
@@ -688,6 +733,11 @@ def checkpointed(
         every_seconds: commit at least this often (default 1.0; 0 commits every item).
         lock: True (default): raise OperationLocked if another process runs this operation;
             a number: wait up to that many seconds for it; False: do not lock.
+        shared: let several processes (on one machine with SQLite, on many with
+            PostgreSQL) enter this operation at once: ``cp.map`` splits the items among them
+            and each returns all results; ``cp.step`` runs once across them; ``cp.iterate``
+            and ``cp.commit`` are refused, and the state is not saved. A participant that dies
+            loses its claims when its lease (the store's ``?lease=``, default 10 s) runs out.
         fresh: discard earlier progress and start over.
         name: a human-readable name (default: the op id); names a child block's id.
 
@@ -696,5 +746,5 @@ def checkpointed(
     """
     return Checkpoint(
         op_id, store=store, serializer=serializer, state=state, every=every,
-        every_seconds=every_seconds, lock=lock, fresh=fresh, name=name,
+        every_seconds=every_seconds, lock=lock, shared=shared, fresh=fresh, name=name,
     )  # fmt: skip

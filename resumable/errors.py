@@ -4,6 +4,7 @@ Every error says what to do next. The tree::
 
     ResumableError                  (base; RuntimeError)
     ├── OperationLocked             another live process runs this operation
+    │   └── LeaseLost               this process's lease ran out and another took over
     ├── CheckpointCorrupt           a record failed its checksum or signature (ValueError)
     ├── SerializationError          state or a result could not be serialized (TypeError)
     ├── InvalidTransition           a ProcessState change the table forbids
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointCorrupt",
     "InvalidTransition",
+    "LeaseLost",
     "OperationLocked",
     "ResumableError",
     "SerializationError",
@@ -41,6 +43,27 @@ class OperationLocked(ResumableError):
         super().__init__(
             f"operation {op_id!r} is being run by {where}{after}; let it finish, stop it, or "
             "pass lock=<seconds> to wait for it"
+        )
+
+
+class LeaseLost(OperationLocked):
+    """This process's lease ran out while it was paused, and another process took over.
+
+    The lease was on an operation, or on a batch of a shared map's items; the process wrote
+    nothing more once it was taken over.
+
+    Attributes:
+        op_id: The operation whose lease was lost.
+    """
+
+    def __init__(self, op_id: str, what: str = "its lease") -> None:
+        self.op_id = op_id
+        ResumableError.__init__(
+            self,
+            f"operation {op_id!r}: this process lost {what} (it was paused, or cut off from the "
+            "store, for longer than the lease) and another process took it over, so this "
+            "process wrote nothing more. Its work continues there; if the pauses are expected, "
+            "open the store with a longer lease (?lease=<seconds>)",
         )
 
 

@@ -1,10 +1,12 @@
-"""Stores, chosen by URL: ``sqlite:///path.db``, ``file:///dir``, ``memory://``.
+"""Stores, chosen by URL: ``sqlite:///path.db``, ``file:///dir``, ``memory://``, ``postgresql://``.
 
 ``open_store(url)`` builds a store; the driver of each is imported only when asked for.
 URLs follow the conventions their users know: ``sqlite:`` like SQLAlchemy (three slashes
 then a relative path, four for an absolute one), ``file:`` like RFC 8089 (``file:///abs/dir``,
-or ``file:relative/dir``). Options go in the query string or as keyword arguments:
-``?durability=full``, ``?history=10``, and for SQLite ``?timeout=30``.
+or ``file:relative/dir``), ``postgresql:`` like libpq (``postgresql://user@host/dbname``;
+query parameters the store does not know go to libpq). Options go in the query string or as keyword arguments:
+``?durability=full``, ``?history=10``, and for SQLite ``?timeout=30``; for the stores that
+processes can share (SQLite, PostgreSQL), ``?lease=10&heartbeat=2`` (seconds).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def open_store(url: str, **options: Any) -> Store:
 
     Args:
         url: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``file:///abs/dir``,
-            ``file:relative/dir`` or ``memory://``.
+            ``file:relative/dir``, ``memory://`` or ``postgresql://user@host/dbname`` (with
+            the ``postgres`` extra: ``pip install 'resumable[postgres]'``).
         **options: ``durability`` (``"normal"`` or ``"full"``), ``history`` (checkpoints
             kept per operation) and store-specific ones; they override the query string.
 
@@ -60,17 +63,17 @@ def open_store(url: str, **options: Any) -> Store:
 
         return MemoryStore(**query)
     if scheme in ("postgres", "postgresql"):
-        raise ValueError(
-            f"{url!r}: the PostgreSQL store is not available in this version; use "
-            "sqlite:///path.db for one machine"
-        )
+        from .postgres import PostgresStore
+
+        return PostgresStore(url, **options)  # it parses its own query (libpq takes the rest)
     raise ValueError(
         f"unknown store URL {url!r}; use one of sqlite:///path.db, file:///abs/dir, memory://"
     )
 
 
 def _coerce(query: dict[str, Any]) -> None:
-    for name, kind in (("history", int), ("timeout", float)):
+    numbers = (("history", int), ("timeout", float), ("lease", float), ("heartbeat", float))
+    for name, kind in numbers:
         if isinstance(query.get(name), str):
             try:
                 query[name] = kind(query[name])

@@ -17,13 +17,33 @@ from resumable.errors import CheckpointCorrupt, StoreError
 from resumable.locks import Lock
 from resumable.operation import CheckpointRecord, OperationRecord, ResultRecord
 
-__all__ = ["DEFAULT_HISTORY", "Durability", "Store"]
+__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_HISTORY", "DEFAULT_LEASE", "Durability", "Store"]
 
 Durability = Literal["normal", "full"]
 
 #: How many checkpoints per operation a store keeps by default: the newest, plus older good
 #: ones to fall back to if the newest is found corrupt.
 DEFAULT_HISTORY = 3
+
+#: Seconds a lease (on an operation, or on a claimed batch of a shared map) lasts unless its
+#: holder renews it, and how often a live holder renews it. A holder paused for longer than
+#: the lease loses it to the next process that asks.
+DEFAULT_LEASE = 10.0
+DEFAULT_HEARTBEAT = 2.0
+
+
+def check_lease(lease: object, heartbeat: object) -> tuple[float, float]:
+    """Validated ``(lease, heartbeat)`` seconds: heartbeat below half the lease."""
+    for name, value in (("lease", lease), ("heartbeat", heartbeat)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"store option {name} must be a number of seconds > 0, not {value!r}")
+    lease_s, beat_s = float(lease), float(heartbeat)  # type: ignore[arg-type] # checked above
+    if beat_s * 2 > lease_s:
+        raise ValueError(
+            f"heartbeat={beat_s:g} must be at most half of lease={lease_s:g}, so that a live "
+            "holder renews its lease before it runs out"
+        )
+    return lease_s, beat_s
 
 
 class Store(ABC):
@@ -104,6 +124,79 @@ class Store(ABC):
     @abstractmethod
     def lock(self, op_id: str) -> Lock:
         """A lock object for ``op_id`` (not yet acquired)."""
+
+    # --- sharing one operation among processes (checkpointed(shared=True)) ----------------
+    #
+    # The items of a shared map (or a shared step) are cut into numbered batches, the same
+    # in every participant. A participant claims batches under a lease: the claim records
+    # its owner token, a new epoch and an expiry; a heartbeat renews the expiry. Results are
+    # written together with the batch's "done" mark, only if the claim is still the writer's
+    # (same owner and epoch): a participant that was paused past its lease and taken over
+    # writes nothing. Stores that several processes cannot share leave these unimplemented.
+
+    #: True if several processes may share one operation (claims under leases).
+    shares: ClassVar[bool] = False
+    #: Seconds a claim lasts without renewal, and how often its holder renews it.
+    lease: float = DEFAULT_LEASE
+    heartbeat: float = DEFAULT_HEARTBEAT
+
+    def claim_batches(
+        self, op_id: str, group: str, batches: int, want: int, owner: str
+    ) -> list[tuple[int, int]]:
+        """Claim up to ``want`` unfinished batches of ``group`` for ``owner``.
+
+        Creates the group's ``batches`` claim rows on first use. A batch can be claimed if
+        no one holds it or its holder's lease has run out. Returns ``(batch, epoch)`` pairs
+        in batch order; empty if nothing is free now.
+        """
+        raise self._cannot_share()
+
+    def finish_batch(  # noqa: PLR0917 - the claim's identity, then what it produced
+        self,
+        op_id: str,
+        group: str,
+        batch: int,
+        epoch: int,
+        owner: str,
+        results: Sequence[ResultRecord],
+        *,
+        failed: bool = False,
+    ) -> bool:
+        """Store ``results`` and mark the batch done, if ``owner`` still holds it at ``epoch``.
+
+        All or nothing, in one transaction. ``failed`` marks a batch some of whose items
+        failed and were set aside (``on_error="skip"``): done for this run, reopened by
+        :meth:`reopen_failed` in the next. Returns False, having written nothing, if the
+        claim was taken over.
+        """
+        raise self._cannot_share()
+
+    def reopen_failed(self, op_id: str, group: str) -> None:
+        """Make the batches finished with ``failed=True`` claimable again (a new run)."""
+        raise self._cannot_share()
+
+    def release_batches(self, op_id: str, group: str, owner: str) -> None:
+        """Give back ``owner``'s unfinished claims in ``group`` (so others take them at once)."""
+        raise self._cannot_share()
+
+    def batches_left(self, op_id: str, group: str) -> tuple[int, float | None]:
+        """Unfinished batches of ``group`` and the seconds until one can be claimed.
+
+        The seconds: until the soonest lease on an unfinished batch runs out (0 if one is
+        free now; None if the group has no claim rows yet).
+        """
+        raise self._cannot_share()
+
+    def renew_claims(self, owner: str) -> None:
+        """Extend the lease of every unfinished claim ``owner`` holds (the heartbeat)."""
+        raise self._cannot_share()
+
+    def _cannot_share(self) -> ValueError:
+        return ValueError(
+            f"{self.url}: this store cannot be shared by several processes at once; use "
+            "sqlite:///path.db (one machine) or postgresql://... (many machines) with "
+            "shared=True"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook; most stores hold nothing to close
         """Release connections and handles."""

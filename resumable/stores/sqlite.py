@@ -5,7 +5,9 @@ WAL journal; ``synchronous=NORMAL`` (durability normal: survives a process crash
 autocommit mode and every multi-statement write opens ``BEGIN IMMEDIATE`` itself: the stdlib's
 default transaction handling starts deferred transactions that lose updates between processes.
 A checkpoint commit during a loop is a single upsert, so it costs about one SQLite write.
-Operation locks are ``flock`` files in ``<db>.locks/`` beside the database.
+Operation locks are OS locks on a file in ``<db>.locks/`` beside the database (see
+:mod:`resumable.locks`). Shared operations (``shared=True``) claim batches of items in the
+``claims`` table under leases timed by this machine's clock: one machine, many processes.
 """
 
 from __future__ import annotations
@@ -32,11 +34,19 @@ from resumable.operation import (
     op_key,
 )
 
-from .base import DEFAULT_HISTORY, Durability, Store
+from .base import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_HISTORY,
+    DEFAULT_LEASE,
+    Durability,
+    Store,
+    check_lease,
+)
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 1
+#: 1: operations, checkpoints, results. 2: + claims (shared operations).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -54,6 +64,23 @@ CREATE TABLE IF NOT EXISTS results (
     op_id TEXT NOT NULL, key TEXT NOT NULL, serializer TEXT NOT NULL, payload BLOB NOT NULL,
     created REAL NOT NULL, checksum TEXT NOT NULL, PRIMARY KEY (op_id, key)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    op_id TEXT NOT NULL, grp TEXT NOT NULL, batch INTEGER NOT NULL, owner TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0, expires REAL NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (op_id, grp, batch)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_open ON claims (op_id, grp, batch) WHERE done = 0;
+CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner) WHERE done = 0;
+"""
+
+_CLAIM = """
+UPDATE claims SET owner = ?, epoch = epoch + 1, expires = ?
+WHERE op_id = ? AND grp = ? AND batch IN (
+    SELECT batch FROM claims
+    WHERE op_id = ? AND grp = ? AND done = 0 AND (owner IS NULL OR expires < ?)
+    ORDER BY batch LIMIT ?
+)
+RETURNING batch, epoch
 """
 
 _UPSERT_CHECKPOINT = """
@@ -155,9 +182,12 @@ class SQLiteStore(Store):
         durability: ``"normal"`` or ``"full"``, see :class:`~resumable.stores.base.Store`.
         history: checkpoints kept per operation.
         timeout: seconds a writer waits for another process's write to finish.
+        lease: seconds a shared map's claim on a batch lasts unless renewed.
+        heartbeat: how often a live participant renews its claims.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+    shares: ClassVar[bool] = True
     driver_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error, OSError)
 
     def __init__(
@@ -167,8 +197,11 @@ class SQLiteStore(Store):
         durability: Durability = "normal",
         history: int = DEFAULT_HISTORY,
         timeout: float = 30.0,
+        lease: float = DEFAULT_LEASE,
+        heartbeat: float = DEFAULT_HEARTBEAT,
     ) -> None:
         super().__init__(durability=durability, history=history)
+        self.lease, self.heartbeat = check_lease(lease, heartbeat)
         self.path = Path(path).absolute()
         self.timeout = float(timeout)
         self.url = f"sqlite:///{self.path}"
@@ -333,7 +366,99 @@ class SQLiteStore(Store):
                 found = conn.execute("DELETE FROM operations WHERE op_id = ?", key).rowcount
                 found += conn.execute("DELETE FROM checkpoints WHERE op_id = ?", key).rowcount
                 conn.execute("DELETE FROM results WHERE op_id = ?", key)
+                conn.execute("DELETE FROM claims WHERE op_id = ?", key)
         return found > 0
+
+    # --- shared operations (see base.py) -----------------------------------------------------
+
+    def claim_batches(
+        self, op_id: str, group: str, batches: int, want: int, owner: str
+    ) -> list[tuple[int, int]]:
+        """Claim up to ``want`` unfinished batches, free or with an expired lease."""
+        op, grp = _enc(op_id), _enc(group)
+        with self.errors(f"claim work of {op_id!r}"), self._guard:
+            conn = self._connection()
+            with _transaction(conn):
+                if conn.execute(
+                    "SELECT 1 FROM claims WHERE op_id = ? AND grp = ? LIMIT 1", (op, grp)
+                ).fetchone() is None:  # fmt: skip
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO claims (op_id, grp, batch) VALUES (?, ?, ?)",
+                        ((op, grp, b) for b in range(batches)),
+                    )
+                now = time.time()
+                rows = conn.execute(
+                    _CLAIM, (owner, now + self.lease, op, grp, op, grp, now, want)
+                ).fetchall()
+        return sorted((int(b), int(e)) for b, e in rows)
+
+    def finish_batch(  # noqa: PLR0917 - see Store.finish_batch
+        self,
+        op_id: str,
+        group: str,
+        batch: int,
+        epoch: int,
+        owner: str,
+        results: Sequence[ResultRecord],
+        *,
+        failed: bool = False,
+    ) -> bool:
+        """Store ``results`` and mark the batch done, if the claim is still ``owner``'s."""
+        with self.errors(f"record finished work of {op_id!r}"), self._guard:
+            conn = self._connection()
+            with _transaction(conn):
+                mine = conn.execute(
+                    "UPDATE claims SET done = ? WHERE op_id = ? AND grp = ? AND batch = ? "
+                    "AND owner = ? AND epoch = ? AND done = 0",
+                    (2 if failed else 1, _enc(op_id), _enc(group), batch, owner, epoch),
+                ).rowcount == 1  # fmt: skip
+                if mine:  # else taken over: the transaction changed nothing
+                    conn.executemany(_UPSERT_RESULT, map(_result_row, results))
+        return mine
+
+    def reopen_failed(self, op_id: str, group: str) -> None:
+        """Make batches finished with failures claimable again."""
+        with self.errors(f"reopen failed work of {op_id!r}"), self._guard:
+            self._connection().execute(
+                "UPDATE claims SET done = 0, owner = NULL, expires = 0 "
+                "WHERE op_id = ? AND grp = ? AND done = 2",
+                (_enc(op_id), _enc(group)),
+            )
+
+    def release_batches(self, op_id: str, group: str, owner: str) -> None:
+        """Give back ``owner``'s unfinished claims in ``group``."""
+        with self.errors(f"release claims on {op_id!r}"), self._guard:
+            self._connection().execute(
+                "UPDATE claims SET owner = NULL, expires = 0 "
+                "WHERE op_id = ? AND grp = ? AND owner = ? AND done = 0",
+                (_enc(op_id), _enc(group), owner),
+            )
+
+    def batches_left(self, op_id: str, group: str) -> tuple[int, float | None]:
+        """Unfinished batches and the seconds until one can be claimed."""
+        with self.errors(f"read claims of {op_id!r}"), self._guard:
+            now = time.time()
+            left, soonest, rows = (
+                self._connection()
+                .execute(
+                    "SELECT sum(done = 0), min(CASE WHEN done = 0 THEN "
+                    "  CASE WHEN owner IS NULL OR expires < ? THEN 0 ELSE expires - ? END END), "
+                    "count(*) FROM claims WHERE op_id = ? AND grp = ?",
+                    (now, now, _enc(op_id), _enc(group)),
+                )
+                .fetchone()
+            )
+        if not rows:
+            return 0, None
+        return int(left), 0.0 if soonest is None else float(soonest)
+
+    def renew_claims(self, owner: str) -> None:
+        """Extend the lease of ``owner``'s unfinished claims."""
+        with self.errors("renew claims"), self._guard:
+            self._connection().execute(
+                "UPDATE claims SET expires = ? WHERE owner = ? AND done = 0",
+                (time.time() + self.lease, owner),
+            )
 
     def lock(self, op_id: str) -> Lock:
         """The operation's lock, in ``<db>.locks/`` (see :mod:`resumable.locks`)."""

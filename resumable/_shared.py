@@ -1,0 +1,285 @@
+"""Shared operations: several processes split one ``cp.map`` and run each ``cp.step`` once.
+
+A map's items are cut into batches of :func:`batch_size` items, numbered alike in every
+participant (they all see the same items). A participant claims a few batches at a time
+(:meth:`Store.claim_batches`), runs each as one chunk on its executor, and records a batch's
+results together with its "done" mark (:meth:`Store.finish_batch`), only if the claim is still
+its own: a participant paused past its lease and taken over writes nothing and raises
+:class:`~resumable.errors.LeaseLost`. A heartbeat thread renews the claims of a live
+participant; those of a dead one run out, and the next participant that asks takes them over.
+A participant with nothing left to claim polls until every batch is done, then loads all
+results from the store, so that every participant returns the whole list, in order.
+
+Batches finished with items set aside (``on_error="skip"``) are reopened when a later map
+call starts, so the next run retries exactly those items; a batch claimed for a second time
+is checked against the store first, so no recorded item runs again.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor, Future
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from ._heartbeat import Heartbeat
+from ._log import log
+from ._map import (
+    ERROR,
+    ChunkResult,
+    RemoteTraceback,
+    Task,
+    open_pool,
+    run_chunk,
+    set_aside,
+)
+from .errors import LeaseLost, ResumableError
+from .operation import Owner, ResultRecord
+from .serializers import decode, encode
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
+__all__ = ["SharedMap", "batch_size", "owner_token", "run_shared_step"]
+
+R = TypeVar("R")
+
+#: A map is cut into about this many batches, of at most :data:`_MAX_BATCH` items: enough
+#: batches to spread over many participants, few enough that claiming costs little.
+_BATCHES: Final = 256
+_MAX_BATCH: Final = 64
+#: Longest wait between two looks at the others' progress.
+_POLL: Final = 0.1
+
+
+def batch_size(items: int) -> int:
+    """Items per batch for a map of ``items`` items (the same in every participant)."""
+    return max(1, min(_MAX_BATCH, math.ceil(items / _BATCHES)))
+
+
+def owner_token() -> str:
+    """A new participant's name in claims: host, pid and a random part."""
+    me = Owner.current()
+    return f"{me.host}:{me.pid}:{secrets.token_hex(6)}"
+
+
+class SharedMap:
+    """This participant's part of one shared map."""
+
+    def __init__(  # noqa: PLR0917 - private, called once by run_map
+        self, cp: Checkpoint, number: int, items: list[Any], results: list[Any],
+        texts: list[str] | None, users: list[Any] | None, *, raising: bool,
+    ) -> None:  # fmt: skip
+        assert cp.store is not None and cp.op_id is not None  # noqa: S101 - set on enter
+        self.cp, self.store, self.op_id = cp, cp.store, cp.op_id
+        self.number, self.group, self.prefix = number, f"map{number}", f"map{number}:"
+        self.items, self.results, self.texts, self.users = items, results, texts, users
+        self.raising = raising
+        self.owner = cp._owner
+        self.size = batch_size(len(items))
+        self.count = math.ceil(len(items) / self.size)
+        self.todo = bytearray(len(items))  # 1: no good record seen for this slot
+        self.mine = bytearray(len(items))  # 1: this participant recorded the slot
+        self.ran = 0
+        self.failures = 0
+
+    def run(
+        self, pending: Sequence[int], task: Task, executor: object, workers: object
+    ) -> tuple[int, int]:
+        """Take part until every batch is done; fill ``results``. Returns (ran, failed)."""
+        self._task = task
+        for slot in pending:
+            self.todo[slot] = 1
+        if not self.count:
+            return 0, 0
+        if pending:
+            self.store.reopen_failed(self.op_id, self.group)
+        pool, width, own = open_pool(executor, workers)
+        beat = Heartbeat(
+            f"resumable-claims:{self.op_id}", self.store.heartbeat,
+            lambda: self.store.renew_claims(self.owner),
+        ).start()  # fmt: skip
+        inflight: dict[Future[ChunkResult], tuple[int, int, list[int]]] = {}
+        try:
+            self._drive(pool.submit, inflight, width)
+        except BaseException:
+            for fut in inflight:
+                fut.cancel()
+            self._give_back()
+            raise
+        finally:
+            beat.stop()
+            if own:
+                pool.shutdown(wait=not inflight, cancel_futures=True)
+        self._gather()
+        return self.ran, self.failures
+
+    def _drive(
+        self,
+        submit: Callable[..., Future[ChunkResult]],
+        inflight: dict[Future[ChunkResult], tuple[int, int, list[int]]],
+        width: int,
+    ) -> None:
+        done: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
+        store, op_id, group = self.store, self.op_id, self.group
+        while True:
+            if len(inflight) < width:
+                want = 2 * width - len(inflight)
+                for batch, epoch in store.claim_batches(op_id, group, self.count, want, self.owner):
+                    slots = self._slots(batch, epoch)
+                    if not slots:  # all recorded already: nothing to run
+                        store.finish_batch(op_id, group, batch, epoch, self.owner, ())
+                        continue
+                    fut = submit(run_chunk, self._task, [(s, self.items[s]) for s in slots])
+                    inflight[fut] = (batch, epoch, slots)
+                    fut.add_done_callback(done.put)
+            if not inflight:
+                left, wait = store.batches_left(op_id, group)
+                if not left:
+                    return
+                time.sleep(min(_POLL, max(0.005, wait or 0.0)))  # others hold the rest
+                continue
+            try:
+                fut = done.get(timeout=_POLL)
+            except queue.Empty:
+                continue  # look for batches freed meanwhile
+            batch, epoch, slots = inflight.pop(fut)
+            if not fut.cancelled():
+                self._finish(fut, batch, epoch, slots)
+
+    _task: Task
+
+    def _slots(self, batch: int, epoch: int) -> list[int]:
+        """The slots of ``batch`` to run: those without a good record."""
+        start = batch * self.size
+        span = range(start, min(len(self.items), start + self.size))
+        if epoch > 1:  # claimed before (taken over, or reopened): the store knows more now
+            found = self.store.load_results(self.op_id, self.prefix)
+            return [s for s in span if _unrecorded(found.get(self._key(s)))]
+        return [s for s in span if self.todo[s]]
+
+    def _key(self, slot: int) -> str:
+        return self.prefix + (str(slot) if self.texts is None else self.texts[slot])
+
+    def _finish(self, fut: Future[ChunkResult], batch: int, epoch: int, slots: list[int]) -> None:
+        """Record a finished batch (if the claim is still ours), or raise its error."""
+        exc = fut.exception()
+        if exc is not None:  # the chunk itself failed: it did not pickle, the pool broke, ...
+            if self.raising or isinstance(exc, BrokenExecutor) or not isinstance(exc, Exception):
+                raise exc
+            outcomes: list[Any] = [(s, False, exc, None, None) for s in slots]
+            local = True
+        else:
+            outcomes, _, local = fut.result()
+        values: dict[int, Any] = {}
+        records: list[ResultRecord] = []
+        failed = False
+        for slot, ok, value, ser, payload in outcomes:
+            if ok:
+                values[slot] = value if local else decode(ser, payload)
+                records.append(ResultRecord.create(self.op_id, self._key(slot), ser, payload))
+                continue
+            if ser is not None:  # the traceback of a remote worker
+                value.__cause__ = RemoteTraceback(ser)
+            if self.raising:
+                raise value
+            failed = True
+            self.failures += 1
+            values[slot] = value
+            user = slot if self.users is None else self.users[slot]
+            records.append(set_aside(self.cp, self.number, self._key(slot), user, value))
+        if not self.store.finish_batch(
+            self.op_id, self.group, batch, epoch, self.owner, records, failed=failed
+        ):
+            raise LeaseLost(self.op_id, f"its claim on items {slots[0]}-{slots[-1]}")
+        self.ran += len(slots)
+        for slot, value in values.items():
+            self.results[slot] = value
+            self.mine[slot] = 1
+
+    def _give_back(self) -> None:
+        """On the way out with an error: let the others take this participant's claims now."""
+        try:
+            self.store.release_batches(self.op_id, self.group, self.owner)
+        except Exception as exc:  # noqa: BLE001 - the error on its way out must win
+            log.warning("resumable.map.release_failed", op_id=self.op_id, error=repr(exc))
+
+    def _gather(self) -> None:
+        """Every batch is done: load what the other participants recorded."""
+        found = self.store.load_results(self.op_id, self.prefix)
+        for slot in range(len(self.items)):
+            if self.mine[slot] or not self.todo[slot]:
+                continue  # recorded here, or loaded before the map began
+            rec = found.get(self._key(slot))
+            if rec is None:
+                raise ResumableError(
+                    f"shared map {self.number} of {self.op_id!r}: item {slot} is marked done "
+                    "but has no result; reset the operation to run it again"
+                )
+            if rec.serializer == ERROR:
+                user = slot if self.users is None else self.users[slot]
+                self.results[slot] = error = ResumableError(
+                    f"item {user!r} failed in another participant: {rec.payload.decode()}"
+                )
+                set_aside(self.cp, self.number, self._key(slot), user, error)
+                self.failures += 1
+            else:
+                self.results[slot] = decode(rec.serializer, rec.payload)
+
+
+def _unrecorded(rec: ResultRecord | None) -> bool:
+    return rec is None or rec.serializer == ERROR
+
+
+def run_shared_step(
+    cp: Checkpoint, name: str, fn: Callable[..., R], *args: Any, **kwargs: Any
+) -> R:
+    """Run a step of a shared operation once across participants; return its result.
+
+    One participant claims it and runs it; the others wait for its result (and take it over
+    if the runner's lease runs out).
+    """
+    store, op_id, key = cp.store, cp.op_id, f"step:{name}"
+    assert store is not None and op_id is not None  # noqa: S101 - set on enter
+    group = key
+    while True:
+        rec = store.load_result(op_id, key)
+        if rec is not None:
+            value: R = decode(rec.serializer, rec.payload)
+            return value
+        claimed = store.claim_batches(op_id, group, 1, 1, cp._owner)
+        if claimed:
+            ((_, epoch),) = claimed
+            return _run_step(cp, name, fn, args, kwargs, epoch)
+        _, wait = store.batches_left(op_id, group)
+        time.sleep(min(_POLL, max(0.005, wait or 0.0)))
+
+
+def _run_step(  # noqa: PLR0917 - the step, and the claim it runs under
+    cp: Checkpoint, name: str, fn: Callable[..., R], args: tuple[Any, ...],
+    kwargs: dict[str, Any], epoch: int,
+) -> R:  # fmt: skip
+    store, op_id, key = cp.store, cp.op_id, f"step:{name}"
+    assert store is not None and op_id is not None  # noqa: S101 - set on enter
+    beat = Heartbeat(
+        f"resumable-step:{op_id}", store.heartbeat, lambda: store.renew_claims(cp._owner)
+    ).start()
+    try:
+        value = fn(*args, **kwargs)
+        ser, payload = encode(cp._serializer, value, f"result of step {name!r}")
+        record = ResultRecord.create(op_id, key, ser, payload)
+        recorded = store.finish_batch(op_id, key, 0, epoch, cp._owner, (record,))
+    except BaseException:
+        try:
+            store.release_batches(op_id, key, cp._owner)
+        except Exception as exc:  # noqa: BLE001 - the step's error must win
+            log.warning("resumable.step.release_failed", op_id=op_id, error=repr(exc))
+        raise
+    finally:
+        beat.stop()
+    if not recorded:
+        raise LeaseLost(op_id, f"its claim on step {name!r}")
+    return value
