@@ -155,3 +155,38 @@ def table(rows: Sequence[Row]) -> str:
 
 def fmt_ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+
+# --- sections of a page that another script writes -------------------------------------------
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- begin:{name} (written by a script; do not edit) -->", f"<!-- end:{name} -->"
+
+
+def replace_section(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between the markers of section ``name`` of ``path`` (appended if absent)."""
+    begin, end = _markers(name)
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
+    else:
+        new = f"{old.rstrip()}\n\n{block}\n" if old else f"{block}\n"
+    path.write_text(new, encoding="utf-8")
+
+
+def sections(path: Path) -> str:
+    """Every marked section of ``path``, to carry over when a script rewrites the page."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    found = []
+    at = 0
+    while (start := text.find("<!-- begin:", at)) >= 0:
+        name = text[start + len("<!-- begin:") :].split(" ", 1)[0]
+        end_marker = _markers(name)[1]
+        stop = text.find(end_marker, start)
+        if stop < 0:
+            break
+        found.append(text[start : stop + len(end_marker)])
+        at = stop + len(end_marker)
+    return "\n\n".join(found)

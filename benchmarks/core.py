@@ -571,6 +571,8 @@ Backups (create, re-backup of an unchanged file, restore against `cp`) are measu
 
 
 def render_doc(rows: list[Row], info: dict[str, str], command: str, elapsed: float) -> str:
+    # Sections other scripts write (benchmarks/shared.py) are carried over as they are.
+    kept = _util.sections(_util.REPO / "docs" / "benchmarks.md")
     return (
         "# Benchmarks\n\n"
         "The performance goals of `resumable`, each measured against its baseline in the same "
@@ -583,7 +585,7 @@ def render_doc(rows: list[Row], info: dict[str, str], command: str, elapsed: flo
         f"- Temporary store directory on: {info['fs']}\n"
         f"- Command (from the repository root): `{command}` ({elapsed:.0f} s)\n\n"
         f"{_util.table(rows)}\n\n"
-        f"{METHOD}"
+        f"{METHOD}" + (f"\n{kept}\n" if kept else "")
     )
 
 

@@ -52,7 +52,7 @@ R = TypeVar("R")
 _BATCHES: Final = 256
 _MAX_BATCH: Final = 64
 #: Longest wait between two looks at the others' progress.
-_POLL: Final = 0.1
+_POLL: Final = 0.05
 
 
 def batch_size(items: int) -> int:
