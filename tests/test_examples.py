@@ -54,3 +54,12 @@ def test_quickstart_resumes_after_ctrl_c(tmp_path: Path) -> None:
     third = run([str(EXAMPLES / "quickstart.py")], work)
     assert third.stdout.startswith("Nothing to do")
     assert third.stdout.strip().splitlines()[-1] == done_line
+
+
+def test_shared_workers_split_the_job_and_each_returns_every_result(tmp_path: Path) -> None:
+    done = run([str(EXAMPLES / "shared_workers.py")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(1 for line in lines if line.endswith("hashed here")) == 3
+    assert all(" 240 results," in line for line in lines if line.startswith("participant"))
+    assert "all 240 files hashed once, by" in done.stdout
