@@ -1,9 +1,20 @@
-"""Shared fixtures: every test runs in its own working directory with no inherited store."""
+"""Shared fixtures: every test runs in its own working directory with no inherited store.
+
+The store tests also run on PostgreSQL when a server answers at ``RESUMABLE_TEST_POSTGRES``
+(default ``postgresql://postgres@127.0.0.1:5432/test``): each test gets its own schema, dropped
+when it ends. Without a server those tests are skipped, unless ``CI`` is true or the variable
+was set, where a missing server fails the run.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import structlog
@@ -19,7 +30,12 @@ from resumable.stores import Store, open_store, resolve_store
 settings.register_profile("resumable", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("resumable")
 
-STORE_KINDS = ["sqlite", "file", "memory"]
+STORE_KINDS = ["sqlite", "file", "memory", "postgres"]
+
+POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+#: Schemas url_for made during the current test; dropped when it ends.
+_schemas: list[str] = []
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +47,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     previous = resumable.configure(store=None, serializer=None)
     stores._cache.clear()  # memory:// and cached URLs start empty in every test
     yield
+    _close_postgres_stores()
     stores._cache.clear()
+    _drop_schemas()
     # structlog.testing.capture_logs leaves structlog "configured"; later tests must see the
     # unconfigured default, where events go to the standard library logger "resumable".
     structlog.reset_defaults()
@@ -39,12 +57,93 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 
 
 def url_for(kind: str, tmp_path: Path, durability: str = "normal") -> str:
-    """A store URL of ``kind`` under ``tmp_path``."""
+    """A store URL of ``kind`` under ``tmp_path`` (for Postgres: in a new schema)."""
     if kind == "sqlite":
         return f"sqlite:///{tmp_path}/state.db?durability={durability}"
     if kind == "file":
         return f"file://{tmp_path}/store?durability={durability}"
+    if kind == "postgres":
+        return postgres_url_for(durability=durability)
     return "memory://"
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def postgres_base() -> str:
+    """The test server's URL (``RESUMABLE_TEST_POSTGRES``, else the local default)."""
+    return os.environ.get("RESUMABLE_TEST_POSTGRES") or POSTGRES_DEFAULT
+
+
+@functools.cache
+def _postgres_problem() -> str | None:
+    """Why the test server cannot be used (None if it answers); asked once per session."""
+    url = postgres_base()
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'resumable[postgres]')"
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except (psycopg.Error, OSError) as exc:
+        return f"no PostgreSQL server answers at {url}: {str(exc).strip()}"
+    return None
+
+
+def require_postgres() -> str:
+    """The test server's URL; skips the test if none answers (fails it where one must)."""
+    problem = _postgres_problem()
+    if problem is None:
+        return postgres_base()
+    explicit = bool(os.environ.get("RESUMABLE_TEST_POSTGRES"))
+    if explicit or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{problem} (RESUMABLE_TEST_POSTGRES or CI asks for it)", pytrace=False)
+    pytest.skip(problem)
+
+
+def with_query(url: str, **params: object) -> str:
+    """``url`` with ``params`` added to (or replaced in) its query string."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in params]
+    query += [(k, str(v)) for k, v in params.items()]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def postgres_url_for(**options: object) -> str:
+    """A URL of the test server in a new schema of its own, dropped when the test ends."""
+    schema = f"t_{secrets.token_hex(6)}"
+    url = with_query(require_postgres(), schema=schema, **options)
+    _schemas.append(schema)
+    return url
+
+
+def _close_postgres_stores() -> None:
+    module = sys.modules.get("resumable.stores.postgres")
+    if module is None:
+        return
+    for store in list(stores._cache.values()):
+        if isinstance(store, module.PostgresStore):
+            store.close()
+
+
+def _drop_schemas() -> None:
+    if not _schemas:
+        return
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(postgres_base(), connect_timeout=5, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '30s'")
+        while _schemas:
+            name = sql.Identifier(_schemas.pop())
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test server's URL (the tests that use it skip or fail without one)."""
+    return require_postgres()
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -59,4 +158,4 @@ def store(store_url: str) -> Store:
     return resolve_store(store_url)
 
 
-__all__ = ["open_store", "url_for"]
+__all__ = ["open_store", "postgres_url_for", "require_postgres", "url_for", "with_query"]

@@ -54,8 +54,27 @@ def corrupt_checkpoint(store: Store, op_id: str, seq: int) -> None:
         kept = store._checkpoints[op_id]
         i = next(i for i, c in enumerate(kept) if c.seq == seq)
         kept[i] = dataclasses.replace(kept[i], payload=b"tampered")
+    elif type(store).__name__ == "PostgresStore":
+        _corrupt_postgres(store, op_id, seq)
     else:  # pragma: no cover - a new store must teach this helper how to damage it
         raise NotImplementedError(type(store))
+
+
+def _corrupt_postgres(store: Store, op_id: str, seq: int) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from resumable.stores.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store._conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(store.schema)))
+        flipped = conn.execute(
+            "UPDATE checkpoints SET payload = set_byte(payload, 0, get_byte(payload, 0) # 1) "
+            "WHERE op_id = %s AND seq = %s",
+            (op_id, seq),
+        ).rowcount
+    assert flipped == 1
 
 
 def test_operation_round_trips(store: Store) -> None:
@@ -144,7 +163,7 @@ def test_locks_exclude_a_second_holder(store: Store) -> None:
     second.release()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "file"])
+@pytest.mark.parametrize("kind", ["sqlite", "file", "postgres"])
 def test_durability_full_round_trips(kind: str, tmp_path: Path) -> None:
     """durability=full stores and loads like normal."""
     from conftest import url_for

@@ -1,10 +1,11 @@
-"""Stores, chosen by URL: ``sqlite:///path.db``, ``file:///dir``, ``memory://``, ``postgresql://``.
+"""Stores, chosen by URL: ``sqlite:///path.db``, ``file:///dir``, ``memory://``, ``postgresql:``.
 
 ``open_store(url)`` builds a store; the driver of each is imported only when asked for.
 URLs follow the conventions their users know: ``sqlite:`` like SQLAlchemy (three slashes
 then a relative path, four for an absolute one), ``file:`` like RFC 8089 (``file:///abs/dir``,
 or ``file:relative/dir``), ``postgresql:`` like libpq (``postgresql://user@host/dbname``;
-query parameters the store does not know go to libpq). Options go in the query string or as keyword arguments:
+query parameters the store does not know go to libpq). Options go in the query string or as
+keyword arguments:
 ``?durability=full``, ``?history=10``, and for SQLite ``?timeout=30``; for the stores that
 processes can share (SQLite, PostgreSQL), ``?lease=10&heartbeat=2`` (seconds).
 """

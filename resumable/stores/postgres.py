@@ -1,0 +1,932 @@
+"""``postgresql://user@host/db``: one store shared by many processes on many machines.
+
+psycopg 3 with a connection pool (autocommit connections; ``synchronous_commit`` off for
+durability normal, on for full). The store creates and migrates its own tables, in the schema
+named by ``?schema=`` (default ``public``). A checkpoint commit during a loop is one upsert:
+one round trip.
+
+One runner per operation is a **lease**: a row of ``leases`` with an owner token, an epoch that
+grows by one at every takeover, and an expiry on the *server's* clock (participants run on
+several machines). A daemon thread renews this process's leases; a holder paused for longer
+than the lease (SIGSTOP, a cut network) loses it to the next process that asks. Every write of
+an operation this process holds is **fenced**: it happens only if the lease row still has this
+process's owner and epoch, checked in the same statement with the row locked ``FOR SHARE``, so
+a paused holder that wakes up after a takeover writes nothing and raises
+:class:`~resumable.errors.LeaseLost`.
+
+Shared maps claim numbered batches of items with ``FOR UPDATE SKIP LOCKED`` under the same
+kind of lease (see the sharing section of :class:`~resumable.stores.base.Store`).
+
+Options, as keyword arguments or in the URL query (keyword arguments win): ``durability``,
+``history``, ``lease``, ``heartbeat``, ``schema``, ``pool_size``. Every other query parameter
+goes to libpq (``connect_timeout``, default 5; ``sslmode``; ...).
+"""
+
+# Statements are built from module constants (column lists, the server clock expression);
+# values are always bound parameters, and identifiers go through psycopg.sql.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from resumable._heartbeat import Heartbeat
+from resumable._log import log
+from resumable.errors import LeaseLost, OperationLocked, StoreError
+from resumable.operation import (
+    CheckpointRecord,
+    OperationRecord,
+    Owner,
+    ProcessState,
+    ResultRecord,
+    checkpoint_id,
+)
+
+from .base import DEFAULT_HEARTBEAT, DEFAULT_HISTORY, DEFAULT_LEASE, Durability, Store, check_lease
+from .sqlite import _dumps
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # pragma: no cover - the postgres extra is installed in tests
+    raise StoreError(
+        "the PostgreSQL store needs psycopg 3 and psycopg_pool: pip install 'resumable[postgres]'"
+    ) from exc
+
+__all__ = ["LeaseLock", "PostgresStore"]
+
+SCHEMA_VERSION = 1
+#: The advisory lock that serializes creating and migrating the tables (b"resumabl").
+_SCHEMA_LOCK = 0x726573756D61626C
+#: The server's clock, in seconds since the epoch: every lease and claim time comes from it.
+_NOW = "extract(epoch from clock_timestamp())::float8"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resumable_schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS operations (
+    op_id TEXT COLLATE "C" PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL, owner TEXT,
+    heartbeat DOUBLE PRECISION NOT NULL, attempts BIGINT NOT NULL,
+    created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL, error TEXT,
+    meta TEXT, checksum TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    op_id TEXT COLLATE "C" NOT NULL, slot INTEGER NOT NULL, seq BIGINT NOT NULL,
+    "position" BIGINT NOT NULL, state TEXT NOT NULL, progress DOUBLE PRECISION NOT NULL,
+    "timestamp" DOUBLE PRECISION NOT NULL, serializer TEXT NOT NULL, payload BYTEA NOT NULL,
+    metadata TEXT, checksum TEXT NOT NULL, PRIMARY KEY (op_id, slot)
+);
+CREATE TABLE IF NOT EXISTS results (
+    op_id TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, serializer TEXT NOT NULL,
+    payload BYTEA NOT NULL, created DOUBLE PRECISION NOT NULL, checksum TEXT NOT NULL,
+    PRIMARY KEY (op_id, key)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    op_id TEXT COLLATE "C" PRIMARY KEY, owner TEXT, epoch BIGINT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_owner ON leases (owner);
+CREATE TABLE IF NOT EXISTS claims (
+    op_id TEXT COLLATE "C" NOT NULL, grp TEXT COLLATE "C" NOT NULL, batch INTEGER NOT NULL,
+    owner TEXT, epoch BIGINT NOT NULL, expires DOUBLE PRECISION NOT NULL,
+    done BOOLEAN NOT NULL, failed BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (op_id, grp, batch)
+);
+CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner) WHERE NOT done
+"""
+
+# --- statements (column lists and clauses are constants; values are always bound) ---------
+
+_OP_COLUMNS = (
+    "op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum"
+)
+_CKPT_COLUMNS = (
+    'op_id, seq, "position", state, progress, "timestamp", serializer, payload, metadata, checksum'
+)
+_RESULT_COLUMNS = "op_id, key, serializer, payload, created, checksum"
+
+_CKPT_INSERT = (
+    'INSERT INTO checkpoints (op_id, slot, seq, "position", state, progress, "timestamp", '
+    "serializer, payload, metadata, checksum) "
+)
+_CKPT_CONFLICT = (
+    " ON CONFLICT (op_id, slot) DO UPDATE SET seq = excluded.seq, "
+    '"position" = excluded."position", state = excluded.state, progress = excluded.progress, '
+    '"timestamp" = excluded."timestamp", serializer = excluded.serializer, '
+    "payload = excluded.payload, metadata = excluded.metadata, checksum = excluded.checksum"
+)
+_CKPT_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+_UPSERT_CHECKPOINT = _CKPT_INSERT + "VALUES (" + _CKPT_VALUES + ")" + _CKPT_CONFLICT
+#: The fence: the lease row, still ours, locked FOR SHARE until the write commits, so that a
+#: takeover either waits for this write or makes it see the new epoch and write nothing.
+_FENCE = (
+    "WITH fence AS (SELECT FROM leases WHERE op_id = %s AND owner = %s AND epoch = %s FOR SHARE) "
+)
+_FENCED_CHECKPOINT = (
+    _FENCE + _CKPT_INSERT + "SELECT " + _CKPT_VALUES + " FROM fence" + _CKPT_CONFLICT
+)
+_CHECK_FENCE = "SELECT FROM leases WHERE op_id = %s AND owner = %s AND epoch = %s FOR SHARE"
+
+_UPSERT_OPERATION = (
+    "INSERT INTO operations (op_id, name, state, owner, heartbeat, attempts, created, updated, "
+    "error, meta, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (op_id) DO UPDATE SET name = excluded.name, state = excluded.state, "
+    "owner = excluded.owner, heartbeat = excluded.heartbeat, attempts = excluded.attempts, "
+    "created = excluded.created, updated = excluded.updated, error = excluded.error, "
+    "meta = excluded.meta, checksum = excluded.checksum"
+)
+_UPSERT_RESULT = (
+    "INSERT INTO results (op_id, key, serializer, payload, created, checksum) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (op_id, key) DO UPDATE SET "
+    "serializer = excluded.serializer, payload = excluded.payload, "
+    "created = excluded.created, checksum = excluded.checksum"
+)
+
+_TAKE_LEASE = (
+    "INSERT INTO leases AS l (op_id, owner, epoch, expires) "
+    "VALUES (%(op)s, %(owner)s, 1, " + _NOW + " + %(lease)s) "
+    "ON CONFLICT (op_id) DO UPDATE SET owner = excluded.owner, epoch = l.epoch + 1, "
+    "expires = excluded.expires "
+    "WHERE l.owner IS NULL OR l.expires < " + _NOW + " RETURNING epoch"
+)
+_RENEW_LEASES = (
+    "UPDATE leases SET expires = " + _NOW + " + %s WHERE owner = %s RETURNING op_id, epoch"
+)
+_GIVE_BACK_LEASE = (
+    "UPDATE leases SET owner = NULL, expires = 0 WHERE op_id = %s AND owner = %s AND epoch = %s"
+)
+
+_CREATE_CLAIMS = (
+    "INSERT INTO claims (op_id, grp, batch, owner, epoch, expires, done) "
+    "SELECT %(op)s, %(grp)s, b, NULL, 0, 0, false FROM generate_series(0, %(n)s - 1) AS b "
+    "WHERE NOT EXISTS (SELECT FROM claims WHERE op_id = %(op)s AND grp = %(grp)s "
+    "AND batch = %(n)s - 1) ON CONFLICT DO NOTHING"
+)
+_CLAIM = (
+    "WITH pick AS (SELECT batch FROM claims WHERE op_id = %(op)s AND grp = %(grp)s "
+    "AND NOT done AND (owner IS NULL OR expires < " + _NOW + ") "
+    "ORDER BY batch LIMIT %(want)s FOR UPDATE SKIP LOCKED) "
+    "UPDATE claims AS c SET owner = %(owner)s, epoch = c.epoch + 1, "
+    "expires = " + _NOW + " + %(lease)s FROM pick "
+    "WHERE c.op_id = %(op)s AND c.grp = %(grp)s AND c.batch = pick.batch "
+    "RETURNING c.batch, c.epoch"
+)
+_FINISH_CLAIM = (
+    "UPDATE claims SET done = true, failed = %s WHERE op_id = %s AND grp = %s AND batch = %s "
+    "AND owner = %s AND epoch = %s AND NOT done"
+)
+_BATCHES_LEFT = (
+    "WITH now AS (SELECT " + _NOW + " AS t) "
+    "SELECT count(*) FILTER (WHERE NOT done), count(*), "
+    "coalesce(bool_or(NOT done AND (owner IS NULL OR expires < now.t)), false), "
+    "min(expires - now.t) FILTER (WHERE NOT done AND owner IS NOT NULL) "
+    "FROM claims CROSS JOIN now WHERE op_id = %s AND grp = %s"
+)
+
+#: Store options (the rest of a URL's query goes to libpq) and how a query string parses.
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "durability": str,
+    "history": int,
+    "lease": float,
+    "heartbeat": float,
+    "schema": str,
+    "pool_size": int,
+}
+_SECRET_PARAMS = ("password", "sslpassword")
+#: What libpq says when the login is refused, and when the server cannot be reached.
+_REFUSED = ("password authentication failed", "no pg_hba.conf entry", "authentication failed")
+_UNREACHABLE = (
+    "Connection refused", "timeout expired", "could not translate host name",
+    "Name or service not known", "No route to host", "Network is unreachable",
+    "Temporary failure in name resolution", "No such file or directory",
+)  # fmt: skip
+
+#: Text starting with this, or holding NUL, or unencodable, is stored as it + UTF-8 hex.
+_MARK = "\x01"
+
+
+def _enc(text: str) -> str:
+    r"""``text`` as a PostgreSQL TEXT value can hold it.
+
+    PostgreSQL text cannot hold NUL or the lone surrogates that ``os.fsdecode`` makes of
+    undecodable file names, so such strings (and any starting with ``\\x01``) are stored as
+    ``\\x01`` + the hex of their surrogate-preserving UTF-8 bytes. The mapping is one-to-one.
+    (SQLite's encoding marks with a leading NUL, which PostgreSQL refuses.)
+    """
+    if "\x00" not in text and not text.startswith(_MARK):
+        if text.isascii():
+            return text
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            pass
+        else:
+            return text
+    return _MARK + text.encode("utf-8", "surrogatepass").hex()
+
+
+def _dec(text: str) -> str:
+    """The inverse of :func:`_enc`."""
+    if text.startswith(_MARK):
+        return bytes.fromhex(text[1:]).decode("utf-8", "surrogatepass")
+    return text
+
+
+def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
+    op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum = row
+    return OperationRecord(
+        _dec(op_id), _dec(name), ProcessState(state),
+        Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts, created,
+        updated, None if error is None else _dec(error), json.loads(meta) if meta else {},
+        checksum,
+    )  # fmt: skip
+
+
+def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
+    op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
+    op_id = _dec(op_id)
+    return CheckpointRecord(
+        checkpoint_id(op_id, seq), op_id, seq, position, ProcessState(state), progress, ts, ser,
+        bytes(payload), json.loads(metadata) if metadata else {}, checksum,
+    )  # fmt: skip
+
+
+def _result_row(r: ResultRecord) -> tuple[Any, ...]:
+    return (_enc(r.op_id), _enc(r.key), r.serializer, r.payload, r.created, r.checksum)
+
+
+def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
+    return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
+
+
+@dataclass(slots=True)
+class _Held:
+    """A lease this store holds: its epoch, and whether the heartbeat found it taken over."""
+
+    key: str  # the encoded op id
+    epoch: int
+    lost: bool = False
+
+
+#: Guards rebuilding a store's pool; made anew in a forked child (a fork may copy it taken).
+_rebuild_lock = threading.Lock()
+
+
+def _new_rebuild_lock() -> None:
+    global _rebuild_lock  # noqa: PLW0603 - replaced in the child only, before any thread runs
+    _rebuild_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_rebuild_lock)
+
+
+class PostgresStore(Store):
+    """A store in a PostgreSQL database, shared by processes on many machines.
+
+    Options left as None come from the URL query, else take their defaults.
+
+    Args:
+        url: ``postgresql://user:password@host:port/dbname?options`` (or ``postgres://``).
+        durability: ``"normal"`` (default; ``synchronous_commit=off``: a commit survives a
+            crash of this process, and of the server unless it loses power) or ``"full"``
+            (``synchronous_commit=on``).
+        history: checkpoints kept per operation (default 3).
+        lease: seconds an operation lease or a batch claim lasts without renewal (default 10).
+        heartbeat: seconds between renewals, at most half the lease (default 2, or a
+            quarter of a shorter lease).
+        schema: the schema that holds the tables, created if missing (default ``public``).
+        pool_size: at most this many connections per process (default 4).
+
+    Raises:
+        ValueError: a bad option.
+        StoreError: the server could not be reached, refused the login, has no such
+            database, or holds tables written by a newer resumable.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (psycopg.Error, OSError)
+    shares: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durability: Durability | None = None,
+        history: int | None = None,
+        lease: float | None = None,
+        heartbeat: float | None = None,
+        schema: str | None = None,
+        pool_size: int | None = None,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"a store URL must be a str, not {type(url).__name__}")
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in self.schemes:
+            raise ValueError(f"{url!r} is not a postgresql://user@host/dbname URL")
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        given: dict[str, Any] = {k: v for k, v in query if k in _OPTIONS}
+        keywords = {
+            "durability": durability, "history": history, "lease": lease,
+            "heartbeat": heartbeat, "schema": schema, "pool_size": pool_size,
+        }  # fmt: skip
+        given.update((k, v) for k, v in keywords.items() if v is not None)
+        opts = _parse_options(given)
+        super().__init__(durability=opts["durability"], history=opts["history"])
+        self.lease, self.heartbeat = check_lease(opts["lease"], opts["heartbeat"])
+        self.schema: str = opts["schema"]
+        self.pool_size: int = opts["pool_size"]
+
+        libpq = [(k, v) for k, v in query if k not in _OPTIONS]
+        if not any(k == "connect_timeout" for k, _ in libpq):
+            libpq.append(("connect_timeout", "5"))
+        self._conninfo = urlunsplit(
+            (parts.scheme, parts.netloc, parts.path, urlencode(libpq), parts.fragment)
+        )
+        asked = dict(query)
+        password = [parts.password or "", *(v for k, v in query if k in _SECRET_PARAMS)]
+        self._secrets = sorted({x for p in password for x in (p, unquote(p)) if x}, key=len)[::-1]
+        #: For messages: who logs in, to which server, which database.
+        self.user: str = unquote(parts.username or "") or asked.get("user") or _os_user()
+        host = unquote(parts.hostname or "") or asked.get("host") or "localhost"
+        self.server = f"{host}:{parts.port or asked.get('port') or 5432}"
+        self.dbname: str = unquote(parts.path.lstrip("/")) or asked.get("dbname") or self.user
+        # Shown in messages and reprs: the URL without any password.
+        netloc = parts.netloc.rpartition("@")[2]
+        at = f"{parts.username}@" if parts.username else ""
+        shown = [(k, v) for k, v in query if k not in _SECRET_PARAMS]
+        self.url = urlunsplit((parts.scheme, at + netloc, parts.path, urlencode(shown), ""))
+        self.connect_timeout = float(dict(libpq)["connect_timeout"] or 5)
+
+        self._token = ""
+        self._held: dict[str, _Held] = {}
+        self._beat: Heartbeat | None = None
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pid = -1
+        self._abandoned: list[object] = []
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                self._create_schema(conn)
+        except (psycopg.Error, OSError) as exc:
+            raise self._open_error(exc) from exc
+        self._connections()
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _connections(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        """This process's pool (a new one in a forked child, or after close())."""
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with _rebuild_lock:
+            if self._pool is not None and self._pid == os.getpid():
+                return self._pool
+            if self._pool is not None:
+                # Inherited over fork: psycopg connections must not cross it. Never use or
+                # close the parent's pool here; keep it referenced so it is never collected.
+                self._abandoned.append(self._pool)
+                self._held = {}  # the parent's leases, not ours
+                self._beat = None
+            self._token = _enc(f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}")
+            pool = ConnectionPool(
+                self._conninfo, kwargs={"autocommit": True}, min_size=1,
+                max_size=self.pool_size, open=True, configure=self._configure, num_workers=1,
+                timeout=2 * self.connect_timeout + 5, name=f"resumable-{self.schema}",
+            )  # fmt: skip
+            self._pool, self._pid = pool, os.getpid()
+            return pool
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Set up a new connection of the pool: schema, durability, paused transactions.
+
+        A holder paused inside a transaction (between the fence check and the commit) keeps
+        its lease row locked; the server ends such a session once it has idled for a lease,
+        so that a takeover waits at most that long.
+        """
+        sync = "on" if self.durability == "full" else "off"
+        idle = max(1000, round(self.lease * 1000))
+        conn.execute(
+            sql.SQL(
+                "SET search_path TO {}; SET synchronous_commit TO {}; "
+                "SET idle_in_transaction_session_timeout TO {}"
+            ).format(sql.Identifier(self.schema), sql.SQL(sync), sql.Literal(idle))
+        )
+
+    def close(self) -> None:
+        """Stop renewing leases and close the connections (reopened if used again)."""
+        beat, self._beat = self._beat, None
+        if beat is not None and self._pid == os.getpid():
+            beat.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close()
+
+    def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Create or migrate the tables, once, whoever else opens the store at the same time."""
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if _schema_version(conn) == SCHEMA_VERSION:
+            return
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            if self.schema != "public":
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
+            found = _schema_version(conn)
+            if found > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.url}: the tables in schema {self.schema!r} have schema version "
+                    f"{found}, written by a newer resumable than this one (which knows version "
+                    f"{SCHEMA_VERSION}); upgrade resumable"
+                )
+            if found < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    conn.execute(statement)
+                conn.execute("DELETE FROM resumable_schema_version")
+                conn.execute(
+                    "INSERT INTO resumable_schema_version (version) VALUES (%s)",
+                    (SCHEMA_VERSION,),
+                )
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        text = self._scrub(str(exc))
+        if any(m in text for m in _REFUSED) or ("role" in text and "does not exist" in text):
+            why = (
+                f"the server refused the login of user {self.user!r}: check the user and "
+                "password in the URL"
+            )
+        elif "database" in text and "does not exist" in text:
+            why = (
+                f"the server at {self.server} has no database {self.dbname!r}: create it "
+                f"(createdb {self.dbname}) or fix the URL"
+            )
+        elif any(m in text for m in _UNREACHABLE):
+            why = f"could not reach the PostgreSQL server at {self.server} — is it running?"
+        else:
+            return self.store_error("open the store", exc)
+        return StoreError(f"{self.url}: {why} ({text.strip()})")
+
+    def store_error(self, doing: str, exc: BaseException) -> StoreError:
+        """The StoreError for a driver error, with any password in its text masked."""
+        error = super().store_error(doing, exc)
+        if self._secrets:
+            return StoreError(self._scrub(str(error)))
+        return error
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._connections().connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    def _execute(self, query: str, params: Sequence[Any]) -> None:
+        with self._connections().connection() as conn:
+            conn.execute(query, params)
+
+    def get_operation(self, op_id: str) -> OperationRecord | None:
+        """The stored operation record, unverified, or None."""
+        rows = self._fetch(
+            "SELECT " + _OP_COLUMNS + " FROM operations WHERE op_id = %s", (_enc(op_id),)
+        )
+        return _op_from_row(rows[0]) if rows else None
+
+    def list_operations(self) -> Iterator[OperationRecord]:
+        """Every operation record, unverified, in id order."""
+        return map(
+            _op_from_row,
+            self._fetch("SELECT " + _OP_COLUMNS + " FROM operations ORDER BY op_id", ()),
+        )
+
+    def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
+        """The operation's checkpoints, newest first, unverified."""
+        rows = self._fetch(
+            "SELECT " + _CKPT_COLUMNS + " FROM checkpoints WHERE op_id = %s ORDER BY seq DESC",
+            (_enc(op_id),),
+        )
+        return map(_ckpt_from_row, rows)
+
+    def get_result(self, op_id: str, key: str) -> ResultRecord | None:
+        """The stored result, unverified, or None."""
+        rows = self._fetch(
+            "SELECT " + _RESULT_COLUMNS + " FROM results WHERE op_id = %s AND key = %s",
+            (_enc(op_id), _enc(key)),
+        )
+        return _result_from_row(rows[0]) if rows else None
+
+    def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
+        """The operation's results whose key starts with ``prefix``, unverified."""
+        # Encoded keys (see _enc) are decoded and filtered here; a prefix that needs encoding
+        # can only begin encoded keys.
+        plain = prefix if _enc(prefix) == prefix else _MARK
+        rows = self._fetch(
+            "SELECT " + _RESULT_COLUMNS + " FROM results WHERE op_id = %s "
+            "AND (starts_with(key, %s) OR starts_with(key, %s))",
+            (_enc(op_id), plain, _MARK),
+        )
+        return (r for r in map(_result_from_row, rows) if r.key.startswith(prefix))
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def _fence(self, op_id: str) -> _Held | None:
+        """The lease this process holds on ``op_id`` (None: writes are not fenced).
+
+        Raises:
+            LeaseLost: the heartbeat already found the lease taken over.
+        """
+        held = self._held.get(op_id)
+        if held is not None and held.lost:
+            raise LeaseLost(op_id)
+        return held
+
+    def _lost(self, op_id: str, held: _Held) -> LeaseLost:
+        held.lost = True
+        log.warning("resumable.lease.lost", op_id=op_id, epoch=held.epoch, store=self.url)
+        return LeaseLost(op_id)
+
+    def _check_fence(self, conn: psycopg.Connection[Any], op_id: str, held: _Held | None) -> None:
+        """Inside a transaction: lock our lease row FOR SHARE, or raise LeaseLost."""
+        if held is None:
+            return
+        if conn.execute(_CHECK_FENCE, (held.key, self._token, held.epoch)).fetchone() is None:
+            raise self._lost(op_id, held)
+
+    def _checkpoint_row(self, c: CheckpointRecord) -> tuple[Any, ...]:
+        return (
+            _enc(c.op_id), c.seq % self.history, c.seq, c.position, c.state.value,
+            c.progress, c.timestamp, c.serializer, c.payload, _dumps(c.metadata), c.checksum,
+        )  # fmt: skip
+
+    def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        """Upsert ``checkpoint`` into its ring slot: one statement (fenced if leased).
+
+        Raises:
+            LeaseLost: this process held the operation's lease and another took it over.
+        """
+        row = self._checkpoint_row(checkpoint)
+        try:  # the hot path of every loop commit: no context manager, no message unless needed
+            pool = self._connections()
+            held = self._fence(checkpoint.op_id)
+            with pool.connection() as conn:
+                if held is None:
+                    conn.execute(_UPSERT_CHECKPOINT, row)
+                    return
+                done = conn.execute(
+                    _FENCED_CHECKPOINT, (held.key, self._token, held.epoch, *row)
+                ).rowcount
+        except self.driver_errors as exc:
+            raise self.store_error(f"save a checkpoint of {checkpoint.op_id!r}", exc) from exc
+        if not done:
+            raise self._lost(checkpoint.op_id, held)
+
+    def save(
+        self,
+        op: OperationRecord,
+        checkpoint: CheckpointRecord | None = None,
+        results: Sequence[ResultRecord] = (),
+    ) -> None:
+        """Write ``op``, ``checkpoint`` and ``results`` in one transaction (fenced if leased).
+
+        Raises:
+            LeaseLost: this process held the operation's lease and another took it over.
+        """
+        owner = json.dumps(op.owner.to_json()) if op.owner is not None else None
+        op_row = (
+            _enc(op.op_id), _enc(op.name), op.state.value, owner, op.heartbeat,
+            op.attempts, op.created, op.updated, None if op.error is None else _enc(op.error),
+            _dumps(op.meta), op.checksum,
+        )  # fmt: skip
+        with self.errors(f"save operation {op.op_id!r}"):
+            pool = self._connections()
+            held = self._fence(op.op_id)
+            with pool.connection() as conn, conn.pipeline(), conn.transaction():
+                self._check_fence(conn, op.op_id, held)
+                conn.execute(_UPSERT_OPERATION, op_row)
+                if checkpoint is not None:
+                    conn.execute(_UPSERT_CHECKPOINT, self._checkpoint_row(checkpoint))
+                if results:
+                    conn.cursor().executemany(_UPSERT_RESULT, map(_result_row, results))
+
+    def put_results(self, results: Sequence[ResultRecord]) -> None:
+        """Store ``results`` in one transaction (a group commit; fenced if leased).
+
+        Raises:
+            LeaseLost: this process held the operation's lease and another took it over.
+        """
+        if not results:
+            return
+        op_id = results[0].op_id
+        with self.errors(f"save {len(results)} results of {op_id!r}"):
+            pool = self._connections()
+            held = self._fence(op_id)
+            with pool.connection() as conn, conn.pipeline(), conn.transaction():
+                self._check_fence(conn, op_id, held)
+                conn.cursor().executemany(_UPSERT_RESULT, map(_result_row, results))
+
+    def delete_operation(self, op_id: str) -> bool:
+        """Remove the operation, its checkpoints, results and batch claims (fenced if leased).
+
+        The lease row stays: its epoch only ever grows.
+
+        Raises:
+            LeaseLost: this process held the operation's lease and another took it over.
+        """
+        key = (_enc(op_id),)
+        with self.errors(f"delete operation {op_id!r}"):
+            pool = self._connections()
+            held = self._fence(op_id)
+            with pool.connection() as conn, conn.pipeline(), conn.transaction():
+                self._check_fence(conn, op_id, held)
+                ops = conn.execute("DELETE FROM operations WHERE op_id = %s", key)
+                ckpts = conn.execute("DELETE FROM checkpoints WHERE op_id = %s", key)
+                conn.execute("DELETE FROM results WHERE op_id = %s", key)
+                conn.execute("DELETE FROM claims WHERE op_id = %s", key)
+            return ops.rowcount + ckpts.rowcount > 0
+
+    # --- leases ---------------------------------------------------------------------------
+
+    def lock(self, op_id: str) -> LeaseLock:
+        """The operation's lease (not yet taken), see :class:`LeaseLock`."""
+        return LeaseLock(self, op_id)
+
+    def _take_lease(self, op_id: str) -> int | None:
+        """Take the lease of ``op_id`` if it is free or expired; its new epoch, or None."""
+        key = _enc(op_id)
+        with self.errors(f"take the lease of operation {op_id!r}"):
+            pool = self._connections()
+            if op_id in self._held:
+                return None  # another block of this process holds it
+            with pool.connection() as conn:
+                row = conn.execute(
+                    _TAKE_LEASE, {"op": key, "owner": self._token, "lease": self.lease}
+                ).fetchone()
+        if row is None:
+            return None
+        epoch = int(row[0])
+        self._held[op_id] = _Held(key, epoch)
+        self._start_heartbeat()
+        return epoch
+
+    def _lease_holder(self, op_id: str) -> str:
+        """Who holds the lease of ``op_id``, in words."""
+        try:
+            rows = self._fetch("SELECT owner FROM leases WHERE op_id = %s", (_enc(op_id),))
+        except self.driver_errors:
+            rows = []
+        owner = _dec(rows[0][0]) if rows and rows[0][0] else ""
+        if owner == self._token:
+            return "another block in this process"
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        return f"process {pid} on {host}" if pid else "another process"
+
+    def _give_back(self, op_id: str, epoch: int) -> None:
+        """Release the lease of ``op_id`` taken at ``epoch`` (best effort: else it expires)."""
+        held = self._held.get(op_id)
+        if held is None or held.epoch != epoch:
+            return
+        try:
+            if self._pid == os.getpid():
+                with self._connections().connection() as conn:
+                    conn.execute(_GIVE_BACK_LEASE, (held.key, self._token, epoch))
+        except self.driver_errors as exc:
+            log.warning(
+                "resumable.lease.release_failed", op_id=op_id, store=self.url,
+                error=self._scrub(repr(exc)),
+            )  # fmt: skip
+        finally:
+            if self._held.get(op_id) is held:
+                del self._held[op_id]
+
+    def _start_heartbeat(self) -> None:
+        if self._beat is not None:
+            return
+        ref = weakref.ref(self)
+
+        def beat() -> None:
+            store = ref()
+            if store is not None:
+                store._renew_leases()
+
+        self._beat = beat_thread = Heartbeat(f"resumable-lease-{self.schema}", self.heartbeat, beat)
+        weakref.finalize(self, beat_thread.stop)
+        beat_thread.start()
+
+    def _renew_leases(self) -> None:
+        """Extend this process's leases; mark those another process took over as lost."""
+        if not self._held or self._pid != os.getpid():
+            return
+        before = dict(self._held)
+        with self._connections().connection() as conn:
+            rows = conn.execute(_RENEW_LEASES, (self.lease, self._token)).fetchall()
+        alive = {(key, epoch) for key, epoch in rows}
+        for op_id, held in before.items():
+            lost = (held.key, held.epoch) not in alive and not held.lost
+            if lost and self._held.get(op_id) is held:
+                self._lost(op_id, held)
+
+    # --- sharing one operation among processes --------------------------------------------
+
+    def claim_batches(
+        self, op_id: str, group: str, batches: int, want: int, owner: str
+    ) -> list[tuple[int, int]]:
+        """Claim up to ``want`` unfinished batches of ``group`` for ``owner``.
+
+        Creates the group's ``batches`` claim rows on first use. A batch can be claimed if
+        no one holds it or its holder's lease has run out (on the server's clock); rows others
+        are claiming right now are skipped (``SKIP LOCKED``). Returns ``(batch, epoch)`` pairs
+        in batch order; empty if nothing is free now.
+        """
+        if batches < 1 or want < 1:
+            return []
+        args = {
+            "op": _enc(op_id), "grp": _enc(group), "n": batches, "want": want,
+            "owner": _enc(owner), "lease": self.lease,
+        }  # fmt: skip
+        with (
+            self.errors(f"claim batches of {op_id!r}"),
+            self._connections().connection() as conn,
+            conn.pipeline(),
+        ):
+            conn.execute(_CREATE_CLAIMS, args)
+            rows = conn.execute(_CLAIM, args).fetchall()
+        return sorted((int(b), int(e)) for b, e in rows)
+
+    def finish_batch(  # noqa: PLR0917 - the claim's identity, then what it produced
+        self,
+        op_id: str,
+        group: str,
+        batch: int,
+        epoch: int,
+        owner: str,
+        results: Sequence[ResultRecord],
+        *,
+        failed: bool = False,
+    ) -> bool:
+        """Store ``results`` and mark the batch done, if ``owner`` still holds it at ``epoch``.
+
+        All or nothing, in one transaction. ``failed`` marks a batch some of whose items
+        failed and were set aside: done for this run, reopened by :meth:`reopen_failed`.
+        Returns False, having written nothing, if the claim was taken over (or is done).
+        """
+        claim = (bool(failed), _enc(op_id), _enc(group), batch, _enc(owner), epoch)
+        with (
+            self.errors(f"record finished batch {batch} of {op_id!r}"),
+            self._connections().connection() as conn,
+            conn.transaction() as tx,
+        ):
+            if not conn.execute(_FINISH_CLAIM, claim).rowcount:
+                tx.force_rollback = True  # taken over: nothing was written
+                return False
+            if results:
+                conn.cursor().executemany(_UPSERT_RESULT, map(_result_row, results))
+        return True
+
+    def reopen_failed(self, op_id: str, group: str) -> None:
+        """Make the batches finished with ``failed=True`` claimable again (a new run)."""
+        with self.errors(f"reopen failed batches of {op_id!r}"):
+            self._execute(
+                "UPDATE claims SET done = false, failed = false, owner = NULL, expires = 0 "
+                "WHERE op_id = %s AND grp = %s AND done AND failed",
+                (_enc(op_id), _enc(group)),
+            )
+
+    def release_batches(self, op_id: str, group: str, owner: str) -> None:
+        """Give back ``owner``'s unfinished claims in ``group`` (so others take them at once)."""
+        with self.errors(f"release batches of {op_id!r}"):
+            self._execute(
+                "UPDATE claims SET owner = NULL, expires = 0 WHERE op_id = %s AND grp = %s "
+                "AND owner = %s AND NOT done",
+                (_enc(op_id), _enc(group), _enc(owner)),
+            )
+
+    def batches_left(self, op_id: str, group: str) -> tuple[int, float | None]:
+        """Unfinished batches of ``group`` and the seconds until one can be claimed.
+
+        The seconds: until the soonest lease on an unfinished batch runs out, on the server's
+        clock (0 if one is free now, or none is left; None if the group has no claim rows).
+        """
+        with self.errors(f"count the batches left of {op_id!r}"):
+            rows = self._fetch(_BATCHES_LEFT, (_enc(op_id), _enc(group)))
+        left, total, free, soonest = rows[0]
+        if not total:
+            return 0, None
+        if free or not left or soonest is None:
+            return int(left), 0.0
+        return int(left), max(0.0, float(soonest))
+
+    def renew_claims(self, owner: str) -> None:
+        """Extend the lease of every unfinished claim ``owner`` holds (the heartbeat)."""
+        with self.errors("renew batch claims"):
+            self._execute(
+                "UPDATE claims SET expires = " + _NOW + " + %s WHERE owner = %s AND NOT done",
+                (self.lease, _enc(owner)),
+            )
+
+
+class LeaseLock:
+    """The lease of one operation in a :class:`PostgresStore`: one holder across machines.
+
+    Taking it upserts the operation's ``leases`` row: it is taken if free or expired (on the
+    server's clock), with a new epoch. While held, the store's heartbeat renews it; every
+    write of the operation from this process is fenced on the epoch.
+    """
+
+    def __init__(self, store: PostgresStore, op_id: str) -> None:
+        self.store = store
+        self.op_id = op_id
+        self._epoch: int | None = None
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take the lease; retry every 50 ms for up to ``timeout`` seconds (None: once).
+
+        Raises:
+            OperationLocked: another live process (or block) holds it.
+            StoreError: the store could not be reached.
+        """
+        if self._epoch is not None:
+            raise RuntimeError(f"lock for {self.op_id!r} is already held by this object")
+        deadline = time.monotonic() + (timeout or 0.0)
+        try:
+            while True:
+                self._epoch = self.store._take_lease(self.op_id)
+                if self._epoch is not None:
+                    return
+                remaining = deadline - time.monotonic()
+                if timeout is None or remaining <= 0:
+                    break
+                time.sleep(min(0.05, remaining))
+        except BaseException:
+            self.release()  # an interrupt right after taking it must give it back
+            raise
+        raise OperationLocked(self.op_id, self.store._lease_holder(self.op_id), timeout or 0)
+
+    def release(self) -> None:
+        """Give the lease back (no-op if not held)."""
+        epoch, self._epoch = self._epoch, None
+        if epoch is not None:
+            self.store._give_back(self.op_id, epoch)
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch this lock holds the lease at (None if not held)."""
+        return self._epoch
+
+
+def _schema_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT to_regclass('resumable_schema_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return 0
+    found = conn.execute("SELECT max(version) FROM resumable_schema_version").fetchone()
+    return int(found[0]) if found and found[0] is not None else 0
+
+
+def _parse_options(given: dict[str, Any]) -> dict[str, Any]:
+    """Store options from the query string and keyword arguments, checked, with defaults."""
+    opts: dict[str, Any] = {
+        "durability": "normal", "history": DEFAULT_HISTORY, "lease": DEFAULT_LEASE,
+        "heartbeat": DEFAULT_HEARTBEAT, "schema": "public", "pool_size": 4,
+    }  # fmt: skip
+    for name, value in given.items():
+        kind = _OPTIONS[name]
+        if isinstance(value, str) and kind is not str:
+            try:
+                value = kind(value)  # noqa: PLW2901 - the parsed form of the same value
+            except ValueError:
+                raise ValueError(f"store option {name}={value!r} is not a number") from None
+        opts[name] = value
+    lease = opts["lease"]
+    if "heartbeat" not in given and isinstance(lease, int | float) and lease > 0:
+        opts["heartbeat"] = min(DEFAULT_HEARTBEAT, lease / 4)  # a shorter lease beats faster
+    pool_size = opts["pool_size"]
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"store option pool_size must be a whole number >= 1, not {pool_size!r}")
+    schema = opts["schema"]
+    if not isinstance(schema, str) or not schema or "\x00" in schema or len(schema) > 63:
+        raise ValueError(
+            f"store option schema must be a PostgreSQL schema name (1 to 63 characters), "
+            f"not {schema!r}"
+        )
+    return opts
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no user name in this environment
+        return "?"
