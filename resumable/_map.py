@@ -229,11 +229,29 @@ def open_pool(executor: object, workers: object) -> tuple[Executor, int, bool]:
     most 32) made for this map.
     """
     if isinstance(executor, Executor):
-        size = getattr(executor, "_max_workers", None)  # thread and process pools say
-        width = size if isinstance(size, int) and size > 0 else os.cpu_count() or 1
-        return executor, width, False
+        return executor, _executor_width(executor), False
     width = workers if isinstance(workers, int) else min(32, (os.cpu_count() or 1) + 4)
     return ThreadPoolExecutor(width, thread_name_prefix="resumable-map"), width, True
+
+
+def _executor_width(executor: Executor) -> int:
+    """How many calls ``executor`` runs at once.
+
+    A thread or process pool's ``_max_workers``; for a Dask ``ClientExecutor``, the worker
+    threads of its cluster (``client.nthreads()``); else this machine's CPU count.
+    """
+    size = getattr(executor, "_max_workers", None)  # thread and process pools say
+    if isinstance(size, int) and size > 0:
+        return size
+    nthreads = getattr(getattr(executor, "_client", None), "nthreads", None)
+    if callable(nthreads):  # distributed.cfexecutor.ClientExecutor
+        try:
+            total = sum(nthreads().values())
+        except Exception:  # noqa: BLE001 - a cluster that cannot say: the fallback below
+            total = 0
+        if isinstance(total, int) and total > 0:
+            return total
+    return os.cpu_count() or 1
 
 
 class _MapRun:

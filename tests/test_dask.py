@@ -3,8 +3,8 @@
 A worker process SIGKILLed mid-map is restarted by its nanny and its tasks rescheduled; the
 driver records every item's result exactly once. A driver process killed mid-map (with its
 whole cluster) is run again and runs only the items without a recorded result.
-``on_error="skip"`` works across the cluster as it does on a local pool. One strict xfail
-pins a known gap: the in-flight window follows the driver's CPU count, not the cluster's size.
+``on_error="skip"`` works across the cluster as it does on a local pool, and the map keeps
+every thread of a cluster bigger than the driver's CPU count busy.
 
 Items run :func:`dask_worker.work`, which logs ``START``/``END`` lines with the worker's pid
 to a side file (one ``O_APPEND`` write per line). Every wait polls the store or that file
@@ -358,12 +358,6 @@ def peak_concurrency(log: Path) -> int:
     return peak
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cp.map sizes its window (2 x width chunks in flight) by _max_workers, which a "
-    "Dask ClientExecutor lacks, so it falls back to the driver's os.cpu_count() and leaves "
-    "a bigger cluster idle; fix: ask the executor's client for sum(client.nthreads().values())",
-)
 def test_the_map_keeps_every_thread_of_a_bigger_cluster_busy(tmp_path: Path) -> None:
     """A cluster with more threads than the driver has CPUs still runs one item per thread."""
     cpus = os.cpu_count() or 1
