@@ -8,7 +8,7 @@ bounded: workers are followed through what they print, never by sleeping and hop
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -464,8 +464,7 @@ class Worker:
                     return line
             left = deadline - time.monotonic()
             assert left > 0, f"worker printed nothing fitting in {timeout} s:\n{self.stderr}"
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            if _readable(fd, left):
                 chunk = os.read(fd, 1 << 16)
                 assert chunk, f"worker exited ({self.proc.wait(TIMEOUT)}):\n{self.stderr}"
                 self._buf += chunk
@@ -474,7 +473,7 @@ class Worker:
         """Keep what the worker printed before it stopped (it prints nothing for 0.2 s)."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        while select.select([fd], [], [], 0.2)[0] and (chunk := os.read(fd, 1 << 16)):
+        while _readable(fd, 0.2) and (chunk := os.read(fd, 1 << 16)):
             self._buf += chunk
         lines = self._buf.decode().split("\n")
         self.lines += lines[:-1]
@@ -494,6 +493,14 @@ class Worker:
             os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.kill()
         self.proc.communicate(timeout=TIMEOUT)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` has something to read within ``timeout`` (select() fails on fds over
+    1023, which a long test session reaches)."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        return bool(sel.select(timeout))
 
 
 def positions(lines: list[str]) -> list[int]:

@@ -365,7 +365,10 @@ class PostgresStore(Store):
         at = f"{parts.username}@" if parts.username else ""
         shown = [(k, v) for k, v in query if k not in _SECRET_PARAMS]
         self.url = urlunsplit((parts.scheme, at + netloc, parts.path, urlencode(shown), ""))
-        self.connect_timeout = float(dict(libpq)["connect_timeout"] or 5)
+        try:
+            self.connect_timeout = float(dict(libpq)["connect_timeout"] or 5)
+        except ValueError:
+            raise ValueError(f"{self.url}: connect_timeout must be a number of seconds") from None
 
         self._token = ""
         self._held: dict[str, _Held] = {}
@@ -458,7 +461,7 @@ class PostgresStore(Store):
                 )
 
     def _open_error(self, exc: BaseException) -> StoreError:
-        text = self._scrub(str(exc))
+        text = " ".join(self._scrub(str(exc)).split())
         if any(m in text for m in _REFUSED) or ("role" in text and "does not exist" in text):
             why = (
                 f"the server refused the login of user {self.user!r}: check the user and "
@@ -473,7 +476,7 @@ class PostgresStore(Store):
             why = f"could not reach the PostgreSQL server at {self.server} — is it running?"
         else:
             return self.store_error("open the store", exc)
-        return StoreError(f"{self.url}: {why} ({text.strip()})")
+        return StoreError(f"{self.url}: {why} ({text})")
 
     def store_error(self, doing: str, exc: BaseException) -> StoreError:
         """The StoreError for a driver error, with any password in its text masked."""
