@@ -406,6 +406,8 @@ class PostgresStore(Store):
                 timeout=2 * self.connect_timeout + 5, name=f"resumable-{self.schema}",
             )  # fmt: skip
             self._pool, self._pid = pool, os.getpid()
+            if self._held:  # reopened after close() while holding leases: renew them again
+                self._start_heartbeat()
             return pool
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
