@@ -27,7 +27,7 @@ from resumable.stores import Store, open_store
 
 WORKER = Path(__file__).with_name("shared_worker.py")
 LEASE = 1.0
-SHARED_KINDS = ["sqlite"]
+SHARED_KINDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=SHARED_KINDS)
@@ -341,6 +341,9 @@ def test_failed_batches_reopen_for_the_next_run(shared_store: Store) -> None:
 
 
 def test_lease_options_are_checked(tmp_path: Path) -> None:
+    short = open_store(f"sqlite:///{tmp_path}/s.db?lease=3")
+    assert (short.lease, short.heartbeat) == (3.0, 0.75)  # a shorter lease beats faster
+    short.close()
     with pytest.raises(ValueError, match="at most half"):
         open_store(f"sqlite:///{tmp_path}/s.db?lease=1&heartbeat=0.9")
     with pytest.raises(ValueError, match="lease must be"):

@@ -32,8 +32,13 @@ DEFAULT_LEASE = 10.0
 DEFAULT_HEARTBEAT = 2.0
 
 
-def check_lease(lease: object, heartbeat: object) -> tuple[float, float]:
-    """Validated ``(lease, heartbeat)`` seconds: heartbeat below half the lease."""
+def check_lease(lease: object, heartbeat: object = None) -> tuple[float, float]:
+    """Validated ``(lease, heartbeat)`` seconds: heartbeat at most half the lease.
+
+    Without a heartbeat: :data:`DEFAULT_HEARTBEAT`, or a quarter of a shorter lease.
+    """
+    if heartbeat is None and isinstance(lease, int | float) and not isinstance(lease, bool):
+        heartbeat = min(DEFAULT_HEARTBEAT, lease / 4)
     for name, value in (("lease", lease), ("heartbeat", heartbeat)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ValueError(f"store option {name} must be a number of seconds > 0, not {value!r}")

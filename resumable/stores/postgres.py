@@ -52,7 +52,7 @@ from resumable.operation import (
     checkpoint_id,
 )
 
-from .base import DEFAULT_HEARTBEAT, DEFAULT_HISTORY, DEFAULT_LEASE, Durability, Store, check_lease
+from .base import DEFAULT_HISTORY, DEFAULT_LEASE, Durability, Store, check_lease
 from .sqlite import _dumps
 
 try:
@@ -903,7 +903,7 @@ def _parse_options(given: dict[str, Any]) -> dict[str, Any]:
     """Store options from the query string and keyword arguments, checked, with defaults."""
     opts: dict[str, Any] = {
         "durability": "normal", "history": DEFAULT_HISTORY, "lease": DEFAULT_LEASE,
-        "heartbeat": DEFAULT_HEARTBEAT, "schema": "public", "pool_size": 4,
+        "heartbeat": None, "schema": "public", "pool_size": 4,
     }  # fmt: skip
     for name, value in given.items():
         kind = _OPTIONS[name]
@@ -913,9 +913,6 @@ def _parse_options(given: dict[str, Any]) -> dict[str, Any]:
             except ValueError:
                 raise ValueError(f"store option {name}={value!r} is not a number") from None
         opts[name] = value
-    lease = opts["lease"]
-    if "heartbeat" not in given and isinstance(lease, int | float) and lease > 0:
-        opts["heartbeat"] = min(DEFAULT_HEARTBEAT, lease / 4)  # a shorter lease beats faster
     pool_size = opts["pool_size"]
     if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
         raise ValueError(f"store option pool_size must be a whole number >= 1, not {pool_size!r}")

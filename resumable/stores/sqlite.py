@@ -35,7 +35,6 @@ from resumable.operation import (
 )
 
 from .base import (
-    DEFAULT_HEARTBEAT,
     DEFAULT_HISTORY,
     DEFAULT_LEASE,
     Durability,
@@ -183,7 +182,8 @@ class SQLiteStore(Store):
         history: checkpoints kept per operation.
         timeout: seconds a writer waits for another process's write to finish.
         lease: seconds a shared map's claim on a batch lasts unless renewed.
-        heartbeat: how often a live participant renews its claims.
+        heartbeat: how often a live participant renews its claims (default 2 s, or a
+            quarter of a shorter lease).
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
@@ -198,7 +198,7 @@ class SQLiteStore(Store):
         history: int = DEFAULT_HISTORY,
         timeout: float = 30.0,
         lease: float = DEFAULT_LEASE,
-        heartbeat: float = DEFAULT_HEARTBEAT,
+        heartbeat: float | None = None,
     ) -> None:
         super().__init__(durability=durability, history=history)
         self.lease, self.heartbeat = check_lease(lease, heartbeat)
