@@ -70,8 +70,9 @@ def atomic_write(path: Path, data: bytes, *, durable: bool) -> None:
     On any failure the temp file is removed and the old file is untouched.
     """
     tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
+    fd = -1
+    try:  # the open inside: an interrupt right after it must not leak the descriptor
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
             while view:

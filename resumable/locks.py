@@ -24,6 +24,7 @@ import fcntl
 import os
 import struct
 import time
+import weakref
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -65,6 +66,14 @@ def _close_inherited() -> None:
 
 
 os.register_at_fork(after_in_child=_close_inherited)
+
+
+def _close_own(fd: int, pid: int) -> None:
+    """Close lock descriptor ``fd`` opened by process ``pid`` (a forked child closed its copy)."""
+    if os.getpid() == pid and fd in _HELD_FDS:
+        _HELD_FDS.discard(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _sleep_steps(deadline: float) -> bool:
@@ -177,6 +186,7 @@ class LockFile:
         self.path = path
         self._fd = -1
         self._pid = os.getpid()
+        self._closer: weakref.finalize[[int, int], LockFile] | None = None
         #: op key -> the RangeLock holding it in this process (dict.setdefault is atomic)
         self.held: dict[str, RangeLock] = {}
 
@@ -186,8 +196,7 @@ class LockFile:
         if self._fd >= 0 and not forked and not reopen:
             return self._fd
         if self._fd >= 0 and not forked:
-            _HELD_FDS.discard(self._fd)
-            os.close(self._fd)
+            self._close()
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
@@ -195,9 +204,22 @@ class LockFile:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         _HELD_FDS.add(fd)  # closed in forked children (their locks are the parent's)
         self._fd, self._pid = fd, os.getpid()
+        # Closed when this object is collected: every RangeLock refers to it, so by then no
+        # lock is held through the descriptor. (A store opened per task must not leak one.)
+        self._closer = weakref.finalize(self, _close_own, fd, self._pid)
         if forked:
             self.held = {}  # the parent's claims, copied by fork: not ours
         return fd
+
+    def close(self) -> None:
+        """Close the descriptor if no operation of this process holds a lock through it."""
+        if self._fd >= 0 and self._pid == os.getpid() and not self.held:
+            self._close()
+
+    def _close(self) -> None:
+        closer, self._closer, self._fd = self._closer, None, -1
+        if closer is not None:
+            closer()
 
     def current(self, fd: int) -> bool:
         """Whether ``fd`` is still the file at the path (not removed and recreated)."""

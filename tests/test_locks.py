@@ -117,3 +117,43 @@ def test_forked_child_does_not_keep_the_parents_lock(kind: str, tmp_path: Path) 
         os.write(write, b"x")
         os.close(write)
         os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "file"])
+def test_stores_closed_or_dropped_leave_no_descriptor_open(kind: str, tmp_path: Path) -> None:
+    """A program that opens a store per task must not run out of file descriptors."""
+    import gc
+
+    from resumable import checkpointed, open_store
+
+    url = f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"file://{tmp_path}/store"
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with checkpointed("warm-up", store=open_store(url)):
+        pass
+    gc.collect()
+    before = open_fds()
+    for i in range(40):
+        store = open_store(url)
+        with checkpointed(f"op{i}", store=store):
+            pass
+        if i % 2:
+            store.close()
+        del store
+    gc.collect()
+    assert open_fds() - before <= 2
+
+
+def test_closing_a_store_keeps_the_locks_its_blocks_hold(tmp_path: Path) -> None:
+    from resumable import checkpointed, open_store
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = open_store(url)
+    with checkpointed("held", store=store):
+        store.close()  # the block still runs: its lock must stand
+        with pytest.raises(OperationLocked), checkpointed("held", store=open_store(url)):
+            pass
+    with checkpointed("held", store=open_store(url), fresh=True):
+        pass

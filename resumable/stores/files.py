@@ -321,6 +321,10 @@ class FileStore(Store):
         """The operation's lock, in ``locks/`` (see :mod:`resumable.locks`)."""
         return store_lock(self._lock_file, op_id, op_key(op_id))
 
+    def close(self) -> None:
+        """Close the lock file unless a block of this process holds a lock through it."""
+        self._lock_file.close()
+
 
 def _unreadable(op_id: str, path: Path) -> CheckpointRecord:
     """A stand-in for a checkpoint file that cannot be parsed: it never verifies."""

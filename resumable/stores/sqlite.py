@@ -238,11 +238,15 @@ class SQLiteStore(Store):
         return conn
 
     def close(self) -> None:
-        """Close the connection (it is reopened if the store is used again)."""
+        """Close the connection and the lock file (reopened if the store is used again).
+
+        The lock file stays open while a block of this process holds a lock through it.
+        """
         with self._guard:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+            self._lock_file.close()
 
     # --- reads ----------------------------------------------------------------------------
 
