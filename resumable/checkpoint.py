@@ -257,6 +257,12 @@ class Checkpoint:
         done = ProcessState.COMPLETED
         if (op is not None and op.state is done) or (ckpt is not None and ckpt.state is done):
             self._completed_before = True
+            if op is not None and op.state is not done:
+                # The final checkpoint was written and the process died before the record
+                # (the file store writes them one after the other): finish the record now.
+                op = op.to(done, heartbeat=time.time(), error=None)
+                store.save(op)
+                log.info("resumable.operation.repaired", op_id=op_id, state=done.value)
             self._op = op
             log.info("resumable.operation.skipped", op_id=op_id, reason="completed")
             return

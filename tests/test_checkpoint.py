@@ -62,6 +62,26 @@ def test_first_run_completes_and_rerun_runs_no_body(store_url: str) -> None:
     assert resolve_store(store_url).load_operation("job").state is ProcessState.COMPLETED  # type: ignore[union-attr]
 
 
+def test_a_death_between_final_checkpoint_and_record_is_finished_on_reentry(
+    store_url: str,
+) -> None:
+    """A kill between the final checkpoint and the record leaves the record RUNNING.
+
+    (The file store writes them one after the other.) Re-entering runs nothing and completes
+    the record.
+    """
+    run_loop(store_url, 5)
+    store = resolve_store(store_url)
+    done = store.load_operation("job")
+    assert done is not None
+    store.save(done.with_changes(state=ProcessState.RUNNING))  # the record before the kill
+    with checkpointed("job", store=store_url) as cp:
+        assert list(cp.iterate(range(5))) == []
+    assert cp.completed_before
+    assert cp.state == expected(5)
+    assert store.load_operation("job").state is ProcessState.COMPLETED  # type: ignore[union-attr]
+
+
 def test_failure_then_rerun_gives_the_uninterrupted_answer(store_url: str) -> None:
     """An exception commits the last finished item; the re-run ends as if never interrupted."""
     with pytest.raises(Boom) as info:
