@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("RESUMABLE_TEST_POSTGRES") or DEFAULT_URL,
         help="the server (default: $RESUMABLE_TEST_POSTGRES or the local test server)",
     )
+    parser.add_argument("--write", action="store_true", help="put the figures in docs/")
     args = parser.parse_args(argv)
     samples = 1000 if args.quick else 10_000
     started = time.perf_counter()
@@ -161,12 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(args.url) as conn:
         version = conn.execute("SHOW server_version").fetchone()
     info = _util.machine()
-    print(_util.table(rows))
-    print()
-    print(
+    summary = (
         f"nproc {info['nproc']}, {info['python']}, PostgreSQL {version[0] if version else '?'}, "
         f"psycopg {psycopg.__version__}; `{_util.command_line()}` took {elapsed:.1f} s"
     )
+    print(_util.table(rows))
+    print()
+    print(summary)
+    if args.write:
+        text = f"Last run: {_util.now_utc()}, {summary}.\n\n{_util.table(rows)}\n"
+        docs = _util.REPO / "docs"
+        _util.replace_section(
+            docs / "benchmarks.md", "postgres",
+            "## PostgreSQL commit (`benchmarks/postgres.py`)\n\n" + text,
+        )  # fmt: skip
+        _util.replace_section(docs / "scaling.md", "postgres", text)
     hard = [r.figure for r in rows if r.hard_fail]
     for figure in hard:
         print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)
