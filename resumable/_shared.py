@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import queue
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Future
@@ -42,8 +41,9 @@ from .serializers import decode, encode
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
+    from .stores.base import Store
 
-__all__ = ["SharedMap", "batch_size", "owner_token", "run_shared_step"]
+__all__ = ["SharedMap", "batch_size", "free_dead_claims", "owner_token", "run_shared_step"]
 
 R = TypeVar("R")
 
@@ -53,6 +53,8 @@ _BATCHES: Final = 256
 _MAX_BATCH: Final = 64
 #: Longest wait between two looks at the others' progress.
 _POLL: Final = 0.05
+#: How often a waiting participant looks for claims of participants dead on this host.
+_DEAD_CHECK: Final = 0.5
 
 
 def batch_size(items: int) -> int:
@@ -61,9 +63,20 @@ def batch_size(items: int) -> int:
 
 
 def owner_token() -> str:
-    """A new participant's name in claims: host, pid and a random part."""
-    me = Owner.current()
-    return f"{me.host}:{me.pid}:{secrets.token_hex(6)}"
+    """A new participant's name in claims (see :meth:`Owner.token`)."""
+    return Owner.current().token()
+
+
+def free_dead_claims(store: Store, op_id: str, group: str) -> None:
+    """Give back the claims of participants that died on this host, without waiting.
+
+    A holder on another host is left to its lease: only its heartbeat says it lives.
+    """
+    for token in store.claim_holders(op_id, group):
+        owner = Owner.from_token(token)
+        if owner is not None and owner.is_alive() is False:
+            store.release_batches(op_id, group, token)
+            log.info("resumable.claims.taken_from_dead", op_id=op_id, group=group, dead=token)
 
 
 class SharedMap:
@@ -125,6 +138,7 @@ class SharedMap:
     ) -> None:
         done: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
         store, op_id, group = self.store, self.op_id, self.group
+        next_check = 0.0
         while True:
             if len(inflight) < width:
                 want = 2 * width - len(inflight)
@@ -140,7 +154,10 @@ class SharedMap:
                 left, wait = store.batches_left(op_id, group)
                 if not left:
                     return
-                time.sleep(min(_POLL, max(0.005, wait or 0.0)))  # others hold the rest
+                if wait and time.monotonic() >= next_check:  # others hold the rest
+                    free_dead_claims(store, op_id, group)
+                    next_check = time.monotonic() + _DEAD_CHECK
+                time.sleep(min(_POLL, max(0.005, wait or 0.0)))
                 continue
             try:
                 fut = done.get(timeout=_POLL)
@@ -255,6 +272,8 @@ def run_shared_step(
             ((_, epoch),) = claimed
             return _run_step(cp, name, fn, args, kwargs, epoch)
         _, wait = store.batches_left(op_id, group)
+        if wait:
+            free_dead_claims(store, op_id, group)
         time.sleep(min(_POLL, max(0.005, wait or 0.0)))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import secrets
 import socket
 import struct
 import time
@@ -116,6 +117,15 @@ def _process_start_time(pid: int) -> float | None:
         return None
 
 
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` is dead but not yet reaped by its parent (state Z)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 _BOOT_TIME: float | None = None
 
 
@@ -164,6 +174,8 @@ class Owner:
             return False
         except PermissionError:
             pass  # it exists, owned by someone else
+        if _is_zombie(self.pid):
+            return False  # dead; its parent has not reaped it yet
         if self.started is None:
             return True
         started = _process_start_time(self.pid)
@@ -173,6 +185,26 @@ class Owner:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"host": self.host, "pid": self.pid, "started": self.started}
+
+    def token(self) -> str:
+        """A new holder name for leases and claims: this owner and a random part.
+
+        Unique per call, and :meth:`from_token` reads the owner back, so a process on the
+        same host can tell that a holder has died without waiting for its lease to run out.
+        """
+        return f"{self.host}:{self.pid}:{self.started!r}:{secrets.token_hex(6)}"
+
+    @classmethod
+    def from_token(cls, token: str) -> Owner | None:
+        """The owner named in a :meth:`token` (None if it is not one)."""
+        parts = token.rsplit(":", 3)
+        if len(parts) != 4:
+            return None
+        host, pid, started, _ = parts
+        try:
+            return cls(host, int(pid), None if started == "None" else float(started))
+        except ValueError:
+            return None
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Owner | None:

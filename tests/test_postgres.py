@@ -572,6 +572,28 @@ def test_a_stopped_holder_is_taken_over_and_fenced_off(tmp_path: Path) -> None:
             second.kill()
 
 
+def test_a_killed_holder_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    """A holder SIGKILLed on this machine is known dead: no need to wait out its lease."""
+    url = postgres_url_for(lease=60, heartbeat=1)
+    common = ("--store", url, "--op", "job", "--n", "2000")
+    first = Worker(tmp_path, "first", *common, "--sleep", "0.01")
+    second: Worker | None = None
+    try:
+        first.read_until(lambda line: line.isdigit() and int(line) >= 20)
+        first.proc.kill()
+        first.finish()
+        started = time.monotonic()
+        second = Worker(tmp_path, "second", *common, "--sleep", "0", "--stop-at", "100")
+        entered = second.read_until(lambda line: line.startswith("entered"))
+        assert time.monotonic() - started < 30  # not the 60 s lease
+        assert int(entered.split()[1]) >= 20
+        assert second.finish() == 0, second.stderr
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
 # --- batch claims ---------------------------------------------------------------------------------
 
 

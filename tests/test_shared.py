@@ -156,6 +156,22 @@ def test_three_participants_one_killed_every_item_recorded_once(
 
 
 @pytest.mark.slow
+def test_claims_of_a_participant_killed_on_this_host_move_without_waiting_out_the_lease(
+    participants: Participants,
+) -> None:
+    participants.url = participants.url.replace(f"lease={LEASE:g}&heartbeat=0.25", "lease=60")
+    participants.n = 200
+    doomed = participants.start("--kill-after", "10")
+    other = participants.start()
+    started = time.monotonic()
+    code, err = participants.wait(other)
+    assert code == 0, err
+    assert time.monotonic() - started < 30  # not the 60 s lease
+    assert participants.wait(doomed)[0] == -signal.SIGKILL
+    assert sorted(stored(participants.url, participants.op_id)) == list(range(200))
+
+
+@pytest.mark.slow
 def test_a_stopped_participant_resumed_after_takeover_writes_nothing(
     participants: Participants,
 ) -> None:

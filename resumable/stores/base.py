@@ -192,6 +192,10 @@ class Store(ABC):
         """
         raise self._cannot_share()
 
+    def claim_holders(self, op_id: str, group: str) -> list[str]:
+        """The owners holding unfinished claims of ``group`` (expired or not)."""
+        raise self._cannot_share()
+
     def renew_claims(self, owner: str) -> None:
         """Extend the lease of every unfinished claim ``owner`` holds (the heartbeat)."""
         raise self._cannot_share()

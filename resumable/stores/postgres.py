@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
 import threading
 import time
 import weakref
@@ -158,6 +156,10 @@ _TAKE_LEASE = (
     "ON CONFLICT (op_id) DO UPDATE SET owner = excluded.owner, epoch = l.epoch + 1, "
     "expires = excluded.expires "
     "WHERE l.owner IS NULL OR l.expires < " + _NOW + " RETURNING epoch"
+)
+_TAKE_DEAD_LEASE = (
+    "UPDATE leases SET owner = %(owner)s, epoch = epoch + 1, expires = " + _NOW + " + %(lease)s "
+    "WHERE op_id = %(op)s AND owner = %(dead)s RETURNING epoch"
 )
 _RENEW_LEASES = (
     "UPDATE leases SET expires = " + _NOW + " + %s WHERE owner = %s RETURNING op_id, epoch"
@@ -399,7 +401,7 @@ class PostgresStore(Store):
                 self._abandoned.append(self._pool)
                 self._held = {}  # the parent's leases, not ours
                 self._beat = None
-            self._token = _enc(f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}")
+            self._token = _enc(Owner.current().token())
             pool = ConnectionPool(
                 self._conninfo, kwargs={"autocommit": True}, min_size=1,
                 max_size=self.pool_size, open=True, configure=self._configure, num_workers=1,
@@ -668,7 +670,10 @@ class PostgresStore(Store):
         return LeaseLock(self, op_id)
 
     def _take_lease(self, op_id: str) -> int | None:
-        """Take the lease of ``op_id`` if it is free or expired; its new epoch, or None."""
+        """Take the lease of ``op_id``; its new epoch, or None if another holder lives.
+
+        Taken if free, expired, or held by a process that died on this host.
+        """
         key = _enc(op_id)
         with self.errors(f"take the lease of operation {op_id!r}"):
             pool = self._connections()
@@ -678,12 +683,29 @@ class PostgresStore(Store):
                 row = conn.execute(
                     _TAKE_LEASE, {"op": key, "owner": self._token, "lease": self.lease}
                 ).fetchone()
+                if row is None:
+                    row = self._take_from_dead(conn, op_id, key)
         if row is None:
             return None
         epoch = int(row[0])
         self._held[op_id] = _Held(key, epoch)
         self._start_heartbeat()
         return epoch
+
+    def _take_from_dead(
+        self, conn: psycopg.Connection[Any], op_id: str, key: str
+    ) -> tuple[Any, ...] | None:
+        """Take the lease from a holder that died on this host, without waiting it out."""
+        found = conn.execute("SELECT owner FROM leases WHERE op_id = %s", (key,)).fetchone()
+        dead: str | None = found[0] if found else None
+        holder = Owner.from_token(_dec(dead)) if dead else None
+        if dead is None or holder is None or holder.is_alive() is not False:
+            return None  # alive, or on another host: only its lease can tell
+        params = {"op": key, "owner": self._token, "lease": self.lease, "dead": dead}
+        row = conn.execute(_TAKE_DEAD_LEASE, params).fetchone()
+        if row is not None:
+            log.info("resumable.lease.taken_from_dead", op_id=op_id, dead=_dec(dead))
+        return row
 
     def _lease_holder(self, op_id: str) -> str:
         """Who holds the lease of ``op_id``, in words."""
@@ -694,9 +716,8 @@ class PostgresStore(Store):
         owner = _dec(rows[0][0]) if rows and rows[0][0] else ""
         if owner == self._token:
             return "another block in this process"
-        host, _, rest = owner.partition(":")
-        pid = rest.partition(":")[0]
-        return f"process {pid} on {host}" if pid else "another process"
+        holder = Owner.from_token(owner)
+        return f"process {holder.pid} on {holder.host}" if holder else "another process"
 
     def _give_back(self, op_id: str, epoch: int) -> None:
         """Release the lease of ``op_id`` taken at ``epoch`` (best effort: else it expires)."""
@@ -832,6 +853,16 @@ class PostgresStore(Store):
         if free or not left or soonest is None:
             return int(left), 0.0
         return int(left), max(0.0, float(soonest))
+
+    def claim_holders(self, op_id: str, group: str) -> list[str]:
+        """The owners holding unfinished claims of ``group``."""
+        with self.errors(f"read claims of {op_id!r}"):
+            rows = self._fetch(
+                "SELECT DISTINCT owner FROM claims "
+                "WHERE op_id = %s AND grp = %s AND NOT done AND owner IS NOT NULL",
+                (_enc(op_id), _enc(group)),
+            )
+        return [_dec(row[0]) for row in rows]
 
     def renew_claims(self, owner: str) -> None:
         """Extend the lease of every unfinished claim ``owner`` holds (the heartbeat)."""

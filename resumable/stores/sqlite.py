@@ -456,6 +456,20 @@ class SQLiteStore(Store):
             return 0, None
         return int(left), 0.0 if soonest is None else float(soonest)
 
+    def claim_holders(self, op_id: str, group: str) -> list[str]:
+        """The owners holding unfinished claims of ``group``."""
+        with self.errors(f"read claims of {op_id!r}"), self._guard:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT DISTINCT owner FROM claims "
+                    "WHERE op_id = ? AND grp = ? AND done = 0 AND owner IS NOT NULL",
+                    (_enc(op_id), _enc(group)),
+                )
+                .fetchall()
+            )
+        return [row[0] for row in rows]
+
     def renew_claims(self, owner: str) -> None:
         """Extend the lease of ``owner``'s unfinished claims."""
         with self.errors("renew claims"), self._guard:
