@@ -53,7 +53,7 @@ _BATCHES: Final = 256
 _MAX_BATCH: Final = 64
 #: Longest wait between two looks at the others' progress.
 _POLL: Final = 0.05
-#: How often a waiting participant looks for claims of participants dead on this host.
+#: How often a participant looks for claims of participants dead on this host.
 _DEAD_CHECK: Final = 0.5
 
 
@@ -140,6 +140,9 @@ class SharedMap:
         store, op_id, group = self.store, self.op_id, self.group
         next_check = 0.0
         while True:
+            if time.monotonic() >= next_check:  # claims of the dead need no lease to run out
+                free_dead_claims(store, op_id, group)
+                next_check = time.monotonic() + _DEAD_CHECK
             if len(inflight) < width:
                 want = 2 * width - len(inflight)
                 for batch, epoch in store.claim_batches(op_id, group, self.count, want, self.owner):
@@ -154,10 +157,7 @@ class SharedMap:
                 left, wait = store.batches_left(op_id, group)
                 if not left:
                     return
-                if wait and time.monotonic() >= next_check:  # others hold the rest
-                    free_dead_claims(store, op_id, group)
-                    next_check = time.monotonic() + _DEAD_CHECK
-                time.sleep(min(_POLL, max(0.005, wait or 0.0)))
+                time.sleep(min(_POLL, max(0.005, wait or 0.0)))  # others hold the rest
                 continue
             try:
                 fut = done.get(timeout=_POLL)

@@ -19,6 +19,7 @@ as ``{"error": text}``) and ``cp.failed``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -33,6 +34,21 @@ _started = 0
 _count_lock = threading.Lock()
 
 
+#: The store this process uses (set on entering the block).
+_store: Any = None
+
+
+def _halt(sig: signal.Signals) -> None:
+    """Send ``sig`` to this process between two store calls.
+
+    A process stopped inside an SQLite write transaction blocks every writer of the file
+    until it continues (SQLite cannot take a lock away; see docs/scaling.md), so the stop
+    waits for the store's own lock, which every SQLite call holds.
+    """
+    with getattr(_store, "_guard", contextlib.nullcontext()):
+        os.kill(os.getpid(), sig)
+
+
 def work(args: argparse.Namespace, x: int) -> list[int]:
     """One item: log its start, take ``cost`` seconds, stop or die if told to."""
     global _started  # noqa: PLW0603 - a per-process counter of started items
@@ -45,9 +61,9 @@ def work(args: argparse.Namespace, x: int) -> list[int]:
     finally:
         os.close(fd)
     if started == args.kill_after:
-        os.kill(os.getpid(), signal.SIGKILL)
+        _halt(signal.SIGKILL)
     if started == args.stop_after:
-        os.kill(os.getpid(), signal.SIGSTOP)
+        _halt(signal.SIGSTOP)
     time.sleep(args.cost)
     if x == args.fail_item and os.path.exists(args.marker):
         raise ValueError(f"item {x} is broken while the marker exists")
@@ -79,7 +95,9 @@ def main() -> int:
     args = parser.parse_args()
 
     on_error = "skip" if args.fail_item >= 0 else "raise"
+    global _store  # noqa: PLW0603 - read by work() in the map's threads
     with checkpointed(args.op, store=args.store, shared=True) as cp:
+        _store = cp.store
         step = cp.step("prepare", prepare, args.log)
         results: list[Any] = cp.map(
             functools.partial(work, args),

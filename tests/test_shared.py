@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import url_for
 
-from resumable import LeaseLost, checkpointed
+from resumable import LeaseLost, StoreError, checkpointed
 from resumable.operation import ResultRecord
 from resumable.serializers import decode
 from resumable.stores import Store, open_store
@@ -372,3 +372,18 @@ def test_lease_lost_names_the_operation() -> None:
     err = LeaseLost("job", "its claim on items 3-5")
     assert "job" in str(err) and "items 3-5" in str(err) and "lease" in str(err)
     assert os.environ.get("RESUMABLE_SECRET") is None
+
+
+def test_a_write_lock_held_too_long_is_explained(tmp_path: Path) -> None:
+    """SQLite cannot take a lock from a paused process: the error says what to look for."""
+    import sqlite3
+
+    store = open_store(f"sqlite:///{tmp_path}/s.db?timeout=0.1")
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match=r"paused, e\.g\. with Ctrl-Z or SIGSTOP"):
+            store.claim_batches("op", "g", 1, 1, "A")
+    finally:
+        blocker.close()
+        store.close()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from resumable import _fs
+from resumable.errors import StoreError
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
     CheckpointRecord,
@@ -236,6 +237,17 @@ class SQLiteStore(Store):
             raise
         self._conn, self._pid = conn, os.getpid()
         return conn
+
+    def store_error(self, doing: str, exc: BaseException) -> StoreError:
+        """As :meth:`Store.store_error`, saying what a "database is locked" means here."""
+        error = super().store_error(doing, exc)
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            error.args = (
+                f"{error} (another process held the database's write lock for the whole "
+                f"busy timeout of {self.timeout:g} s: is one paused, e.g. with Ctrl-Z or "
+                "SIGSTOP, or hung? Let it continue or end it; ?timeout= sets the wait)",
+            )
+        return error
 
     def close(self) -> None:
         """Close the connection and the lock file (reopened if the store is used again).
