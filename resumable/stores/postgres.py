@@ -45,11 +45,38 @@ from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
     Owner,
-    ProcessState,
     ResultRecord,
-    checkpoint_id,
 )
 
+from ._pg_sql import (
+    _BATCHES_LEFT,
+    _CHECK_FENCE,
+    _CKPT_COLUMNS,
+    _CLAIM,
+    _CREATE_CLAIMS,
+    _FENCED_CHECKPOINT,
+    _FINISH_CLAIM,
+    _GIVE_BACK_LEASE,
+    _MARK,
+    _NOW,
+    _OP_COLUMNS,
+    _RENEW_LEASES,
+    _RESULT_COLUMNS,
+    _SCHEMA,
+    _SCHEMA_LOCK,
+    _TAKE_DEAD_LEASE,
+    _TAKE_LEASE,
+    _UPSERT_CHECKPOINT,
+    _UPSERT_OPERATION,
+    _UPSERT_RESULT,
+    SCHEMA_VERSION,
+    _ckpt_from_row,
+    _dec,
+    _enc,
+    _op_from_row,
+    _result_from_row,
+    _result_row,
+)
 from .base import DEFAULT_HISTORY, DEFAULT_LEASE, Durability, Store, check_lease
 from .sqlite import _dumps
 
@@ -63,137 +90,6 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is installed
     ) from exc
 
 __all__ = ["LeaseLock", "PostgresStore"]
-
-SCHEMA_VERSION = 1
-#: The advisory lock that serializes creating and migrating the tables (b"resumabl").
-_SCHEMA_LOCK = 0x726573756D61626C
-#: The server's clock, in seconds since the epoch: every lease and claim time comes from it.
-_NOW = "extract(epoch from clock_timestamp())::float8"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS resumable_schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS operations (
-    op_id TEXT COLLATE "C" PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL, owner TEXT,
-    heartbeat DOUBLE PRECISION NOT NULL, attempts BIGINT NOT NULL,
-    created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL, error TEXT,
-    meta TEXT, checksum TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    op_id TEXT COLLATE "C" NOT NULL, slot INTEGER NOT NULL, seq BIGINT NOT NULL,
-    "position" BIGINT NOT NULL, state TEXT NOT NULL, progress DOUBLE PRECISION NOT NULL,
-    "timestamp" DOUBLE PRECISION NOT NULL, serializer TEXT NOT NULL, payload BYTEA NOT NULL,
-    metadata TEXT, checksum TEXT NOT NULL, PRIMARY KEY (op_id, slot)
-);
-CREATE TABLE IF NOT EXISTS results (
-    op_id TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, serializer TEXT NOT NULL,
-    payload BYTEA NOT NULL, created DOUBLE PRECISION NOT NULL, checksum TEXT NOT NULL,
-    PRIMARY KEY (op_id, key)
-);
-CREATE TABLE IF NOT EXISTS leases (
-    op_id TEXT COLLATE "C" PRIMARY KEY, owner TEXT, epoch BIGINT NOT NULL,
-    expires DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS leases_owner ON leases (owner);
-CREATE TABLE IF NOT EXISTS claims (
-    op_id TEXT COLLATE "C" NOT NULL, grp TEXT COLLATE "C" NOT NULL, batch INTEGER NOT NULL,
-    owner TEXT, epoch BIGINT NOT NULL, expires DOUBLE PRECISION NOT NULL,
-    done BOOLEAN NOT NULL, failed BOOLEAN NOT NULL DEFAULT false,
-    PRIMARY KEY (op_id, grp, batch)
-);
-CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner) WHERE NOT done
-"""
-
-# --- statements (column lists and clauses are constants; values are always bound) ---------
-
-_OP_COLUMNS = (
-    "op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum"
-)
-_CKPT_COLUMNS = (
-    'op_id, seq, "position", state, progress, "timestamp", serializer, payload, metadata, checksum'
-)
-_RESULT_COLUMNS = "op_id, key, serializer, payload, created, checksum"
-
-_CKPT_INSERT = (
-    'INSERT INTO checkpoints (op_id, slot, seq, "position", state, progress, "timestamp", '
-    "serializer, payload, metadata, checksum) "
-)
-_CKPT_CONFLICT = (
-    " ON CONFLICT (op_id, slot) DO UPDATE SET seq = excluded.seq, "
-    '"position" = excluded."position", state = excluded.state, progress = excluded.progress, '
-    '"timestamp" = excluded."timestamp", serializer = excluded.serializer, '
-    "payload = excluded.payload, metadata = excluded.metadata, checksum = excluded.checksum"
-)
-_CKPT_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
-_UPSERT_CHECKPOINT = _CKPT_INSERT + "VALUES (" + _CKPT_VALUES + ")" + _CKPT_CONFLICT
-#: The fence: the lease row, still ours, locked FOR SHARE until the write commits, so that a
-#: takeover either waits for this write or makes it see the new epoch and write nothing.
-_FENCE = (
-    "WITH fence AS (SELECT FROM leases WHERE op_id = %s AND owner = %s AND epoch = %s FOR SHARE) "
-)
-_FENCED_CHECKPOINT = (
-    _FENCE + _CKPT_INSERT + "SELECT " + _CKPT_VALUES + " FROM fence" + _CKPT_CONFLICT
-)
-_CHECK_FENCE = "SELECT FROM leases WHERE op_id = %s AND owner = %s AND epoch = %s FOR SHARE"
-
-_UPSERT_OPERATION = (
-    "INSERT INTO operations (op_id, name, state, owner, heartbeat, attempts, created, updated, "
-    "error, meta, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (op_id) DO UPDATE SET name = excluded.name, state = excluded.state, "
-    "owner = excluded.owner, heartbeat = excluded.heartbeat, attempts = excluded.attempts, "
-    "created = excluded.created, updated = excluded.updated, error = excluded.error, "
-    "meta = excluded.meta, checksum = excluded.checksum"
-)
-_UPSERT_RESULT = (
-    "INSERT INTO results (op_id, key, serializer, payload, created, checksum) "
-    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (op_id, key) DO UPDATE SET "
-    "serializer = excluded.serializer, payload = excluded.payload, "
-    "created = excluded.created, checksum = excluded.checksum"
-)
-
-_TAKE_LEASE = (
-    "INSERT INTO leases AS l (op_id, owner, epoch, expires) "
-    "VALUES (%(op)s, %(owner)s, 1, " + _NOW + " + %(lease)s) "
-    "ON CONFLICT (op_id) DO UPDATE SET owner = excluded.owner, epoch = l.epoch + 1, "
-    "expires = excluded.expires "
-    "WHERE l.owner IS NULL OR l.expires < " + _NOW + " RETURNING epoch"
-)
-_TAKE_DEAD_LEASE = (
-    "UPDATE leases SET owner = %(owner)s, epoch = epoch + 1, expires = " + _NOW + " + %(lease)s "
-    "WHERE op_id = %(op)s AND owner = %(dead)s RETURNING epoch"
-)
-_RENEW_LEASES = (
-    "UPDATE leases SET expires = " + _NOW + " + %s WHERE owner = %s RETURNING op_id, epoch"
-)
-_GIVE_BACK_LEASE = (
-    "UPDATE leases SET owner = NULL, expires = 0 WHERE op_id = %s AND owner = %s AND epoch = %s"
-)
-
-_CREATE_CLAIMS = (
-    "INSERT INTO claims (op_id, grp, batch, owner, epoch, expires, done) "
-    "SELECT %(op)s, %(grp)s, b, NULL, 0, 0, false FROM generate_series(0, %(n)s - 1) AS b "
-    "WHERE NOT EXISTS (SELECT FROM claims WHERE op_id = %(op)s AND grp = %(grp)s "
-    "AND batch = %(n)s - 1) ON CONFLICT DO NOTHING"
-)
-_CLAIM = (
-    "WITH pick AS (SELECT batch FROM claims WHERE op_id = %(op)s AND grp = %(grp)s "
-    "AND NOT done AND (owner IS NULL OR expires < " + _NOW + ") "
-    "ORDER BY batch LIMIT %(want)s FOR UPDATE SKIP LOCKED) "
-    "UPDATE claims AS c SET owner = %(owner)s, epoch = c.epoch + 1, "
-    "expires = " + _NOW + " + %(lease)s FROM pick "
-    "WHERE c.op_id = %(op)s AND c.grp = %(grp)s AND c.batch = pick.batch "
-    "RETURNING c.batch, c.epoch"
-)
-_FINISH_CLAIM = (
-    "UPDATE claims SET done = true, failed = %s WHERE op_id = %s AND grp = %s AND batch = %s "
-    "AND owner = %s AND epoch = %s AND NOT done"
-)
-_BATCHES_LEFT = (
-    "WITH now AS (SELECT " + _NOW + " AS t) "
-    "SELECT count(*) FILTER (WHERE NOT done), count(*), "
-    "coalesce(bool_or(NOT done AND (owner IS NULL OR expires < now.t)), false), "
-    "min(expires - now.t) FILTER (WHERE NOT done AND owner IS NOT NULL) "
-    "FROM claims CROSS JOIN now WHERE op_id = %s AND grp = %s"
-)
 
 #: Store options (the rest of a URL's query goes to libpq) and how a query string parses.
 _OPTIONS: dict[str, Callable[[str], Any]] = {
@@ -212,63 +108,6 @@ _UNREACHABLE = (
     "Name or service not known", "No route to host", "Network is unreachable",
     "Temporary failure in name resolution", "No such file or directory",
 )  # fmt: skip
-
-#: Text starting with this, or holding NUL, or unencodable, is stored as it + UTF-8 hex.
-_MARK = "\x01"
-
-
-def _enc(text: str) -> str:
-    r"""``text`` as a PostgreSQL TEXT value can hold it.
-
-    PostgreSQL text cannot hold NUL or the lone surrogates that ``os.fsdecode`` makes of
-    undecodable file names, so such strings (and any starting with ``\\x01``) are stored as
-    ``\\x01`` + the hex of their surrogate-preserving UTF-8 bytes. The mapping is one-to-one.
-    (SQLite's encoding marks with a leading NUL, which PostgreSQL refuses.)
-    """
-    if "\x00" not in text and not text.startswith(_MARK):
-        if text.isascii():
-            return text
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            pass
-        else:
-            return text
-    return _MARK + text.encode("utf-8", "surrogatepass").hex()
-
-
-def _dec(text: str) -> str:
-    """The inverse of :func:`_enc`."""
-    if text.startswith(_MARK):
-        return bytes.fromhex(text[1:]).decode("utf-8", "surrogatepass")
-    return text
-
-
-def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
-    op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum = row
-    return OperationRecord(
-        _dec(op_id), _dec(name), ProcessState(state),
-        Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts, created,
-        updated, None if error is None else _dec(error), json.loads(meta) if meta else {},
-        checksum,
-    )  # fmt: skip
-
-
-def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
-    op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
-    op_id = _dec(op_id)
-    return CheckpointRecord(
-        checkpoint_id(op_id, seq), op_id, seq, position, ProcessState(state), progress, ts, ser,
-        bytes(payload), json.loads(metadata) if metadata else {}, checksum,
-    )  # fmt: skip
-
-
-def _result_row(r: ResultRecord) -> tuple[Any, ...]:
-    return (_enc(r.op_id), _enc(r.key), r.serializer, r.payload, r.created, r.checksum)
-
-
-def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
-    return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
 
 
 @dataclass(slots=True)
