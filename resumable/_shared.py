@@ -88,7 +88,10 @@ class SharedMap:
     ) -> None:  # fmt: skip
         assert cp.store is not None and cp.op_id is not None  # noqa: S101 - set on enter
         self.cp, self.store, self.op_id = cp, cp.store, cp.op_id
-        self.number, self.group, self.prefix = number, f"map{number}", f"map{number}:"
+        # The claims of a map of n items: a map whose input changed size gets new batches
+        # (its recorded results, keyed by item, still count).
+        self.number, self.prefix = number, f"map{number}:"
+        self.group = f"map{number}/{len(items)}"
         self.items, self.results, self.texts, self.users = items, results, texts, users
         self.raising = raising
         self.owner = cp._owner

@@ -387,3 +387,22 @@ def test_a_write_lock_held_too_long_is_explained(tmp_path: Path) -> None:
     finally:
         blocker.close()
         store.close()
+
+
+def test_a_shared_map_whose_input_grew_runs_only_the_new_items(shared_url: str) -> None:
+    calls: list[int] = []
+
+    def fn(x: int) -> int:
+        calls.append(x)
+        return x * 10
+
+    with (
+        pytest.raises(RuntimeError, match="stop"),
+        checkpointed("grows", store=shared_url, shared=True) as cp,
+    ):
+        assert cp.map(fn, range(50), workers=2) == [x * 10 for x in range(50)]
+        raise RuntimeError("stop")  # the block ends FAILED: it runs again
+    calls.clear()
+    with checkpointed("grows", store=shared_url, shared=True) as cp:
+        assert cp.map(fn, range(80), workers=2) == [x * 10 for x in range(80)]
+    assert sorted(calls) == list(range(50, 80))
