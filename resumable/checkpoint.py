@@ -20,6 +20,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import serializers
+from ._explain import decide
 from ._log import log
 from ._loop import open_source
 from ._state import State
@@ -254,6 +255,8 @@ class Checkpoint:
             self._set_state(serializers.decode(ckpt.serializer, ckpt.payload))
         else:
             self._set_state(copy.deepcopy(self._initial) if self._initial is not None else None)
+        # Why this run skips, resumes or starts: the words `resumable show` prints too.
+        reason = decide(op_id, op, ckpt).reason if log.wants(logging.INFO) else ""
         done = ProcessState.COMPLETED
         if (op is not None and op.state is done) or (ckpt is not None and ckpt.state is done):
             self._completed_before = True
@@ -264,7 +267,7 @@ class Checkpoint:
                 store.save(op)
                 log.info("resumable.operation.repaired", op_id=op_id, state=done.value)
             self._op = op
-            log.info("resumable.operation.skipped", op_id=op_id, reason="completed")
+            log.info("resumable.operation.skipped", op_id=op_id, reason=reason)
             return
         me = Owner.current()
         now = time.time()
@@ -289,7 +292,7 @@ class Checkpoint:
         self._resumed = ckpt is not None
         log.info(
             "resumable.operation.resumed" if self._resumed else "resumable.operation.started",
-            op_id=op_id, position=self._restored, attempt=op.attempts,
+            op_id=op_id, position=self._restored, attempt=op.attempts, reason=reason,
         )  # fmt: skip
 
     def _set_state(self, value: Any) -> None:

@@ -152,6 +152,8 @@ class _Call:
             log.warning(
                 "resumable.call.code_changed", op_id=self.op_id, function=self.opts.name,
                 stored=old_key, now=self.key, action=what,
+                reason=f"code fingerprint changed since the stored result ({old_key} -> "
+                f"{self.key}); on_code_change={what!r}",
             )  # fmt: skip
             if what == "error":
                 raise ResumableError(

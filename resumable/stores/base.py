@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar, Literal
 
 from resumable._log import log
@@ -248,33 +248,33 @@ class Store(ABC):
         Raises:
             CheckpointCorrupt: checkpoints exist but none is good.
         """
-        return next(iter(self.good_checkpoints(op_id)), None)
+        rec, bad = self.newest_checkpoint(op_id)
+        if rec is None and bad:
+            raise CheckpointCorrupt(
+                f"{self.url}: every stored checkpoint of {op_id!r} failed its checksum "
+                f"(seqs {list(bad)}); nothing was loaded. Reset the operation to start it "
+                "over, or restore the store from a backup"
+            )
+        if bad and rec is not None:
+            log.warning(
+                "resumable.checkpoint.fallback", op_id=op_id, corrupt_seqs=list(bad),
+                using_seq=rec.seq,
+            )  # fmt: skip
+        return rec
 
-    def good_checkpoints(self, op_id: str) -> Iterable[CheckpointRecord]:
-        """The operation's checkpoints that pass their checksum, newest first.
+    def newest_checkpoint(self, op_id: str) -> tuple[CheckpointRecord | None, tuple[int, ...]]:
+        """The newest checkpoint that passes its checksum, and the seqs of newer failed ones.
 
-        Raises:
-            CheckpointCorrupt: checkpoints exist but none is good.
+        The checkpoint is None if none passes; nothing is raised for corrupt records.
         """
         bad: list[int] = []
         with self.errors(f"read checkpoints of {op_id!r}"):
             records = list(self.iter_checkpoints(op_id))
         for rec in records:
             if rec.verify() and rec.op_id == op_id:
-                if bad:
-                    log.warning(
-                        "resumable.checkpoint.fallback", op_id=op_id, corrupt_seqs=bad,
-                        using_seq=rec.seq,
-                    )  # fmt: skip
-                yield rec
-            else:
-                bad.append(rec.seq)
-        if bad and len(bad) == len(records):
-            raise CheckpointCorrupt(
-                f"{self.url}: every stored checkpoint of {op_id!r} failed its checksum "
-                f"(seqs {bad}); nothing was loaded. Reset the operation to start it over, or "
-                "restore the store from a backup"
-            )
+                return rec, tuple(bad)
+            bad.append(rec.seq)
+        return None, tuple(bad)
 
     def put_result(self, result: ResultRecord) -> None:
         """Store one result."""
