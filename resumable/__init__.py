@@ -20,6 +20,7 @@ from .errors import (
     SerializationError,
     StoreError,
 )
+from ._progress import Progress
 from .operation import CheckpointRecord, OperationRecord, ProcessState
 from .serializers import Serializer, register_serializer
 from .stores import open_store
@@ -42,6 +43,7 @@ __all__ = [
     "OperationLocked",
     "OperationRecord",
     "ProcessState",
+    "Progress",
     "ResumableError",
     "ResumableFunction",
     "SerializationError",

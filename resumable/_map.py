@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ._log import log
+from ._progress import Reporter, check_progress, open_progress
 from .errors import ResumableError
 from .keys import digest_value
 from .operation import ResultRecord
@@ -76,9 +77,11 @@ def run_map(
     workers: object,
     retry: RetrySpec,
     on_error: object,
+    progress: object = False,
 ) -> list[Any]:
     """Run ``cp.map``; see :meth:`Checkpoint.map`."""
     _check(fn, iterable, key, executor, workers, on_error)
+    check_progress(progress)
     if cp._in_body():
         raise RuntimeError(
             "cp.map() cannot run inside a cp.iterate() loop body (its results would be found "
@@ -111,17 +114,25 @@ def run_map(
     raising = on_error == "raise"
     task = Task(fn, retry, cp._serializer, raising)
     started = time.perf_counter()
-    if cp._shared:
-        from ._shared import SharedMap
-
-        shared = SharedMap(cp, number, items, results, texts, users, raising=raising)
-        ran, failures = shared.run(pending, task, executor, workers)
-    elif pending:
-        run = _MapRun(cp, number, items, results, texts, users, raising=raising)
-        run.execute(pending, task, executor, workers)
-        ran, failures = len(pending), run.failures
-    else:
+    if not pending and not cp._shared:
         return results
+    skipped = len(items) - len(pending)
+    reporter = open_progress(progress, op_id, skipped=skipped, total=len(items))  # type: ignore[arg-type] # checked above
+    try:
+        if cp._shared:
+            from ._shared import SharedMap
+
+            shared = SharedMap(cp, number, items, results, texts, users, raising=raising)
+            shared.reporter = reporter
+            ran, failures = shared.run(pending, task, executor, workers)
+        else:
+            run = _MapRun(cp, number, items, results, texts, users, raising=raising)
+            run.reporter, run.skipped = reporter, skipped
+            run.execute(pending, task, executor, workers)
+            ran, failures = len(pending), run.failures
+    finally:
+        if reporter is not None:
+            reporter.close()
     log.info(
         "resumable.map.done", op_id=op_id, map=number, items=len(items), ran=ran,
         failed=failures, seconds=round(time.perf_counter() - started, 6),
@@ -272,6 +283,9 @@ class _MapRun:
         self.done: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
         self.singles: list[int] = []  # slots of a chunk that failed as a whole, to run alone
         self.failures = 0
+        self.reporter: Reporter | None = None
+        self.skipped = 0  # items done before this map call
+        self.finished = 0  # items of this call with an outcome
         self.measured_items = 0
         self.measured_seconds = 0.0
 
@@ -382,6 +396,9 @@ class _MapRun:
                 self._set_aside(slots[0], exc)
             return None
         outcomes, seconds, local = fut.result()
+        self.finished += len(outcomes)
+        if self.reporter is not None:
+            self.reporter.update(self.skipped + self.finished)
         self.measured_items += len(outcomes)
         self.measured_seconds += seconds
         results, buffer, op_id, create = self.results, self.buffer, self.op_id, ResultRecord.create

@@ -35,6 +35,7 @@ from ._map import (
     run_chunk,
     set_aside,
 )
+from ._progress import Reporter
 from .errors import LeaseLost, ResumableError
 from .operation import Owner, ResultRecord
 from .serializers import decode, encode
@@ -101,6 +102,7 @@ class SharedMap:
         self.mine = bytearray(len(items))  # 1: this participant recorded the slot
         self.ran = 0
         self.failures = 0
+        self.reporter: Reporter | None = None
 
     def run(
         self, pending: Sequence[int], task: Task, executor: object, workers: object
@@ -216,6 +218,8 @@ class SharedMap:
         ):
             raise LeaseLost(self.op_id, f"its claim on items {slots[0]}-{slots[-1]}")
         self.ran += len(slots)
+        if self.reporter is not None:
+            self.reporter.update(len(self.items) - sum(self.todo) + self.ran)
         for slot, value in values.items():
             self.results[slot] = value
             self.mine[slot] = 1

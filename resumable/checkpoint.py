@@ -23,6 +23,7 @@ from . import serializers
 from ._explain import decide
 from ._log import log
 from ._loop import open_source
+from ._progress import ProgressSpec, check_progress, open_progress
 from ._state import State
 from .errors import LeaseLost, ResumableError
 from .operation import (
@@ -502,7 +503,7 @@ class Checkpoint:
     # --- loops ----------------------------------------------------------------------------
 
     def iterate(
-        self, iterable: Iterable[T], *, total: int | None = None, progress: bool = False
+        self, iterable: Iterable[T], *, total: int | None = None, progress: ProgressSpec = False
     ) -> Iterator[T]:
         """Yield the items of ``iterable`` that earlier runs did not finish.
 
@@ -514,12 +515,14 @@ class Checkpoint:
         Args:
             iterable: the items.
             total: the number of items, for progress, where ``len()`` cannot tell.
-            progress: show a tqdm bar that starts at the resumed position.
+            progress: True: a tqdm bar that starts at the resumed position, its rate and time
+                left counting only this run's items; or a callable, called with a
+                :class:`~resumable.Progress` at most ten times a second and at the end.
         """
         return self._iterate(iterable, total, progress, numbered=False)
 
     def enumerate(
-        self, iterable: Iterable[T], *, total: int | None = None, progress: bool = False
+        self, iterable: Iterable[T], *, total: int | None = None, progress: ProgressSpec = False
     ) -> Iterator[tuple[int, T]]:
         """Like :meth:`iterate`, yielding ``(index, item)`` with the absolute index."""
         return self._iterate(iterable, total, progress, numbered=True)
@@ -535,8 +538,7 @@ class Checkpoint:
                 "which does"
             )
         _check_number("total", total, allow_zero=True, kind=int)
-        if not isinstance(progress, bool):
-            raise TypeError(f"progress must be True or False, not {progress!r}")
+        check_progress(progress)
         if self._in_body():
             raise RuntimeError(
                 "cp.iterate() loops cannot nest in one block; open a nested "
@@ -552,7 +554,7 @@ class Checkpoint:
         return gen
 
     def _loop(
-        self, iterable: Any, total: int | None, progress: bool, numbered: bool
+        self, iterable: Any, total: int | None, progress: ProgressSpec, numbered: bool
     ) -> Generator[Any, None, None]:
         start = self._position
         skip = max(0, self._restored - start)
@@ -561,7 +563,8 @@ class Checkpoint:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self._total = None if total is None else start + total
-        bar = _progress_bar(self, pos) if progress else None
+        assert self.op_id is not None  # noqa: S101 - set on enter
+        reporter = open_progress(progress, self.op_id, skipped=pos, total=self._total)
         if numbered:
             source = zip(itertools.count(pos), source, strict=False)
         every = self._every
@@ -585,12 +588,12 @@ class Checkpoint:
                         self._commit(pos)
                     check_at = pos + self._next_step(pos - check_pos, now - check_time, pos)
                     check_pos, check_time = pos, now
-                    if bar is not None:
-                        bar.update(pos - bar.n)
+                    if reporter is not None:
+                        reporter.update(pos)
         finally:
-            if bar is not None:
-                bar.update(self._position - bar.n)
-                bar.close()
+            if reporter is not None:
+                reporter.update(self._position)
+                reporter.close()
 
     def _next_step(self, items: int, elapsed: float, pos: int) -> int:
         """Items until the next look at the clock: about 10 ms of loop time."""
@@ -612,6 +615,7 @@ class Checkpoint:
         workers: int | None = None,
         retry: RetrySpec = None,
         on_error: str = "raise",
+        progress: ProgressSpec = False,
     ) -> list[R]:
         """Apply ``fn`` to every item, in parallel, recording each item's result as it finishes.
 
@@ -632,6 +636,9 @@ class Checkpoint:
                 re-raised; ``"skip"``: failures are set aside in ``cp.failed``, their slots in
                 the result hold the exception, the rest finish, and the block ends FAILED so
                 that the next run retries only those items.
+            progress: True: a tqdm bar from the items done before, its rate and time left
+                counting only this call's items; or a callable, called with a
+                :class:`~resumable.Progress` at most ten times a second and at the end.
 
         Returns:
             The results, in the order of ``iterable``.
@@ -642,7 +649,7 @@ class Checkpoint:
 
         return run_map(
             self, fn, iterable, key=key, executor=executor, workers=workers,
-            retry=validate_retry(retry), on_error=on_error,
+            retry=validate_retry(retry), on_error=on_error, progress=progress,
         )  # fmt: skip
 
     # --- steps ----------------------------------------------------------------------------
@@ -703,16 +710,6 @@ def _check_shared(shared: object, lock: object, fresh: bool) -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
-
-
-def _progress_bar(cp: Checkpoint, position: int) -> Any:
-    from tqdm.auto import tqdm
-
-    resumed = f" (resumed at {position})" if position else ""
-    return tqdm(
-        total=cp._total, initial=position, desc=f"{cp.op_id}{resumed}", unit="item",
-        dynamic_ncols=True,
-    )  # fmt: skip
 
 
 def checkpointed(

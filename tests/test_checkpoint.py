@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import signal
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import structlog
 from resumable import (
     OperationLocked,
     ProcessState,
+    Progress,
     ResumableError,
     checkpointed,
 )
@@ -410,6 +412,7 @@ def test_progress_bar_starts_at_resumed_position(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "resumed at 20" in err
     assert "50/50" in err
+    assert "30 done, 20 skipped" in err
 
 
 def test_progress_and_facts(store_url: str) -> None:
@@ -499,3 +502,39 @@ def test_op_id_is_required_outside_a_parent() -> None:
     """checkpointed() without an op_id outside any parent says how to fix it."""
     with pytest.raises(ValueError, match="needs an op_id"):
         checkpointed().__enter__()
+
+
+def test_a_progress_callable_counts_this_runs_items_apart_from_skipped() -> None:
+    """progress= takes a callable: done, skipped and total, with a rate of this run only."""
+    with pytest.raises(Boom), checkpointed("pc", store="memory://", every_seconds=0) as cp:
+        for x in cp.iterate(range(100)):
+            if x == 30:
+                raise Boom
+    seen: list[Progress] = []
+    with checkpointed("pc", store="memory://") as cp:
+        for _ in cp.iterate(range(100), progress=seen.append):
+            time.sleep(0.002)
+    last = seen[-1]
+    assert (last.op_id, last.done, last.skipped, last.total) == ("pc", 70, 30, 100)
+    assert last.remaining == 0 and last.eta == 0
+    assert len(seen) < 40  # called about ten times a second, not per item
+    middle = next(p for p in seen if p.done)
+    assert middle.rate is not None and middle.eta is not None
+    assert middle.eta == pytest.approx((70 - middle.done) / middle.rate)
+    with pytest.raises(TypeError, match="progress must be True, False or a callable"):
+        cp2 = checkpointed("pc2", store="memory://")
+        with cp2:
+            cp2.iterate(range(3), progress="yes")  # type: ignore[arg-type]
+
+
+def test_map_progress_reports_done_and_skipped(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(Boom), checkpointed("mp", store="memory://") as cp:
+        cp.map(lambda x: x, range(40), workers=2)
+        raise Boom
+    seen: list[Progress] = []
+    with checkpointed("mp", store="memory://") as cp:
+        assert cp.map(lambda x: x, range(60), workers=2, progress=seen.append) == list(range(60))
+    assert (seen[-1].done, seen[-1].skipped, seen[-1].total) == (20, 40, 60)
+    with checkpointed("mp2", store="memory://") as cp:
+        cp.map(lambda x: x, range(30), workers=2, progress=True)
+    assert "30/30" in capsys.readouterr().err
