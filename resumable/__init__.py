@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._config import configure
+from ._progress import Progress
 from ._state import State
 from .checkpoint import Checkpoint, checkpointed
 from .errors import (
@@ -20,7 +21,6 @@ from .errors import (
     SerializationError,
     StoreError,
 )
-from ._progress import Progress
 from .operation import CheckpointRecord, OperationRecord, ProcessState
 from .serializers import Serializer, register_serializer
 from .stores import open_store
