@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import serializers
+from . import _admin, serializers
+from ._admin import iso_time as _iso
 from ._log import log
 from .backup import BackupInfo, Backups
 from .errors import ResumableError
@@ -45,10 +46,6 @@ class CheckpointData:
     progress: float  # 0.0 - 1.0
     data: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
 
 
 class FailsafeManager:
@@ -276,35 +273,9 @@ class FailsafeManager:
         ``checkpoint_id``, ``timestamp``, ``strategy`` (``"resume"``, ``"retry"`` or
         ``"restart"``), ``owner`` and ``owner_alive``. A RUNNING or RECOVERING operation whose
         owner (host, pid and process start time) is still alive is not listed: it is running.
+        (The same as ``resumable recover`` on this manager's store.)
         """
-        found: list[dict[str, Any]] = []
-        for op in self.store.list_operations():
-            if op.state not in _ACTIVE and op.state is not ProcessState.FAILED:
-                continue
-            if not op.verify():
-                log.warning("resumable.failsafe.corrupt_operation", op_id=op.op_id)
-                continue
-            alive = op.owner.is_alive() if op.owner is not None else False
-            running = op.state in (ProcessState.RUNNING, ProcessState.RECOVERING)
-            if running and alive is not False:
-                continue  # its owner still runs it (or runs on another host: cannot tell)
-            ckpt = self.store.latest_checkpoint(op.op_id)
-            found.append(
-                {
-                    "operation_id": op.op_id,
-                    "operation_name": op.name,
-                    "state": op.state.value,
-                    "progress": ckpt.progress if ckpt else 0.0,
-                    "checkpoint_id": ckpt.checkpoint_id if ckpt else None,
-                    "timestamp": _iso(ckpt.timestamp if ckpt else op.updated),
-                    "strategy": _strategy(op.state, has_checkpoint=ckpt is not None),
-                    "error": op.error,
-                    "owner": op.owner.to_json() if op.owner else None,
-                    "owner_alive": alive,
-                }
-            )
-        found.sort(key=lambda d: str(d["timestamp"]), reverse=True)
-        return found
+        return _admin.recoverable_operations(self.store)
 
     # --- backups ----------------------------------------------------------------------------
 
@@ -383,14 +354,6 @@ def _as_state(state: object) -> ProcessState:
         f"state must be a ProcessState (e.g. ProcessState.RUNNING), not {state!r}; one of "
         f"{[s.value for s in ProcessState]}"
     )
-
-
-def _strategy(state: ProcessState, *, has_checkpoint: bool) -> str:
-    if state is ProcessState.FAILED:
-        return "retry"
-    if not has_checkpoint or state is ProcessState.INITIALIZED:
-        return "restart"
-    return "resume"
 
 
 _instance: FailsafeManager | None = None

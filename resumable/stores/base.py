@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from resumable._log import log
@@ -17,7 +18,15 @@ from resumable.errors import CheckpointCorrupt, StoreError
 from resumable.locks import Lock
 from resumable.operation import CheckpointRecord, OperationRecord, ResultRecord
 
-__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_HISTORY", "DEFAULT_LEASE", "Durability", "Store"]
+__all__ = [
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_HISTORY",
+    "DEFAULT_LEASE",
+    "Durability",
+    "Store",
+    "Stored",
+    "Swept",
+]
 
 Durability = Literal["normal", "full"]
 
@@ -49,6 +58,31 @@ def check_lease(lease: object, heartbeat: object = None) -> tuple[float, float]:
             "holder renews its lease before it runs out"
         )
     return lease_s, beat_s
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One stored record, as :meth:`Store.scan_records` finds it (unverified)."""
+
+    #: The operation it belongs to ("" if that cannot be told: an unreadable file).
+    op_id: str
+    #: Which record it is, in words: ``record``, ``checkpoint seq 4``, ``result 'step:x'``.
+    what: str
+    #: The record; None if it could not even be parsed.
+    record: OperationRecord | CheckpointRecord | ResultRecord | None
+
+    def ok(self) -> bool:
+        """Whether the record was parsed, passes its checksum and belongs to ``op_id``."""
+        rec = self.record
+        return rec is not None and rec.op_id == self.op_id and rec.verify()
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """A leftover of a crash that :meth:`Store.sweep` removed (or would remove)."""
+
+    what: str  # e.g. a path relative to the store's root
+    age: float  # seconds since it last changed
 
 
 class Store(ABC):
@@ -206,6 +240,66 @@ class Store(ABC):
             "sqlite:///path.db (one machine) or postgresql://... (many machines) with "
             "shared=True"
         )
+
+    # --- store-wide reads and upkeep (the command line: list, verify, stats, gc) ----------
+    #
+    # Defaults built on the methods above; stores override them where one query does it.
+
+    def stored_op_ids(self) -> list[str]:
+        """Every op id the store holds anything of (record, checkpoints, results, claims).
+
+        Sorted. Includes operations whose record is gone, where the store can find them; the
+        default knows only those with a record.
+        """
+        with self.errors("list operations"):
+            return sorted({op.op_id for op in self.list_operations()})
+
+    def newest_checkpoints(self) -> dict[str, CheckpointRecord]:
+        """The newest stored checkpoint of each operation that has one, unverified, by op id."""
+        found: dict[str, CheckpointRecord] = {}
+        with self.errors("read checkpoints"):
+            for op_id in self.stored_op_ids():
+                newest = next(iter(self.iter_checkpoints(op_id)), None)
+                if newest is not None:
+                    found[op_id] = newest
+        return found
+
+    def record_counts(self, op_id: str | None = None) -> dict[str, int]:
+        """How many ``operations``, ``checkpoints`` and ``results`` are stored.
+
+        Of ``op_id`` only, if given. The default reads every record; stores count instead.
+        """
+        counts = {"operations": 0, "checkpoints": 0, "results": 0}
+        with self.errors("count records"):
+            for one in [op_id] if op_id is not None else self.stored_op_ids():
+                counts["operations"] += self.get_operation(one) is not None
+                counts["checkpoints"] += sum(1 for _ in self.iter_checkpoints(one))
+                counts["results"] += sum(1 for _ in self.iter_results(one, ""))
+        return counts
+
+    def scan_records(self) -> Iterator[Stored]:
+        """Every stored record, unverified, operation by operation (orphans included)."""
+        for op_id in self.stored_op_ids():
+            with self.errors(f"read operation {op_id!r}"):
+                op = self.get_operation(op_id)
+                checkpoints = list(self.iter_checkpoints(op_id))
+            if op is not None:
+                yield Stored(op_id, "record", op)
+            for ckpt in checkpoints:
+                yield Stored(op_id, f"checkpoint seq {ckpt.seq}", ckpt)
+            with self.errors(f"read results of {op_id!r}"):
+                results = list(self.iter_results(op_id, ""))
+            for result in results:
+                yield Stored(op_id, f"result {result.key!r}", result)
+
+    def sweep(self, older_than: float, *, dry_run: bool = False) -> list[Swept]:
+        """Remove leftovers of crashes (temp files) last changed before ``older_than``.
+
+        ``older_than`` is a time in seconds since the epoch. Returns what was removed (with
+        ``dry_run``: what would be). Stores that leave no such files remove nothing.
+        """
+        del older_than, dry_run
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook; most stores hold nothing to close
         """Release connections and handles."""

@@ -40,7 +40,7 @@ from resumable.operation import (
     op_key,
 )
 
-from .base import DEFAULT_HISTORY, Durability, Store
+from .base import DEFAULT_HISTORY, Durability, Store, Stored, Swept
 
 __all__ = ["FileStore"]
 
@@ -316,6 +316,116 @@ class FileStore(Store):
             if self.durability == "full":
                 _fs.fsync_dir(folder.parent)
         return True
+
+    # --- store-wide reads and upkeep (see base.py) --------------------------------------------
+
+    def _folders(self) -> list[Path]:
+        """The operation folders (not temp names), in name order."""
+        with self.errors("list operations"):
+            names = _fs.list_names(self.root / "ops")
+        return [self.root / "ops" / n for n in sorted(names) if _fs.TEMP_MARK not in n]
+
+    @staticmethod
+    def _files(folder: Path) -> list[Path]:
+        """The record files of one operation folder: its record, checkpoints, results."""
+        found = [folder / "operation.json"] if (folder / "operation.json").exists() else []
+        for sub in ("checkpoints", "results"):
+            names = _fs.list_names(folder / sub)
+            found += [folder / sub / n for n in sorted(names) if _fs.TEMP_MARK not in n]
+        return found
+
+    def _parse(self, path: Path) -> OperationRecord | CheckpointRecord | ResultRecord | None:
+        """The record in ``path``; None if it cannot be parsed."""
+        try:
+            doc = self._read(path)
+            if doc is None:
+                return None
+            if path.name == "operation.json":
+                return self._op_from(doc)
+            if path.parent.name == "checkpoints":
+                return self._ckpt_from(doc)
+            return self._result_from(doc)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+
+    def _folder_id(self, folder: Path, records: list[Any]) -> str:
+        """The op id whose key names ``folder``, read from its records ("" if none tells)."""
+        for rec in records:
+            if rec is not None and op_key(rec.op_id) == folder.name:
+                return str(rec.op_id)
+        return ""
+
+    def stored_op_ids(self) -> list[str]:
+        """Every op id with a folder (record or not) that one of its files names, sorted."""
+        ids = []
+        for folder in self._folders():
+            with self.errors(f"read {folder}"):
+                files = self._files(folder)
+                op_id = ""
+                for path in files:  # the record first; parse no more files than needed
+                    op_id = self._folder_id(folder, [self._parse(path)])
+                    if op_id:
+                        ids.append(op_id)
+                        break
+        return sorted(ids)
+
+    def scan_records(self) -> Iterator[Stored]:
+        """Every record file, parsed; an unparsable one comes back with record None."""
+        for folder in self._folders():
+            with self.errors(f"read {folder}"):
+                files = self._files(folder)
+                records = [self._parse(path) for path in files]
+            op_id = self._folder_id(folder, records)
+            for path, rec in zip(files, records, strict=True):
+                where = path.relative_to(self.root)
+                if rec is None:
+                    yield Stored(op_id, f"file {where}", None)
+                elif isinstance(rec, OperationRecord):
+                    yield Stored(op_id, "record", rec)
+                elif isinstance(rec, CheckpointRecord):
+                    yield Stored(op_id, f"checkpoint seq {rec.seq} ({where})", rec)
+                else:
+                    yield Stored(op_id, f"result {rec.key!r} ({where})", rec)
+
+    def record_counts(self, op_id: str | None = None) -> dict[str, int]:
+        """How many record files there are (of ``op_id`` only), counted by name."""
+        folders = [self._dir(op_id)] if op_id is not None else self._folders()
+        counts = {"operations": 0, "checkpoints": 0, "results": 0}
+        with self.errors("count records"):
+            for path in (p for folder in folders for p in self._files(folder)):
+                kind = "operations" if path.name == "operation.json" else path.parent.name
+                counts[kind] += 1
+        return counts
+
+    def sweep(self, older_than: float, *, dry_run: bool = False) -> list[Swept]:
+        """Remove temp files of interrupted writes and folders of interrupted deletes.
+
+        Only those last changed (content or name) before ``older_than``: a live write
+        renames its temp file within moments.
+        """
+        now, swept = time.time(), []
+        ops = self.root / "ops"
+        with self.errors("sweep leftovers"):
+            leftovers = [ops / n for n in _fs.list_names(ops) if _fs.TEMP_MARK in n]
+            for folder in self._folders():
+                for sub in (folder, folder / "checkpoints", folder / "results"):
+                    names = _fs.list_names(sub) if sub.is_dir() else []
+                    leftovers += [sub / n for n in names if _fs.TEMP_MARK in n]
+            for path in leftovers:
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue  # removed meanwhile (its write or delete finished)
+                changed = max(st.st_mtime, st.st_ctime)
+                if changed >= older_than:
+                    continue
+                if not dry_run:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        _fs.remove(path)
+                swept.append(Swept(str(path.relative_to(self.root)), now - changed))
+        return swept
 
     def lock(self, op_id: str) -> Lock:
         """The operation's lock, in ``locks/`` (see :mod:`resumable.locks`)."""

@@ -99,6 +99,12 @@ class MemoryStore(Store):
                 del self._results[key]
         return found
 
+    def stored_op_ids(self) -> list[str]:
+        """Every op id with a record, checkpoints or results, sorted."""
+        with self._guard:
+            ids = {*self._ops, *self._checkpoints, *(op_id for op_id, _ in self._results)}
+        return sorted(ids)
+
     def lock(self, op_id: str) -> Lock:
         """A process-local lock."""
         return ThreadLock(self._scope, op_id)

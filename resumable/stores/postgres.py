@@ -385,6 +385,38 @@ class PostgresStore(Store):
         )
         return (r for r in map(_result_from_row, rows) if r.key.startswith(prefix))
 
+    # --- store-wide reads (see base.py): one query each ------------------------------------
+
+    def stored_op_ids(self) -> list[str]:
+        """Every op id with a record, checkpoints, results or claims, sorted."""
+        with self.errors("list operations"):
+            rows = self._fetch(
+                "SELECT op_id FROM operations UNION SELECT op_id FROM checkpoints "
+                "UNION SELECT op_id FROM results UNION SELECT op_id FROM claims",
+                (),
+            )
+        return sorted(_dec(row[0]) for row in rows)
+
+    def newest_checkpoints(self) -> dict[str, CheckpointRecord]:
+        """The newest stored checkpoint of each operation, unverified, by op id."""
+        with self.errors("read checkpoints"):
+            rows = self._fetch(
+                "SELECT DISTINCT ON (op_id) " + _CKPT_COLUMNS + " FROM checkpoints "
+                "ORDER BY op_id, seq DESC",
+                (),
+            )
+        return {c.op_id: c for c in map(_ckpt_from_row, rows)}
+
+    def record_counts(self, op_id: str | None = None) -> dict[str, int]:
+        """How many operations, checkpoints and results are stored (of ``op_id`` only)."""
+        tables = ("operations", "checkpoints", "results")
+        where = " WHERE op_id = %s" if op_id is not None else ""
+        query = ", ".join(f"(SELECT count(*) FROM {table}{where})" for table in tables)
+        args = (_enc(op_id),) * len(tables) if op_id is not None else ()
+        with self.errors("count records"):
+            (counts,) = self._fetch("SELECT " + query, args)
+        return dict(zip(tables, map(int, counts), strict=True))
+
     # --- writes ---------------------------------------------------------------------------
 
     def _fence(self, op_id: str) -> _Held | None:

@@ -385,6 +385,43 @@ class SQLiteStore(Store):
                 conn.execute("DELETE FROM claims WHERE op_id = ?", key)
         return found > 0
 
+    # --- store-wide reads (see base.py): one query each ------------------------------------
+
+    def stored_op_ids(self) -> list[str]:
+        """Every op id with a record, checkpoints, results or claims, sorted."""
+        with self.errors("list operations"), self._guard:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT op_id FROM operations UNION SELECT op_id FROM checkpoints "
+                    "UNION SELECT op_id FROM results UNION SELECT op_id FROM claims"
+                )
+                .fetchall()
+            )
+        return sorted(_dec(row[0]) for row in rows)
+
+    def newest_checkpoints(self) -> dict[str, CheckpointRecord]:
+        """The newest stored checkpoint of each operation, unverified, by op id."""
+        # SQLite takes the bare columns of an aggregate query from the row that has the max.
+        columns = _CKPT_COLUMNS.replace("seq,", "max(seq),", 1)
+        with self.errors("read checkpoints"), self._guard:
+            rows = (
+                self._connection()
+                .execute(f"SELECT {columns} FROM checkpoints GROUP BY op_id")
+                .fetchall()
+            )
+        return {c.op_id: c for c in map(_ckpt_from_row, rows)}
+
+    def record_counts(self, op_id: str | None = None) -> dict[str, int]:
+        """How many operations, checkpoints and results are stored (of ``op_id`` only)."""
+        tables = ("operations", "checkpoints", "results")
+        where = " WHERE op_id = ?" if op_id is not None else ""
+        query = ", ".join(f"(SELECT count(*) FROM {table}{where})" for table in tables)
+        args = (_enc(op_id),) * len(tables) if op_id is not None else ()
+        with self.errors("count records"), self._guard:
+            counts = self._connection().execute("SELECT " + query, args).fetchone()
+        return dict(zip(tables, map(int, counts), strict=True))
+
     # --- shared operations (see base.py) -----------------------------------------------------
 
     def claim_batches(
