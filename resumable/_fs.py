@@ -3,6 +3,10 @@
 Atomic writes are spelled once here: a temp name (uuid + pid) in the same directory, write,
 flush, fsync when durability asks for it, ``os.replace``, fsync the directory.
 Stores create files owner-only (0600) in owner-only directories (0700).
+
+Tests inject faults here: :data:`_fault`, when set, is called with the name of each
+operation and its path just before the operation runs, and may raise (``EIO``, ``ENOSPC``)
+or end the process (``tests/fault_worker.py``). Only status queries (``stat``) bypass it.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -29,12 +34,17 @@ __all__ = [
     "makedirs",
     "read_bytes",
     "remove",
+    "remove_tree",
     "replace",
     "temp_path",
 ]
 
 #: Temp files carry this in their name; readers skip them and cleanup removes them.
 TEMP_MARK = ".tmp-"
+
+#: The fault-injection hook of the tests: ``(operation, path)`` before each operation. None
+#: (the normal case) costs one global lookup per operation.
+_fault: Callable[[str, Path], None] | None = None
 
 
 def makedirs(path: Path) -> None:
@@ -46,6 +56,8 @@ def makedirs(path: Path) -> None:
             break
         path = path.parent
     for folder in reversed(missing):
+        if _fault is not None:
+            _fault("mkdir", folder)
         with contextlib.suppress(FileExistsError):
             os.mkdir(folder, 0o700)
 
@@ -60,6 +72,8 @@ def _fsync(path: Path, flags: int) -> None:
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in directory ``path`` durable."""
+    if _fault is not None:
+        _fault("fsync_dir", path)
     _fsync(path, os.O_DIRECTORY)
 
 
@@ -72,19 +86,27 @@ def atomic_write(path: Path, data: bytes, *, durable: bool) -> None:
     tmp = temp_path(path)
     fd = -1
     try:  # the open inside: an interrupt right after it must not leak the descriptor
+        if _fault is not None:
+            _fault("create", tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
+            if _fault is not None:
+                _fault("write", tmp)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             if durable:
+                if _fault is not None:
+                    _fault("fsync", tmp)
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if _fault is not None:
+            _fault("replace", path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            remove(tmp)
         raise
     if durable:
         fsync_dir(path.parent)
@@ -92,6 +114,8 @@ def atomic_write(path: Path, data: bytes, *, durable: bool) -> None:
 
 def read_bytes(path: Path) -> bytes:
     """The whole content of ``path``."""
+    if _fault is not None:
+        _fault("read", path)
     with open(path, "rb") as f:
         return f.read()
 
@@ -99,10 +123,19 @@ def read_bytes(path: Path) -> bytes:
 def remove(path: Path, *, missing_ok: bool = True) -> None:
     """Unlink ``path``."""
     try:
+        if _fault is not None:
+            _fault("unlink", path)
         os.unlink(path)
     except FileNotFoundError:
         if not missing_ok:
             raise
+
+
+def remove_tree(path: Path) -> None:
+    """Remove directory ``path`` and everything in it, as far as possible."""
+    if _fault is not None:
+        _fault("rmtree", path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # --- whole files: the backups (resumable/backup.py) -------------------------------------------
@@ -126,6 +159,8 @@ def temp_path(path: Path) -> Path:
 
 def create_new(path: Path) -> None:
     """Create ``path`` empty and owner-only; it must not exist yet."""
+    if _fault is not None:
+        _fault("create", path)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
@@ -146,8 +181,12 @@ def copy_file(
         The status of the open source before and after the copy: if they differ, the source
         changed while it was read and the copy may mix two versions.
     """
+    if _fault is not None:
+        _fault("read", src)
     with open(src, "rb", buffering=0) as fin:
         before = os.fstat(fin.fileno())
+        if _fault is not None:
+            _fault("create", dst)
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -159,9 +198,13 @@ def copy_file(
                     chunk = view[:n]
                     if hasher is not None:
                         hasher.update(chunk)
+                    if _fault is not None:
+                        _fault("write", dst)
                     while chunk:
                         chunk = chunk[os.write(fd, chunk) :]
                 if durable:
+                    if _fault is not None:
+                        _fault("fsync", dst)
                     os.fsync(fd)
             finally:
                 os.close(fd)
@@ -175,6 +218,8 @@ def copy_file(
 def hash_file(path: Path, hasher: Hasher) -> int:
     """Feed the content of ``path`` to ``hasher``; return its size in bytes."""
     size = 0
+    if _fault is not None:
+        _fault("read", path)
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
@@ -186,11 +231,15 @@ def hash_file(path: Path, hasher: Hasher) -> int:
 
 def fsync_file(path: Path) -> None:
     """Flush the content of ``path`` to stable storage."""
+    if _fault is not None:
+        _fault("fsync", path)
     _fsync(path, 0)
 
 
 def replace(src: Path, dst: Path, *, durable: bool) -> None:
     """Rename ``src`` over ``dst`` atomically; with ``durable``, fsync the directory too."""
+    if _fault is not None:
+        _fault("replace", dst)
     os.replace(src, dst)
     if durable:
         fsync_dir(dst.parent)
@@ -203,6 +252,8 @@ def link_or_copy(src: Path, dst: Path) -> None:
     as it was, so the link is a free safety copy.
     """
     try:
+        if _fault is not None:
+            _fault("link", dst)
         os.link(src, dst)
     except OSError:  # no hard links on this file system (or too many): copy instead
         copy_file(src, dst, durable=False, mode=os.stat(src).st_mode & 0o7777)
@@ -211,6 +262,8 @@ def link_or_copy(src: Path, dst: Path) -> None:
 def list_names(path: Path) -> list[str]:
     """The entry names of directory ``path``; none if it does not exist."""
     try:
+        if _fault is not None:
+            _fault("listdir", path)
         return os.listdir(path)
     except FileNotFoundError:
         return []
@@ -224,6 +277,8 @@ def locked(path: Path, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
     another holder conflicts. The lock belongs to this open file description, so it also
     keeps threads of one process apart, and the kernel drops it when the process dies.
     """
+    if _fault is not None:
+        _fault("lock", path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

@@ -20,7 +20,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -162,21 +161,18 @@ class FileStore(Store):
     def list_operations(self) -> Iterator[OperationRecord]:
         """Every readable operation record, unverified, in id order."""
         ops = []
-        for entry in os.scandir(self.root / "ops"):
-            if _fs.TEMP_MARK in entry.name:
+        for name in _fs.list_names(self.root / "ops"):
+            if _fs.TEMP_MARK in name:
                 continue
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                doc = self._read(Path(entry.path) / "operation.json")
+                doc = self._read(self.root / "ops" / name / "operation.json")
                 if doc is not None:
                     ops.append(self._op_from(doc))
         return iter(sorted(ops, key=lambda op: op.op_id))
 
     def _checkpoint_files(self, op_id: str) -> list[Path]:
         folder = self._dir(op_id) / "checkpoints"
-        try:
-            names = os.listdir(folder)  # noqa: PTH208 - names only, no Path objects
-        except FileNotFoundError:
-            return []
+        names = _fs.list_names(folder)
         names = [n for n in names if n.endswith(".json") and _fs.TEMP_MARK not in n]
         return [folder / n for n in sorted(names, reverse=True)]
 
@@ -286,11 +282,7 @@ class FileStore(Store):
     def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
         """Every readable result file of the operation whose key starts with ``prefix``."""
         folder = self._dir(op_id) / "results"
-        try:
-            names = os.listdir(folder)  # noqa: PTH208 - names only
-        except FileNotFoundError:
-            return
-        for name in sorted(names):
+        for name in sorted(_fs.list_names(folder)):
             if _fs.TEMP_MARK in name:
                 continue
             try:
@@ -311,8 +303,8 @@ class FileStore(Store):
                 return False
             # Rename first so a crash mid-delete never leaves a half-deleted operation behind.
             trash = folder.with_name(f"{folder.name}{_fs.TEMP_MARK}deleted.{os.getpid()}")
-            folder.replace(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            _fs.replace(folder, trash, durable=False)
+            _fs.remove_tree(trash)
             if self.durability == "full":
                 _fs.fsync_dir(folder.parent)
         return True
@@ -421,7 +413,7 @@ class FileStore(Store):
                     continue
                 if not dry_run:
                     if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path, ignore_errors=True)
+                        _fs.remove_tree(path)
                     else:
                         _fs.remove(path)
                 swept.append(Swept(str(path.relative_to(self.root)), now - changed))
