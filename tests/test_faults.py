@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -713,3 +713,130 @@ def test_fault_helpers_restore_the_hook(tmp_path: Path) -> None:
     assert _fs._fault is None
     assert not (tmp_path / "x").exists()
     assert os.listdir(tmp_path) == []
+
+
+# --- a full disk: a 1 MiB tmpfs -----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test (needs root; skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(disk)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        if subprocess.run(["umount", str(disk)], timeout=30, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], timeout=30, check=True)
+
+
+def _disk_url(kind: str, disk: Path) -> str:
+    if kind == "file":
+        return f"file://{disk}/store?durability=full"
+    return f"sqlite:///{disk}/state.db?durability=full"
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """A file that takes all but about ``leave`` bytes of the disk's free space."""
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def _files_on(disk: Path) -> dict[str, bytes]:
+    return {k: v for k, v in snapshot(disk).items() if k != "filler"}
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_commit_that_does_not_fit_raises_store_error_and_keeps_the_last_one(
+    small_disk: Path, kind: str
+) -> None:
+    """On a full 1 MiB disk a commit raises StoreError, leaves the previous checkpoint
+    byte-identical and no temp file; once space is freed the next commit succeeds."""
+    store = open_store(_disk_url(kind, small_disk))
+    try:
+        op = OperationRecord.new(OP, "job", ProcessState.RUNNING)
+        store.save(op, _ckpt(1, os.urandom(50_000)))
+        good = store.latest_checkpoint(OP)
+        assert good is not None
+        before = _files_on(small_disk) if kind == "file" else None
+
+        filler = _fill(small_disk, leave=100_000)
+        medium = os.urandom(300_000)
+        with pytest.raises(StoreError, match=r"(?i)space|full"):
+            store.add_checkpoint(_ckpt(2, medium))  # fits the disk, not what is left of it
+        with pytest.raises(StoreError, match=r"(?i)space|full"):
+            store.save(op.to(ProcessState.COMPLETED), _ckpt(2, medium))
+        with pytest.raises(StoreError, match=r"(?i)space|full"):
+            store.add_checkpoint(_ckpt(2, os.urandom(1_500_000)))  # larger than the disk
+
+        for reader in (store, open_store(_disk_url(kind, small_disk))):
+            latest = reader.latest_checkpoint(OP)
+            assert latest is not None
+            assert (latest.seq, latest.payload, latest.checksum) == (1, good.payload, good.checksum)
+            assert reader.load_operation(OP).state is ProcessState.RUNNING  # type: ignore[union-attr]
+            if reader is not store:
+                reader.close()
+        assert temp_files(small_disk) == []
+        if before is not None:
+            assert _files_on(small_disk) == before  # byte-identical, nothing added
+        else:
+            names = {p.name for p in small_disk.iterdir()}
+            assert "state.db-journal" not in names
+
+        filler.unlink()  # space freed: the same commit now succeeds
+        store.save(op.to(ProcessState.COMPLETED), _ckpt(2, medium))
+        latest = store.latest_checkpoint(OP)
+        assert latest is not None and latest.payload == medium
+        assert store.load_operation(OP).state is ProcessState.COMPLETED  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_loop_on_a_full_disk_stops_with_store_error_and_resumes_once_freed(
+    small_disk: Path, kind: str
+) -> None:
+    """A checkpointed loop whose commits stop fitting raises StoreError, loses no
+    acknowledged item, and a re-run after freeing space ends as an uninterrupted run."""
+    url = _disk_url(kind, small_disk)
+    acked = 0
+
+    def run() -> Any:  # each item adds 30 kB of state: the commits soon stop fitting
+        nonlocal acked
+        state = {**uninterrupted(0), "pad": ""}
+        with checkpointed(OP, store=url, state=state, every_seconds=3600) as cp:
+            for x in cp.iterate(range(12)):
+                cp.state.h = fold(cp.state.h, x)
+                cp.state.n += 1
+                cp.state.pad = os.urandom(15_000).hex()
+                cp.commit()
+                acked = x + 1
+        return cp
+
+    store = open_store(url)
+    with checkpointed("other", store=store, state={"n": 0}) as other:
+        other.state.n = 1  # the store exists and is in use before the disk fills
+    filler = _fill(small_disk, leave=150_000)
+    with pytest.raises(StoreError, match=r"(?i)space|full"):
+        run()
+    assert 0 < acked < 12
+    stored = store.latest_checkpoint(OP)
+    assert stored is not None and stored.position >= acked  # nothing acknowledged is lost
+    saved = decode(stored.serializer, stored.payload)
+    assert {k: saved[k] for k in ("h", "n")} == uninterrupted(stored.position)
+    filler.unlink()
+    cp = run()
+    assert {k: cp.state[k] for k in ("h", "n")} == uninterrupted(12)
+    assert temp_files(small_disk) == []
+    store.close()
