@@ -27,6 +27,7 @@ __all__ = [
     "GcItem",
     "Summary",
     "collect_garbage",
+    "describe",
     "iso_time",
     "recoverable_operations",
     "reset_operation",
@@ -145,6 +146,59 @@ def summaries(store: Store, states: Iterable[ProcessState] = ()) -> list[Summary
         if not wanted or summary.state in wanted:
             found.append(summary)
     return found
+
+
+def describe(store: Store, op_id: str) -> dict[str, Any] | None:
+    """Everything about one operation, and its next run's decision; None if it has no record.
+
+    The shape ``resumable show --json`` prints (docs/cli.md).
+
+    Raises:
+        CheckpointCorrupt: the operation record fails its checksum.
+    """
+    from ._explain import explain
+
+    op = store.load_operation(op_id)
+    if op is None:
+        return None
+    decision = explain(store, op_id)
+    with store.errors(f"read checkpoints of {op_id!r}"):
+        checkpoints = [(c, c.op_id == op_id and c.verify()) for c in store.iter_checkpoints(op_id)]
+    good = next((c for c, ok in checkpoints if ok), None)
+    state = _S.COMPLETED if good is not None and good.state is _S.COMPLETED else op.state
+    return {
+        "op_id": op.op_id,
+        "name": op.name,
+        "state": state.value,
+        "record_state": op.state.value,
+        "position": decision.position,
+        "progress": good.progress if good else 0.0,
+        "attempts": op.attempts,
+        "owner": op.owner.to_json() if op.owner else None,
+        "owner_alive": op.owner.is_alive() if op.owner else False,
+        "error": op.error,
+        "created": iso_time(op.created),
+        "updated": iso_time(op.updated),
+        "heartbeat": iso_time(op.heartbeat),
+        "results": store.record_counts(op_id)["results"],
+        "checkpoints": [
+            {
+                "seq": c.seq,
+                "position": c.position,
+                "progress": c.progress,
+                "state": c.state.value,
+                "timestamp": iso_time(c.timestamp),
+                "ok": ok,
+            }
+            for c, ok in checkpoints
+        ],
+        "decision": {
+            "action": decision.action,
+            "reason": decision.reason,
+            "position": decision.position,
+            "corrupt": list(decision.corrupt),
+        },
+    }
 
 
 # --- recovery -----------------------------------------------------------------------------
