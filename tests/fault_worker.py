@@ -5,6 +5,7 @@ the crash-point sweeps end at a chosen file operation.
     python fault_worker.py failsafe DIR OP CRASH_AT
     python fault_worker.py backup BACKUP_DIR SOURCE MAX_BACKUPS CRASH_AT
     python fault_worker.py restore BACKUP_DIR BACKUP_ID DEST CRASH_AT
+    python fault_worker.py rss URL MIB [LIMIT_MIB]
 
 Every file and directory operation of the file store and the backup code goes through
 ``resumable._fs``, which calls ``_fs._fault(operation, path)`` just before it runs. The
@@ -19,6 +20,11 @@ position P returned. With PAUSE_AT it stops (KeyboardInterrupt) at that item ins
 ``failsafe`` saves one FailsafeManager checkpoint (``{"v": 2}``, progress 0.5) and prints
 ``acked ID``. ``backup`` backs up SOURCE and prints ``created ID``. ``restore`` restores a
 backup and prints ``restored``.
+
+``rss`` commits a state holding MIB MiB of bytes once, and prints one JSON line: the state's
+size and the process's resident memory (``VmRSS``) just before the commit and its peak
+(``VmHWM``) after it, in bytes; ``ok`` is false (and ``error`` says why) if it raised. With
+LIMIT_MIB, the commit may use at most that much more address space (``RLIMIT_AS``).
 """
 
 from __future__ import annotations
@@ -126,8 +132,48 @@ def restore(backup_dir: str, backup_id: str, dest: str) -> None:
     print("restored", flush=True)
 
 
+def _status(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(field)
+
+
+def rss(url: str, mib: int, limit: int) -> None:
+    import json
+    import resource
+
+    from resumable import checkpointed
+
+    blob = os.urandom(mib << 20)
+    result: dict[str, object] = {"size": len(blob), "ok": True}
+    with checkpointed(OP_RSS, store=url, state={"blob": b""}, every_seconds=3600) as cp:
+        cp.state.blob = blob
+        del blob
+        result["before"] = _status("VmRSS")
+        if limit:
+            hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+            resource.setrlimit(resource.RLIMIT_AS, (_status("VmSize") + (limit << 20), hard))
+        try:
+            cp.commit()
+        except Exception as exc:  # reported to the test, which judges it
+            result.update(ok=False, error=repr(exc)[:300])
+        result["peak"] = _status("VmHWM")
+        if limit:
+            resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+        print(json.dumps(result), flush=True)
+        os._exit(0)  # measured: skip the exit commit
+
+
+OP_RSS = "rss-job"
+
+
 def main() -> None:
     command, *args = sys.argv[1:]
+    if command == "rss":
+        rss(args[0], int(args[1]), int(args[2]) if len(args) > 2 else 0)
+        return
     crash_at = {"save": 3, "failsafe": 2, "backup": 3, "restore": 3}[command]
     counter = Counter(int(args[crash_at]))
     with injected(counter):
