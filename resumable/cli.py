@@ -283,8 +283,8 @@ def _note(s: _admin.Summary) -> str:
     if not s.record_ok:
         return "record failed its checksum"
     if s.corrupt:
-        used = f"seq {s.checkpoint.seq}" if s.checkpoint else "none good"
-        return f"checkpoint seq {', '.join(map(str, s.corrupt))} corrupt; using {used}"
+        then = f"falls back to seq {s.checkpoint.seq}" if s.checkpoint else "no good one left"
+        return f"checkpoint seq {', '.join(map(str, s.corrupt))} corrupt; {then}"
     if s.op.state in (ProcessState.RUNNING, ProcessState.RECOVERING) and s.state is s.op.state:
         text, alive = _owner(s.op.owner)
         return f"owner {text}" + (": recoverable" if alive is False else "")
