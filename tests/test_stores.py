@@ -99,7 +99,8 @@ def test_checkpoints_newest_first_and_history_kept(store_url: str) -> None:
     store = open_store(store_url, history=3)
     for seq in range(1, 8):
         store.add_checkpoint(ckpt("op", seq, payload=bytes([seq])))
-    kept = list(store.good_checkpoints("op"))
+    kept = list(store.iter_checkpoints("op"))
+    assert all(c.verify() for c in kept)
     assert [c.seq for c in kept] == [7, 6, 5]
     assert kept[0].payload == b"\x07"
     assert store.latest_checkpoint("op") == kept[0]
