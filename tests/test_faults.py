@@ -165,6 +165,7 @@ def _sweep(attempt: Callable[[Counter], None], error: int) -> int:
         counter = Counter(n, error)
         attempt(counter)
         if counter.hit is None:
+            print(f"faults injected: {n - 1}")  # shown by -rP: docs/reliability.md counts
             return n - 1
     pytest.fail(f"still failing operations after {MAX_POINTS}")
 
@@ -400,6 +401,7 @@ def _crash_sweep(
         check(proc, n)
         if proc.returncode == 0:
             assert ops_of(proc) == n - 1
+            print(f"crash points: {n - 1}")  # shown by -rP: docs/reliability.md counts
             return n - 1, 0
     pytest.fail(f"the work never completed within {MAX_POINTS} crash points")
 
@@ -448,6 +450,7 @@ def test_checkpoint_save_killed_at_each_operation_shows_old_or_new_state(tmp_pat
 
     points, _ = _crash_sweep(reset, lambda n: run_worker("save", url, OP, 5, n), check)
     assert points > 30
+    print(f"crashes that left temp files: {leftovers}")
     assert leftovers > 0  # some crashes did leave temp files, which were ignored
 
 
