@@ -6,6 +6,8 @@ the crash-point sweeps end at a chosen file operation.
     python fault_worker.py backup BACKUP_DIR SOURCE MAX_BACKUPS CRASH_AT
     python fault_worker.py restore BACKUP_DIR BACKUP_ID DEST CRASH_AT
     python fault_worker.py rss URL MIB [LIMIT_MIB]
+    python fault_worker.py power URL OP
+    python fault_worker.py append PATH
 
 Every file and directory operation of the file store and the backup code goes through
 ``resumable._fs``, which calls ``_fs._fault(operation, path)`` just before it runs. The
@@ -25,6 +27,12 @@ backup and prints ``restored``.
 size and the process's resident memory (``VmRSS``) just before the commit and its peak
 (``VmHWM``) after it, in bytes; ``ok`` is false (and ``error`` says why) if it raised. With
 LIMIT_MIB, the commit may use at most that much more address space (``RLIMIT_AS``).
+
+``power`` is ``save`` without an end (it resumes where the store says and commits after
+every item, printing ``acked P``) until its file system is shut down under it
+(``tests/test_power.py``); the first failing commit ends it. ``append`` is the control
+without resumable: it appends 4 KiB records numbered 1, 2, ... to PATH with ``write`` and
+``fsync``, printing ``acked N`` after each, until a write or fsync fails.
 """
 
 from __future__ import annotations
@@ -174,6 +182,20 @@ def main() -> None:
     if command == "rss":
         rss(args[0], int(args[1]), int(args[2]) if len(args) > 2 else 0)
         return
+    if command == "append":
+        fd = os.open(args[0], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        n = os.fstat(fd).st_size // 4096
+        with contextlib.suppress(OSError):
+            while True:
+                n += 1
+                os.write(fd, n.to_bytes(8, "little") * 512)
+                os.fsync(fd)
+                print(f"acked {n}", flush=True)
+        os._exit(0)
+    if command == "power":
+        with contextlib.suppress(Exception):  # the shutdown fails every later operation
+            save(args[0], args[1], 10**9, None)
+        os._exit(0)
     crash_at = {"save": 3, "failsafe": 2, "backup": 3, "restore": 3}[command]
     counter = Counter(int(args[crash_at]))
     with injected(counter):
