@@ -62,7 +62,7 @@ def injected(hook: Hook) -> Iterator[None]:
 
 
 class Counter:
-    """A hook that counts operations, and acts at number ``at`` (a ``fail`` of its own).
+    """A hook that counts operations and, at number ``at``, fails it or ends the process.
 
     Args:
         at: the operation (1-based) to act on; 0 never acts.
@@ -73,14 +73,12 @@ class Counter:
     def __init__(self, at: int = 0, error: int | None = None, only: frozenset[str] = frozenset()):
         self.at, self.error, self.only = at, error, only
         self.count = 0
-        self.seen: list[tuple[str, str]] = []
         self.hit: tuple[str, str] | None = None
 
     def __call__(self, op: str, path: Path) -> None:
         if self.only and op not in self.only:
             return
         self.count += 1
-        self.seen.append((op, path.name))
         if self.count != self.at:
             return
         self.hit = (op, str(path))

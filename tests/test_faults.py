@@ -390,10 +390,10 @@ def _crash_sweep(
     reset: Callable[[], None],
     run: Callable[[int], subprocess.CompletedProcess[str]],
     check: Callable[[subprocess.CompletedProcess[str], int], None],
-) -> tuple[int, int]:
+) -> int:
     """For n = 1, 2, ...: reset, run with a crash at operation n, check; until one completes.
 
-    Returns the number of crash points and how many crashes left temp files behind.
+    Returns the number of crash points: the operations of the run that completed.
     """
     for n in range(1, MAX_POINTS):
         reset()
@@ -402,7 +402,7 @@ def _crash_sweep(
         if proc.returncode == 0:
             assert ops_of(proc) == n - 1
             print(f"crash points: {n - 1}")  # shown by -rP: docs/reliability.md counts
-            return n - 1, 0
+            return n - 1
     pytest.fail(f"the work never completed within {MAX_POINTS} crash points")
 
 
@@ -448,7 +448,7 @@ def test_checkpoint_save_killed_at_each_operation_shows_old_or_new_state(tmp_pat
         finally:
             store.close()
 
-    points, _ = _crash_sweep(reset, lambda n: run_worker("save", url, OP, 5, n), check)
+    points = _crash_sweep(reset, lambda n: run_worker("save", url, OP, 5, n), check)
     assert points > 30
     print(f"crashes that left temp files: {leftovers}")
     assert leftovers > 0  # some crashes did leave temp files, which were ignored
@@ -486,7 +486,7 @@ def test_failsafe_save_killed_at_each_operation_shows_old_or_new_checkpoint(
         fresh.store.sweep(time.time() + 1)
         assert temp_files(base) == []
 
-    points, _ = _crash_sweep(reset, lambda n: run_worker("failsafe", base, OP, n), check)
+    points = _crash_sweep(reset, lambda n: run_worker("failsafe", base, OP, n), check)
     assert points >= 8
     assert old_id in seen and len(seen) == 2
 
@@ -527,7 +527,7 @@ def test_backup_killed_at_each_operation_keeps_committed_backups(tmp_path: Path)
         assert len([x for x in names if x.endswith(".bak")]) == len(backups.list())
         assert len(backups.list()) in (2, 3)  # 3: killed before its rotation (see above)
 
-    points, _ = _crash_sweep(reset, lambda n: run_worker("backup", bdir, src, 2, n), check)
+    points = _crash_sweep(reset, lambda n: run_worker("backup", bdir, src, 2, n), check)
     assert points >= 15
     assert states == {2, 3}  # crashes landed before the commit, and between it and rotation
 
@@ -550,7 +550,7 @@ def test_restore_killed_at_each_operation_leaves_old_or_new_file(tmp_path: Path)
         if proc.returncode == 0:
             assert content == new
 
-    points, _ = _crash_sweep(
+    points = _crash_sweep(
         lambda: _fs.atomic_write(dest, old, durable=False),
         lambda n: run_worker("restore", tmp_path / "backups", info.backup_id, dest, n),
         check,
