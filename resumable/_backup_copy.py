@@ -9,6 +9,8 @@ them.
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import xxhash
 from . import _fs
 from ._log import log
 from .errors import ResumableError
+from .operation import Owner
 
 __all__ = ["SQLITE_BUSY_SECONDS", "Copied", "copy_into", "digest", "open_database", "swap_in"]
 
@@ -216,5 +219,29 @@ def swap_in(
     except BaseException:
         _fs.remove(tmp)
         raise
-    if safety is not None:
-        _fs.remove(safety)
+    # Restored. What follows is cleanup: it must not make a restore that happened fail.
+    try:
+        if safety is not None:
+            _fs.remove(safety)
+        _remove_dead_temps(dest)
+    except OSError as exc:
+        log.warning("resumable.backup.cleanup_failed", path=str(dest), error=repr(exc))
+
+
+def _remove_dead_temps(dest: Path) -> None:
+    """Remove the temp copies that restores killed part-way left beside ``dest``.
+
+    They carry their writer's pid (see :func:`_fs.temp_path`); only a dead writer's are
+    removed, so a restore running now in another process keeps its own.
+    """
+    prefixes = (f"{dest.name}{_fs.TEMP_MARK}", f"{dest.name}.pre-restore{_fs.TEMP_MARK}")
+    for name in _fs.list_names(dest.parent):
+        if not name.startswith(prefixes):
+            continue
+        pid = name.rpartition(".")[2]
+        if (
+            pid.isdigit()
+            and int(pid) != os.getpid()
+            and Owner(socket.gethostname(), int(pid), None).is_alive() is False
+        ):
+            _fs.remove(dest.parent / name)

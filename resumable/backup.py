@@ -150,6 +150,7 @@ class Backups:
             same = self._unchanged(source, state, history, database=db is not None)
             if same is not None:
                 log.debug("resumable.backup.unchanged", backup_id=same.backup_id)
+                self._rotate(str(source))  # one that failed after an earlier backup
                 return self._info(same)
             newest = history[0].backup_id if history else None
             backup_id, when = files.new_id(self.dir, source, newest)
@@ -179,6 +180,9 @@ class Backups:
         try:
             files.write(self.dir, m, durable=self.durable)  # the commit point
         except BaseException:
+            # The manifest may be in place already (its directory fsync failed): never leave
+            # a listed backup without its data.
+            _fs.remove(self.dir / f"{backup_id}.json")
             _fs.remove(data)
             raise
         self._remember_good(backup_id, data)

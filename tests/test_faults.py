@@ -370,14 +370,13 @@ def test_restore_failing_at_each_operation_keeps_the_current_file(
                 backups.restore(info.backup_id)
         except (OSError, ValueError):  # ValueError: its manifest could not be read
             assert counter.hit is not None
-            op, path = counter.hit
-            if op == "unlink" and ".pre-restore" in path:  # bug 5: restored, then raised
-                assert dest.read_bytes() == new
-                _fs.remove(Path(path))
-            else:
-                assert dest.read_bytes() == old
+            assert dest.read_bytes() == old
         else:
             assert dest.read_bytes() == new
+            if counter.hit is not None and ".pre-restore" in counter.hit[1]:
+                # A failed safety link was copied instead, or its removal after the swap
+                # failed (logged, not raised): it stays, for a later restore to remove.
+                _fs.remove(Path(counter.hit[1]))
         assert os.listdir(dest.parent) == ["target.bin"]
 
     assert _sweep(attempt, error) >= 8
@@ -400,7 +399,9 @@ def _crash_sweep(
         proc = run(n)
         check(proc, n)
         if proc.returncode == 0:
-            assert ops_of(proc) == n - 1
+            # Fewer when an earlier crash's temp files were there to clean up: those runs
+            # had more crash points, and were swept too.
+            assert ops_of(proc) <= n - 1
             print(f"crash points: {n - 1}")  # shown by -rP: docs/reliability.md counts
             return n - 1
     pytest.fail(f"the work never completed within {MAX_POINTS} crash points")
@@ -562,11 +563,6 @@ def test_restore_killed_at_each_operation_leaves_old_or_new_file(tmp_path: Path)
 # --- known bugs, each with its fix in docs/reliability.md ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 2: a restore killed after copying leaves its temp copy <name>.tmp-* beside "
-    "the destination, and no later restore removes it (fix in _backup_copy.swap_in)",
-)
 def test_restore_temp_copies_are_cleaned_by_the_next_restore(tmp_path: Path) -> None:
     """The temp copy a killed restore left beside the destination is gone after the next."""
     dest = tmp_path / "dest" / "target.bin"
@@ -583,11 +579,6 @@ def test_restore_temp_copies_are_cleaned_by_the_next_restore(tmp_path: Path) -> 
         assert stray == [], f"left by a crash at {n}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 1: FileStore.last_seq lists the checkpoints outside self.errors(), so a "
-    "FailsafeManager save whose listing fails raises a bare OSError, not StoreError",
-)
 def test_failsafe_save_listing_error_is_a_store_error(tmp_path: Path) -> None:
     """An I/O error while a save looks for the newest checkpoint is a StoreError."""
     manager = FailsafeManager(tmp_path / "c", tmp_path / "b")
@@ -597,11 +588,6 @@ def test_failsafe_save_listing_error_is_a_store_error(tmp_path: Path) -> None:
         manager.save_checkpoint(OP, "job", ProcessState.RUNNING, 0.2, {"v": 2})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 3: when the directory fsync after the manifest's rename fails, Backups._create "
-    "removes the copy but leaves the committed manifest: a listed backup with no data",
-)
 def test_backup_whose_manifest_fsync_fails_is_not_left_broken(tmp_path: Path) -> None:
     """A backup whose commit raised is either whole or not listed at all."""
     src = tmp_path / "data.bin"
@@ -613,11 +599,6 @@ def test_backup_whose_manifest_fsync_fails_is_not_left_broken(tmp_path: Path) ->
     assert all(backups.verify(b.backup_id) for b in backups.list())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 4: FileStore.add_checkpoint removes only checkpoint seq-history; one whose "
-    "removal failed or was cut short by a crash is kept forever, beyond max_checkpoints",
-)
 def test_checkpoint_missed_by_rotation_is_removed_by_the_next_save(tmp_path: Path) -> None:
     """A checkpoint whose rotation failed is removed by a later save: history stays bounded."""
     manager = FailsafeManager(tmp_path / "c", tmp_path / "b", max_checkpoints=2)
@@ -630,11 +611,6 @@ def test_checkpoint_missed_by_rotation_is_removed_by_the_next_save(tmp_path: Pat
     assert manager.get_statistics()["checkpoints"]["total"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 5: a restore that swapped the file in raises OSError when removing the safety "
-    "link fails, though the restore happened",
-)
 def test_restore_that_happened_does_not_raise_for_its_cleanup(tmp_path: Path) -> None:
     """Failing to remove the safety link after the swap is logged, not raised."""
     dest = tmp_path / "target.bin"

@@ -178,7 +178,8 @@ class FileStore(Store):
 
     def last_seq(self, op_id: str) -> int:
         """The highest checkpoint seq on disk for ``op_id`` (0 if none), from file names only."""
-        files = self._checkpoint_files(op_id)
+        with self.errors(f"read checkpoints of {op_id!r}"):
+            files = self._checkpoint_files(op_id)
         return int(files[0].stem) if files and files[0].stem.isdigit() else 0
 
     def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
@@ -239,15 +240,18 @@ class FileStore(Store):
     # --- writes ---------------------------------------------------------------------------
 
     def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        """Write the checkpoint's file, then drop the one that fell out of the history."""
+        """Write the checkpoint's file, then drop those that fell out of the history.
+
+        All of them, not only the one this write pushed out: a removal that failed, or a
+        crash between the write and the removal, must not keep a file beyond the history.
+        """
         folder = self._dir(checkpoint.op_id) / "checkpoints"
         with self.errors(f"save a checkpoint of {checkpoint.op_id!r}"):
             self._write(
                 folder / f"{checkpoint.seq:0{_SEQ_WIDTH}d}.json", self._ckpt_doc(checkpoint)
             )
-            old = checkpoint.seq - self.history
-            if old >= 0:
-                _fs.remove(folder / f"{old:0{_SEQ_WIDTH}d}.json")
+            for path in self._checkpoint_files(checkpoint.op_id)[self.history :]:
+                _fs.remove(path)
 
     def save(
         self,
