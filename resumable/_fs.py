@@ -16,7 +16,7 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -77,12 +77,15 @@ def fsync_dir(path: Path) -> None:
     _fsync(path, os.O_DIRECTORY)
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool) -> None:
+def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool) -> None:
     """Replace ``path`` with ``data`` so a reader sees the old file or the new, never a mix.
 
-    With ``durable``, the file and its directory are fsynced, so the write survives power loss.
-    On any failure the temp file is removed and the old file is untouched.
+    ``data`` is bytes, or an iterable of byte chunks written in turn (so a large file is
+    never built whole in memory). With ``durable``, the file and its directory are fsynced,
+    so the write survives power loss. On any failure the temp file is removed and the old
+    file is untouched.
     """
+    chunks = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
     tmp = temp_path(path)
     fd = -1
     try:  # the open inside: an interrupt right after it must not leak the descriptor
@@ -92,9 +95,10 @@ def atomic_write(path: Path, data: bytes, *, durable: bool) -> None:
         try:
             if _fault is not None:
                 _fault("write", tmp)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
             if durable:
                 if _fault is not None:
                     _fault("fsync", tmp)

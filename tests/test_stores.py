@@ -294,6 +294,32 @@ def test_corrupt_operation_record_raises(tmp_path: Path) -> None:
         s.load_operation("op")
 
 
+def test_an_sqlite_store_of_schema_2_is_migrated_with_its_checkpoints(tmp_path: Path) -> None:
+    """Schema 3 moved a checkpoint's payload to the end of its row; old stores keep theirs."""
+    path = tmp_path / "old.db"
+    record = ckpt("op", 4, payload=b"old payload")
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE checkpoints (op_id TEXT NOT NULL, slot INTEGER NOT NULL, "
+            "seq INTEGER NOT NULL, position INTEGER NOT NULL, state TEXT NOT NULL, "
+            "progress REAL NOT NULL, timestamp REAL NOT NULL, serializer TEXT NOT NULL, "
+            "payload BLOB NOT NULL, metadata TEXT, checksum TEXT NOT NULL, "
+            "PRIMARY KEY (op_id, slot))"
+        )
+        conn.execute(
+            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("op", 1, 4, record.position, record.state.value, record.progress,
+             record.timestamp, "pickle", record.payload, None, record.checksum),
+        )  # fmt: skip
+        conn.execute("PRAGMA user_version=2")
+    store = open_store(f"sqlite:///{path}")
+    assert store.latest_checkpoint("op") == record
+    with sqlite3.connect(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")]
+        assert columns[-1] == "payload"
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+
+
 def test_transition_table_is_enforced() -> None:
     """A state change the table forbids raises InvalidTransition naming the allowed ones."""
     op = OperationRecord.new("op", "n", ProcessState.COMPLETED)

@@ -47,9 +47,39 @@ _SEQ_WIDTH = 12
 
 
 def _encode_payload(serializer: str, payload: bytes) -> dict[str, Any]:
+    """The payload fields of a document: readable JSON under ``data``, or raw bytes.
+
+    Raw bytes go under ``payload``; :meth:`FileStore._write` streams them out as base64.
+    """
     if serializer == "json":
         return {"data": json.loads(payload)}
-    return {"data": None, "payload": base64.b64encode(payload).decode("ascii")}
+    return {"data": None, "payload": payload}
+
+
+#: Bytes of payload base64-encoded per chunk: a multiple of 3, so no padding mid-stream.
+_B64_CHUNK = 3 << 20
+
+
+def _json_chunks(doc: dict[str, Any]) -> Iterator[bytes]:
+    """``doc`` as UTF-8 JSON, in chunks: a bytes ``payload`` goes last, as streamed base64.
+
+    A large payload is never held as base64 text, JSON text and UTF-8 bytes at once.
+    """
+    # surrogatepass: op ids made from undecodable file names hold lone surrogates, which
+    # strict UTF-8 refuses and \u-escapes would merge into other characters on reading.
+    payload = doc.get("payload")
+    if not isinstance(payload, bytes):
+        yield json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "surrogatepass"
+        )
+        return
+    rest = {k: v for k, v in doc.items() if k != "payload"}
+    head = json.dumps(rest, ensure_ascii=False, separators=(",", ":"))
+    yield (head[:-1] + ',"payload":"').encode("utf-8", "surrogatepass")
+    view = memoryview(payload)
+    for at in range(0, len(view), _B64_CHUNK):
+        yield base64.b64encode(view[at : at + _B64_CHUNK])
+    yield b'"}'
 
 
 def _decode_payload(serializer: str, doc: dict[str, Any]) -> bytes:
@@ -97,15 +127,11 @@ class FileStore(Store):
         return self.root / "ops" / op_key(op_id)
 
     def _write(self, path: Path, doc: dict[str, Any]) -> None:
-        # surrogatepass: op ids made from undecodable file names hold lone surrogates, which
-        # strict UTF-8 refuses and \u-escapes would merge into other characters on reading.
-        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-        data = text.encode("utf-8", "surrogatepass")
         try:
-            _fs.atomic_write(path, data, durable=self.durability == "full")
+            _fs.atomic_write(path, _json_chunks(doc), durable=self.durability == "full")
         except FileNotFoundError:  # first write into this folder
             _fs.makedirs(path.parent)
-            _fs.atomic_write(path, data, durable=self.durability == "full")
+            _fs.atomic_write(path, _json_chunks(doc), durable=self.durability == "full")
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:

@@ -45,8 +45,9 @@ from .base import (
 
 __all__ = ["SQLiteStore"]
 
-#: 1: operations, checkpoints, results. 2: + claims (shared operations).
-SCHEMA_VERSION = 2
+#: 1: operations, checkpoints, results. 2: + claims (shared operations). 3: a checkpoint's
+#: payload is its row's last column (SQLite writes a large one without building it in memory).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS operations (
 CREATE TABLE IF NOT EXISTS checkpoints (
     op_id TEXT NOT NULL, slot INTEGER NOT NULL, seq INTEGER NOT NULL, position INTEGER NOT NULL,
     state TEXT NOT NULL, progress REAL NOT NULL, timestamp REAL NOT NULL,
-    serializer TEXT NOT NULL, payload BLOB NOT NULL, metadata TEXT, checksum TEXT NOT NULL,
+    serializer TEXT NOT NULL, metadata TEXT, checksum TEXT NOT NULL, payload BLOB NOT NULL,
     PRIMARY KEY (op_id, slot)
 );
 CREATE TABLE IF NOT EXISTS results (
@@ -104,6 +105,13 @@ ON CONFLICT (op_id) DO UPDATE SET
     updated = excluded.updated, error = excluded.error, meta = excluded.meta,
     checksum = excluded.checksum
 """
+
+#: A checkpoint whose payload is larger than this is written through SQLite's incremental
+#: blob I/O in slices, so it is never copied whole by the driver and again by SQLite.
+_BIG_PAYLOAD = 1 << 20
+_UPSERT_CHECKPOINT_SPACE = (
+    _UPSERT_CHECKPOINT.replace("?, ?, ?)", "zeroblob(?), ?, ?)", 1) + " RETURNING rowid"
+)
 
 _OP_COLUMNS = (
     "op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum"
@@ -322,7 +330,12 @@ class SQLiteStore(Store):
         row = self._checkpoint_row(checkpoint)
         try:  # the hot path of every loop commit: no context manager, no message unless needed
             with self._guard:
-                self._connection().execute(_UPSERT_CHECKPOINT, row)
+                conn = self._connection()
+                if len(checkpoint.payload) <= _BIG_PAYLOAD:
+                    conn.execute(_UPSERT_CHECKPOINT, row)
+                else:
+                    with _transaction(conn):
+                        _put_big_checkpoint(conn, row, checkpoint.payload)
         except self.driver_errors as exc:
             raise self.store_error(f"save a checkpoint of {checkpoint.op_id!r}", exc) from exc
 
@@ -343,7 +356,9 @@ class SQLiteStore(Store):
             conn = self._connection()
             with _transaction(conn):
                 conn.execute(_UPSERT_OPERATION, op_row)
-                if checkpoint is not None:
+                if checkpoint is not None and len(checkpoint.payload) > _BIG_PAYLOAD:
+                    _put_big_checkpoint(conn, self._checkpoint_row(checkpoint), checkpoint.payload)
+                elif checkpoint is not None:
                     conn.execute(_UPSERT_CHECKPOINT, self._checkpoint_row(checkpoint))
                 if results:
                     conn.executemany(_UPSERT_RESULT, map(_result_row, results))
@@ -532,9 +547,40 @@ class SQLiteStore(Store):
         return store_lock(self._lock_file, op_id, op_key(op_id))
 
 
+def _put_big_checkpoint(conn: sqlite3.Connection, row: tuple[Any, ...], payload: bytes) -> None:
+    """Upsert a checkpoint row with room for ``payload``, then write it in 1 MiB slices.
+
+    Inside the caller's transaction. The driver binds a blob by copying it, and SQLite
+    builds the row image from that copy: for a 200 MB state, two more copies. Here neither.
+    """
+    i = 8  # the payload's place in the row (see _checkpoint_row)
+    (rowid,) = conn.execute(
+        _UPSERT_CHECKPOINT_SPACE, (*row[:i], len(payload), *row[i + 1 :])
+    ).fetchone()
+    view = memoryview(payload)
+    with conn.blobopen("checkpoints", "payload", rowid) as blob:
+        for at in range(0, len(view), 1 << 20):
+            blob.write(view[at : at + (1 << 20)])
+
+
 def _schema_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     return int(version)
+
+
+def _move_payload_last(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: rebuild ``checkpoints`` with the payload as the last column.
+
+    SQLite writes a zeroblob without materializing it only at the end of a row, and the
+    incremental write of a large checkpoint (:func:`_put_big_checkpoint`) relies on it.
+    """
+    conn.execute("ALTER TABLE checkpoints RENAME TO checkpoints_v2")
+    statement = next(s for s in _SCHEMA.split(";") if "TABLE IF NOT EXISTS checkpoints" in s)
+    conn.execute(statement)
+    columns = "op_id, slot, seq, position, state, progress, timestamp, serializer, metadata, "
+    columns += "checksum, payload"
+    conn.execute(f"INSERT INTO checkpoints ({columns}) SELECT {columns} FROM checkpoints_v2")
+    conn.execute("DROP TABLE checkpoints_v2")
 
 
 def _create_schema(conn: sqlite3.Connection, path: Path, timeout: float) -> None:
@@ -551,6 +597,8 @@ def _create_schema(conn: sqlite3.Connection, path: Path, timeout: float) -> None
                 f"{path} has schema version {found}, written by a newer resumable than this one "
                 f"(which knows version {SCHEMA_VERSION}); upgrade resumable"
             )
+        if 0 < found < 3:
+            _move_payload_last(conn)
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
