@@ -44,7 +44,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RESUMABLE_STORE", raising=False)
     monkeypatch.delenv("RESUMABLE_SECRET", raising=False)
-    previous = resumable.configure(store=None, serializer=None)
+    previous = resumable.configure(store=None, serializer=None, secret=None)
     stores._cache.clear()  # memory:// and cached URLs start empty in every test
     yield
     _close_postgres_stores()
@@ -53,7 +53,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     # structlog.testing.capture_logs leaves structlog "configured"; later tests must see the
     # unconfigured default, where events go to the standard library logger "resumable".
     structlog.reset_defaults()
-    resumable.configure(store=previous.store, serializer=previous.serializer)
+    resumable.configure(
+        store=previous.store, serializer=previous.serializer, secret=previous.secret
+    )
 
 
 def url_for(kind: str, tmp_path: Path, durability: str = "normal") -> str:

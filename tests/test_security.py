@@ -539,12 +539,6 @@ def test_a_bit_flip_in_the_sqlite_file_loads_nothing_wrong(
     assert outcomes["refused"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stores/sqlite.py builds records from rows without catching a malformed value "
-    "(ProcessState(b'...'), _dec(b'...'), json.loads or Owner.from_json of a damaged column), "
-    "so a flipped byte raises a bare ValueError, TypeError or KeyError, not CheckpointCorrupt",
-)
 def test_a_damaged_sqlite_row_is_reported_as_corrupt(tmp_path: Path) -> None:
     """A row whose state column no longer holds text is refused as corrupt, not a bare error."""
     db = tmp_path / "state.db"
@@ -644,12 +638,6 @@ def test_store_and_backup_files_are_owner_only(tmp_path: Path) -> None:
         assert mode == (0o700 if stat.S_ISDIR(kind) else 0o600), path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stores/sqlite.py lets sqlite3.connect create the database (0644 under umask 022) "
-    "and chmods it afterwards; creating it 0600 first (os.open O_CREAT|O_EXCL, 0o600) closes "
-    "the window",
-)
 def test_the_sqlite_database_is_never_readable_by_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

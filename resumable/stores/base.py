@@ -16,7 +16,12 @@ from typing import ClassVar, Literal
 from resumable._log import log
 from resumable.errors import CheckpointCorrupt, StoreError
 from resumable.locks import Lock
-from resumable.operation import CheckpointRecord, OperationRecord, ResultRecord
+from resumable.operation import (
+    CheckpointRecord,
+    OperationRecord,
+    ResultRecord,
+    signature_hint,
+)
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -330,9 +335,10 @@ class Store(ABC):
         with self.errors(f"read operation {op_id!r}"):
             op = self.get_operation(op_id)
         if op is not None and not op.verify():
+            hint = signature_hint(op.checksum)
             raise CheckpointCorrupt(
                 f"{self.url}: the record of operation {op_id!r} failed its checksum; "
-                "reset the operation (resumable reset OP) to start it over"
+                + (hint or "reset the operation (resumable reset OP) to start it over")
             )
         return op
 
@@ -344,10 +350,15 @@ class Store(ABC):
         """
         rec, bad = self.newest_checkpoint(op_id)
         if rec is None and bad:
+            newest = next(iter(self.iter_checkpoints(op_id)), None)
+            hint = signature_hint(newest.checksum) if newest is not None else ""
             raise CheckpointCorrupt(
                 f"{self.url}: every stored checkpoint of {op_id!r} failed its checksum "
-                f"(seqs {list(bad)}); nothing was loaded. Reset the operation to start it "
-                "over, or restore the store from a backup"
+                f"(seqs {list(bad)}); nothing was loaded. "
+                + (
+                    hint
+                    or "Reset the operation to start it over, or restore the store from a backup"
+                )
             )
         if bad and rec is not None:
             log.warning(

@@ -249,8 +249,13 @@ class FileStore(Store):
 
     def get_result(self, op_id: str, key: str) -> ResultRecord | None:
         """The stored result, unverified, or None."""
-        doc = self._read(self._result_path(op_id, key))
-        return None if doc is None else self._result_from(doc)
+        try:
+            doc = self._read(self._result_path(op_id, key))
+            return None if doc is None else self._result_from(doc)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            # Cut short or damaged: a record that fails its checksum, so it counts as missing
+            # (as in iter_results), never as a store that cannot be read.
+            return ResultRecord(op_id, key, "?", b"", 0.0, "damaged")
 
     @staticmethod
     def _result_from(doc: dict[str, Any]) -> ResultRecord:

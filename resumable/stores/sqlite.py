@@ -149,14 +149,28 @@ def _dumps(data: dict[str, Any] | None) -> str | None:
     return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else None
 
 
+#: What building a record from a damaged row raises (a flipped byte can make a column hold a
+#: blob, bad JSON, an unknown state): the record is then one that fails its checksum.
+_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
+def _text(value: object) -> str:
+    return _dec(value) if isinstance(value, str) else repr(value)
+
+
 def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
-    op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum = row
-    return OperationRecord(
-        _dec(op_id), _dec(name), ProcessState(state),
-        Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts, created,
-        updated, None if error is None else _dec(error), json.loads(meta) if meta else {},
-        checksum,
-    )  # fmt: skip
+    try:
+        op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, sums = row
+        return OperationRecord(
+            _dec(op_id), _dec(name), ProcessState(state),
+            Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts,
+            created, updated, None if error is None else _dec(error),
+            json.loads(meta) if meta else {}, sums,
+        )  # fmt: skip
+    except _DAMAGE:
+        return OperationRecord(
+            _text(row[0]), "?", ProcessState.FAILED, None, 0.0, 0, 0.0, 0.0, None, {}, "damaged"
+        )
 
 
 _UPSERT_RESULT = (
@@ -170,16 +184,25 @@ def _result_row(r: ResultRecord) -> tuple[Any, ...]:
 
 
 def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
-    return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
+    try:
+        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
+    except _DAMAGE:
+        return ResultRecord(_text(row[0]), _text(row[1]), "?", b"", 0.0, "damaged")
 
 
 def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
     op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
-    op_id = _dec(op_id)
-    return CheckpointRecord(
-        checkpoint_id(op_id, seq), op_id, seq, position, ProcessState(state), progress, ts, ser,
-        bytes(payload), json.loads(metadata) if metadata else {}, checksum,
-    )  # fmt: skip
+    try:
+        op_id = _dec(op_id)
+        return CheckpointRecord(
+            checkpoint_id(op_id, seq), op_id, seq, position, ProcessState(state), progress, ts,
+            ser, bytes(payload), json.loads(metadata) if metadata else {}, checksum,
+        )  # fmt: skip
+    except _DAMAGE:
+        seq = seq if isinstance(seq, int) else -1
+        return CheckpointRecord(
+            "?", _text(op_id), seq, 0, ProcessState.FAILED, 0.0, 0.0, "?", b"", {}, "damaged"
+        )
 
 
 class SQLiteStore(Store):
@@ -230,6 +253,8 @@ class SQLiteStore(Store):
             # Inherited over fork: never use or close it in the child (SQLite forbids both).
             self._abandoned.append(self._conn)
         _fs.makedirs(self.path.parent)
+        with contextlib.suppress(FileExistsError):  # owner-only from its first instant
+            _fs.create_new(self.path)
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
