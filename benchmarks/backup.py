@@ -148,6 +148,13 @@ def rows_for(times: dict[str, list[float]], size: int, rounds: int) -> list[Row]
     ]
 
 
+def run(quick: bool, directory: Path) -> list[Row]:
+    """Every figure of this script (128 MiB, 3 rounds when quick; else 512 MiB, 7)."""
+    size, rounds = (128 * MIB, 3) if quick else (512 * MIB, 7)
+    times = measure(directory, size, rounds, lambda w: print(f"... {w}", file=sys.stderr))
+    return rows_for(times, size, rounds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="128 MiB, 3 rounds (else 512, 7)")

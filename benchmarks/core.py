@@ -4,7 +4,8 @@ Usage (from the repository root)::
 
     python benchmarks/core.py            # full run, prints a Markdown table
     python benchmarks/core.py --quick    # reduced run, well under 30 seconds
-    python benchmarks/core.py --write    # also rewrites docs/benchmarks.md
+
+``benchmarks/run.py`` runs these with every other group and writes docs/benchmarks.md.
 
 Every figure is compared with its baseline in the same process (or, for import time and
 memory, in subprocesses started by the same run), with the two sides interleaved in rounds,
@@ -570,25 +571,6 @@ Backups (create, re-backup of an unchanged file, restore against `cp`) are measu
 """
 
 
-def render_doc(rows: list[Row], info: dict[str, str], command: str, elapsed: float) -> str:
-    # Sections other scripts write (benchmarks/shared.py) are carried over as they are.
-    kept = _util.sections(_util.REPO / "docs" / "benchmarks.md")
-    return (
-        "# Benchmarks\n\n"
-        "The performance goals of `resumable`, each measured against its baseline in the same "
-        "run by `benchmarks/core.py`. This page is written by the script itself "
-        "(`--write`): do not edit the figures by hand.\n\n"
-        "## Last run\n\n"
-        f"- Date: {_util.now_utc()}\n"
-        f"- Machine: nproc {info['nproc']}, {info['cpu']}, {info['os']}\n"
-        f"- Python: {info['python']}, SQLite {info['sqlite']}\n"
-        f"- Temporary store directory on: {info['fs']}\n"
-        f"- Command (from the repository root): `{command}` ({elapsed:.0f} s)\n\n"
-        f"{_util.table(rows)}\n\n"
-        f"{METHOD}" + (f"\n{kept}\n" if kept else "")
-    )
-
-
 def run_all(plan: Plan, directory: Path, progress: Callable[[str], None]) -> list[Row]:
     rows: list[Row] = []
     progress("cp.iterate overhead")
@@ -618,7 +600,6 @@ def run_all(plan: Plan, directory: Path, progress: Callable[[str], None]) -> lis
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run (< 30 s)")
-    parser.add_argument("--write", action="store_true", help="rewrite docs/benchmarks.md")
     parser.add_argument("--dir", help="where to create the temporary stores (default: $TMPDIR)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -639,10 +620,6 @@ def main(argv: list[str] | None = None) -> int:
         f"nproc {info['nproc']}, {info['python']}, SQLite {info['sqlite']}, store on {fs}; "
         f"`{command}` took {elapsed:.1f} s"
     )
-    if args.write:
-        doc = _util.REPO / "docs" / "benchmarks.md"
-        doc.write_text(render_doc(rows, info, command, elapsed), encoding="utf-8")
-        print(f"wrote {doc.relative_to(_util.REPO)}")
     hard = [r.figure for r in rows if r.hard_fail]
     for figure in hard:
         print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)

@@ -140,6 +140,26 @@ def bench_add_checkpoint(url: str, samples: int, *, fenced: bool) -> Row:
     )
 
 
+def run(quick: bool, url: str | None = None) -> list[Row]:
+    """Both commit figures; none (with a note) if no server answers outside CI."""
+    url = url or os.environ.get("RESUMABLE_TEST_POSTGRES") or DEFAULT_URL
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=3).close()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise SystemExit(f"CI: the PostgreSQL server at {url} does not answer: {exc}") from exc
+        print(f"... PostgreSQL rows skipped: {exc}", file=sys.stderr)
+        return []
+    samples = 1000 if quick else 10_000
+    rows = []
+    for fenced in (True, False):
+        print(f"... add_checkpoint, fenced={fenced}", file=sys.stderr)
+        rows.append(bench_add_checkpoint(url, samples, fenced=fenced))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run (a few seconds)")
@@ -150,12 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--write", action="store_true", help="put the figures in docs/")
     args = parser.parse_args(argv)
-    samples = 1000 if args.quick else 10_000
     started = time.perf_counter()
-    rows = []
-    for fenced in (True, False):
-        print(f"... add_checkpoint, fenced={fenced}", file=sys.stderr)
-        rows.append(bench_add_checkpoint(args.url, samples, fenced=fenced))
+    rows = run(args.quick, args.url)
     elapsed = time.perf_counter() - started
     import psycopg
 
@@ -169,14 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     print(_util.table(rows))
     print()
     print(summary)
-    if args.write:
+    if args.write:  # docs/benchmarks.md is benchmarks/run.py's
         text = f"Last run: {_util.now_utc()}, {summary}.\n\n{_util.table(rows)}\n"
-        docs = _util.REPO / "docs"
-        _util.replace_section(
-            docs / "benchmarks.md", "postgres",
-            "## PostgreSQL commit (`benchmarks/postgres.py`)\n\n" + text,
-        )  # fmt: skip
-        _util.replace_section(docs / "scaling.md", "postgres", text)
+        _util.replace_section(_util.REPO / "docs" / "scaling.md", "postgres", text)
     hard = [r.figure for r in rows if r.hard_fail]
     for figure in hard:
         print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)

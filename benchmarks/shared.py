@@ -223,6 +223,30 @@ def drop_schema(url: str, schema: str) -> None:
 SECTION = "shared"
 
 
+def run(quick: bool, directory: Path) -> list[Row]:
+    """Every figure of this script, on SQLite and (when the server answers) PostgreSQL."""
+    plan = QUICK if quick else FULL
+    rows: list[Row] = []
+    sqlite = f"sqlite:///{directory}/state.db?lease={LEASE:g}&heartbeat={LEASE / 4:g}"
+    print("... SQLite: throughput", file=sys.stderr)
+    rows.append(bench_throughput("SQLite", sqlite, plan, directory))
+    for how in ("kill", "stop"):
+        print(f"... SQLite: takeover ({how})", file=sys.stderr)
+        rows.append(bench_takeover("SQLite", sqlite, plan, directory, how))
+    base = postgres_url()
+    if base is not None:
+        url, schema = fresh_schema(base)
+        try:
+            print("... PostgreSQL: throughput", file=sys.stderr)
+            rows.append(bench_throughput("PostgreSQL", url, plan, directory))
+            for how in ("kill", "stop"):
+                print(f"... PostgreSQL: takeover ({how})", file=sys.stderr)
+                rows.append(bench_takeover("PostgreSQL", url, plan, directory, how))
+        finally:
+            drop_schema(base, schema)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -231,28 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a reduced run (what CI runs)")
     parser.add_argument("--write", action="store_true", help="rewrite the figures in docs/")
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
     began = time.perf_counter()
     directory = Path(tempfile.mkdtemp(prefix="resumable-shared-"))
-    rows: list[Row] = []
     try:
-        sqlite = f"sqlite:///{directory}/state.db?lease={LEASE:g}&heartbeat={LEASE / 4:g}"
-        print("... SQLite: throughput", file=sys.stderr)
-        rows.append(bench_throughput("SQLite", sqlite, plan, directory))
-        for how in ("kill", "stop"):
-            print(f"... SQLite: takeover ({how})", file=sys.stderr)
-            rows.append(bench_takeover("SQLite", sqlite, plan, directory, how))
-        base = postgres_url()
-        if base is not None:
-            url, schema = fresh_schema(base)
-            try:
-                print("... PostgreSQL: throughput", file=sys.stderr)
-                rows.append(bench_throughput("PostgreSQL", url, plan, directory))
-                for how in ("kill", "stop"):
-                    print(f"... PostgreSQL: takeover ({how})", file=sys.stderr)
-                    rows.append(bench_takeover("PostgreSQL", url, plan, directory, how))
-            finally:
-                drop_schema(base, schema)
+        rows = run(args.quick, directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     elapsed = time.perf_counter() - began
@@ -260,18 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     table = _util.table(rows)
     print(table)
     print(f"\n`{command}` took {elapsed:.1f} s")
-    if args.write:
+    if args.write:  # docs/benchmarks.md is benchmarks/run.py's
         info = _util.machine()
         text = (
             f"Last run: {_util.now_utc()}, nproc {info['nproc']}, {info['python']}; "
             f"command (from the repository root): `{command}` ({elapsed:.0f} s).\n\n{table}\n"
         )
-        docs = _util.REPO / "docs"
-        _util.replace_section(
-            docs / "benchmarks.md", SECTION,
-            "## Shared operations (`benchmarks/shared.py`)\n\n" + text,
-        )  # fmt: skip
-        _util.replace_section(docs / "scaling.md", SECTION, text)
+        _util.replace_section(_util.REPO / "docs" / "scaling.md", SECTION, text)
     hard = [r.figure for r in rows if r.hard_fail]
     for figure in hard:
         print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)

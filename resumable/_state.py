@@ -23,6 +23,7 @@ __all__ = ["State"]
 
 _MISSING: Any = object()
 _ITEM: Any = object()  # the undo log's key for the position its entries belong to
+_get = object.__getattribute__
 
 
 class _Position(Protocol):
@@ -45,10 +46,10 @@ class State(MutableMapping[str, Any]):
     # attribute access: a field wins over a mapping method of the same name (`items`, `keys`)
     def __getattribute__(self, name: str) -> Any:
         if name[0] != "_":
-            data = object.__getattribute__(self, "_data")
+            data = _get(self, "_data")
             if name in data:
                 return data[name]
-        return object.__getattribute__(self, name)
+        return _get(self, name)
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(
@@ -56,8 +57,6 @@ class State(MutableMapping[str, Any]):
             "give it a value first, e.g. in checkpointed(state={...})"
         )
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
 
     def __delattr__(self, name: str) -> None:
         try:
@@ -67,12 +66,23 @@ class State(MutableMapping[str, Any]):
 
     # mapping access
     def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+        return _get(self, "_data")[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        data = self._data
-        self._record(key, data.get(key, _MISSING))
+        # The hot path of a loop body (`cp.state.total += x`): everything inline, and the
+        # slots read with object.__getattribute__, not through the override above.
+        data = _get(self, "_data")
+        at = _get(self, "_at")
+        if at is not None:
+            undo, position = _get(self, "_undo"), at._position
+            if undo.get(_ITEM, position) != position:
+                undo.clear()  # left over from an item that has finished since
+            if key not in undo:
+                undo[key] = data.get(key, _MISSING)
+                undo[_ITEM] = position
         data[key] = value
+
+    __setattr__ = __setitem__
 
     def __delitem__(self, key: str) -> None:
         data = self._data

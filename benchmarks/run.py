@@ -1,0 +1,219 @@
+"""Every benchmark of ``resumable``, side by side with its baseline, in one command.
+
+    python benchmarks/run.py              # the full run (several minutes)
+    python benchmarks/run.py --quick      # the reduced run CI does (about two minutes)
+    python benchmarks/run.py --write      # also rewrites docs/benchmarks.md and its charts
+    python benchmarks/run.py --only core peers   # some groups only
+
+Groups: ``core`` (loop overhead, commits, resume, memory, import, ``cp.map``,
+FailsafeManager, ``@resumable`` against joblib.Memory and diskcache), ``peers`` (a
+hand-written checkpoint loop, a raw atomic file write, DBOS), ``scaling`` (resume and list
+as operations and items grow), ``backup`` (against ``cp``), ``postgres`` (a commit against
+a raw psycopg upsert), ``shared`` (several processes on one operation; takeover), ``cli``
+(``resumable list`` over 10,000 operations). Every figure runs both sides in this process (or
+in subprocesses it starts), interleaved, and is reported as a ratio, because the machine is
+noisy. The exit code is 1 if a gated goal is missed by more than 2x: a regression fails, noise
+does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import _util
+from _util import Row
+
+DOC = _util.REPO / "docs" / "benchmarks.md"
+IMAGES = _util.REPO / "docs" / "img"
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    title: str
+    measure: Callable[[bool, Path], list[Row]]
+
+
+def _core(quick: bool, directory: Path) -> list[Row]:
+    import core
+
+    plan = core.QUICK if quick else core.FULL
+    return core.run_all(plan, directory, lambda w: print(f"... {w}", file=sys.stderr))
+
+
+def _peers(quick: bool, directory: Path) -> list[Row]:
+    import peers
+
+    return peers.run(directory, quick)
+
+
+_SCALING: dict[str, dict[int, float]] = {}
+
+
+def _scaling(quick: bool, directory: Path) -> list[Row]:
+    import scaling
+
+    series = scaling.measure(directory, quick)
+    _SCALING.update(series)
+    return scaling.rows_for(series)
+
+
+def _backup(quick: bool, directory: Path) -> list[Row]:
+    import backup
+
+    return backup.run(quick, directory)
+
+
+def _postgres(quick: bool, directory: Path) -> list[Row]:
+    import postgres
+
+    return postgres.run(quick)
+
+
+def _shared(quick: bool, directory: Path) -> list[Row]:
+    import shared
+
+    return shared.run(quick, directory)
+
+
+def _cli(quick: bool, directory: Path) -> list[Row]:
+    import cli
+
+    if not cli.SCRIPT.exists():
+        raise SystemExit(f"no console script at {cli.SCRIPT}: pip install -e . first")
+    plan = cli.QUICK if quick else cli.FULL
+    return cli.measure(plan, directory, lambda w: print(f"... {w}", file=sys.stderr))
+
+
+GROUPS = (
+    Group("core", "Core: loops, commits, resume, calls", _core),
+    Group("peers", "Against what a user would write by hand", _peers),
+    Group("scaling", "Scaling with operations and items", _scaling),
+    Group("backup", "Backups against cp", _backup),
+    Group("postgres", "PostgreSQL commit", _postgres),
+    Group("shared", "Shared operations", _shared),
+    Group("cli", "The command line", _cli),
+)
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def chart(group: Group, rows: list[Row]) -> str | None:
+    """A PNG of the group's figures against their goals; its path under docs/ (or None)."""
+    try:
+        import matplotlib as mpl
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    IMAGES.mkdir(exist_ok=True)
+    path = IMAGES / f"bench-{group.name}.png"
+    if group.name == "scaling" and _SCALING:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for name, points in _SCALING.items():
+            sizes = sorted(points)
+            ax.plot(sizes, [points[n] * 1e6 for n in sizes], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("N (operations, or items)")
+        ax.set_ylabel("microseconds")
+        ax.legend(fontsize=7)
+    else:
+        shown = [r for r in rows if r.limit > 0 and r.value > 0 and r.measured != "skipped"]
+        if not shown:
+            return None
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.2))
+        ratios = [r.value / r.limit for r in shown]
+        colours = [
+            "tab:green" if q <= 1 else ("tab:orange" if not r.gated else "tab:red")
+            for q, r in zip(ratios, shown, strict=True)
+        ]
+        labels = [r.figure if len(r.figure) <= 60 else r.figure[:57] + "..." for r in shown]
+        ax.barh(labels, ratios, color=colours)
+        ax.axvline(1.0, color="black", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("measured / goal (left of the line: goal met)")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(group.title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path.relative_to(DOC.parent))
+
+
+def render(results: list[tuple[Group, list[Row], float]], command: str, elapsed: float) -> str:
+    import core
+
+    info = _util.machine()
+    parts = [
+        "# Benchmarks\n\n"
+        "Every performance goal of `resumable`, each measured against its baseline in the same "
+        "run, as a ratio: the machines are noisy, and both sides move alike. This page is "
+        "written by `benchmarks/run.py --write`: do not edit the figures by hand. A gated goal "
+        "missed by more than 2x fails the run (CI runs `--quick`); rows marked *known* or "
+        "*reported* are not gated, and the notes below say why.\n\n"
+        "## Last run\n\n"
+        f"- Date: {_util.now_utc()}\n"
+        f"- Machine: nproc {info['nproc']}, {info['cpu']}, {info['os']}\n"
+        f"- Python: {info['python']}, SQLite {info['sqlite']}\n"
+        f"- Command (from the repository root): `{command}` ({elapsed:.0f} s)\n"
+    ]
+    for group, rows, seconds in results:
+        parts.append(f"\n## {group.title}\n\n")
+        image = chart(group, rows)
+        if image is not None:
+            parts.append(f"![{group.title}]({image})\n\n")
+        if rows:
+            parts.append(_util.table(rows) + "\n")
+        else:
+            parts.append("Not measured in this run (see the command's output).\n")
+        parts.append(f"\n`{group.name}`: {seconds:.0f} s.\n")
+    parts.append("\n" + core.METHOD)
+    return "".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the reduced run CI does")
+    parser.add_argument("--write", action="store_true", help="rewrite docs/benchmarks.md")
+    parser.add_argument("--only", nargs="+", choices=[g.name for g in GROUPS], metavar="GROUP")
+    args = parser.parse_args(argv)
+    groups = [g for g in GROUPS if not args.only or g.name in args.only]
+    if args.write and args.only:
+        parser.error("--write rewrites the whole page: run every group (no --only)")
+    began = time.perf_counter()
+    results: list[tuple[Group, list[Row], float]] = []
+    for group in groups:
+        print(f"== {group.name}", file=sys.stderr)
+        directory = Path(tempfile.mkdtemp(prefix=f"resumable-bench-{group.name}-"))
+        started = time.perf_counter()
+        try:
+            rows = group.measure(args.quick, directory)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        results.append((group, rows, time.perf_counter() - started))
+        print(_util.table(rows) if rows else "(no rows)", flush=True)
+    elapsed = time.perf_counter() - began
+    command = _util.command_line()
+    print(f"\n`{command}` took {elapsed:.0f} s")
+    if args.write:
+        DOC.write_text(render(results, command, elapsed), encoding="utf-8")
+        print(f"wrote {DOC.relative_to(_util.REPO)} and its charts in docs/img/")
+    hard = [r.figure for _, rows, _ in results for r in rows if r.hard_fail]
+    for figure in hard:
+        print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)
+    return 1 if hard else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
