@@ -1,13 +1,19 @@
-"""The examples run, and the quickstart demo resumes after a real Ctrl-C."""
+"""The examples run, and resume after a real Ctrl-C or SIGKILL with the same outcome."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from contextlib import closing
 from pathlib import Path
+
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -63,3 +69,108 @@ def test_shared_workers_split_the_job_and_each_returns_every_result(tmp_path: Pa
     assert sum(1 for line in lines if line.endswith("hashed here")) == 3
     assert all(" 240 results," in line for line in lines if line.startswith("participant"))
     assert "all 240 files hashed once, by" in done.stdout
+
+
+# --- every example, and the kill-and-re-run of some ---------------------------------------
+
+ALL = sorted(path.name for path in EXAMPLES.glob("*.py"))
+#: Examples whose last line is the same on every run (a re-run finds the work done).
+SAME_LAST_LINE = {
+    "api_crawl.py", "etl.py", "failsafe_walkthrough.py", "notebook.py", "parallel_map.py",
+    "photo_batch.py", "quickstart.py",
+}  # fmt: skip
+DEADLINE = 30.0  # seconds a test waits for a subprocess before it fails
+
+
+def last_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("example", ALL)
+def test_example_runs_in_an_empty_directory(example: str, tmp_path: Path) -> None:
+    """Every example exits 0 in an empty directory, as CI runs it; run again, it ends the same."""
+    first = last_line(run([str(EXAMPLES / example)], tmp_path))
+    if example in SAME_LAST_LINE:
+        assert last_line(run([str(EXAMPLES / example)], tmp_path)) == first
+
+
+def start(example: str, cwd: Path) -> subprocess.Popen[str]:
+    """Start an example; it is killed after DEADLINE seconds whatever happens."""
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / example)],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    watchdog = threading.Timer(DEADLINE, proc.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    return proc
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    assert proc.poll() is None, "the example finished before it could be killed mid-way"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_photo_batch_resumes_after_sigkill(tmp_path: Path) -> None:
+    """Killed after a dozen thumbnails and run again, the batch resumes and ends the same."""
+    (tmp_path / "a").mkdir()
+    uninterrupted = last_line(run([str(EXAMPLES / "photo_batch.py")], tmp_path / "a"))
+    assert uninterrupted.startswith("Done: 48 thumbnails")
+
+    work = tmp_path / "b"
+    work.mkdir()
+    proc = start("photo_batch.py", work)
+    thumbs = work / "thumbnails"
+    deadline = time.monotonic() + DEADLINE
+    # 12 thumbnails written: the first 10 photos are committed (it commits every 5).
+    while not (thumbs.is_dir() and len(list(thumbs.iterdir())) >= 12):
+        assert proc.poll() is None and time.monotonic() < deadline, "no progress to kill"
+        time.sleep(0.005)
+    kill(proc)
+
+    again = run([str(EXAMPLES / "photo_batch.py")], work)
+    assert again.stdout.startswith("Resuming at photo ")
+    assert last_line(again) == uninterrupted
+    assert len(list(thumbs.iterdir())) == 48
+
+
+@pytest.mark.slow
+def test_etl_resumes_after_sigkill_and_loads_each_row_once(tmp_path: Path) -> None:
+    """Killed mid-load and run again, the ETL ends the same, with every order loaded once."""
+    (tmp_path / "a").mkdir()
+    uninterrupted = last_line(run([str(EXAMPLES / "etl.py")], tmp_path / "a"))
+    assert uninterrupted.startswith("Loaded 600 orders (600 counted by the job)")
+
+    work = tmp_path / "b"
+    work.mkdir()
+    proc = start("etl.py", work)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # ends if the watchdog kills it
+        if line.startswith("batch 8/"):
+            break
+    else:
+        raise AssertionError("the ETL ended before loading 8 batches")
+    kill(proc)
+
+    again = run([str(EXAMPLES / "etl.py")], work)
+    assert again.stdout.startswith("Resuming at batch ")
+    assert last_line(again) == uninterrupted
+    with closing(sqlite3.connect(work / "warehouse.db")) as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM orders ORDER BY id")]
+    assert ids == list(range(1, 601))
+
+
+def test_api_crawl_sets_aside_missing_records_and_retries_only_those(tmp_path: Path) -> None:
+    """The crawl sets the 404s aside; the next run asks for those only, and ends the same."""
+    first = run([str(EXAMPLES / "api_crawl.py")], tmp_path)
+    assert last_line(first) == (
+        "Fetched 116 of 120 records; set aside for the next run: [29, 58, 87, 116]."
+    )
+    again = run([str(EXAMPLES / "api_crawl.py")], tmp_path)
+    assert again.stdout.startswith("Resuming: only the records not fetched before")
+    assert last_line(again) == last_line(first)
