@@ -57,7 +57,6 @@ class State(MutableMapping[str, Any]):
             "give it a value first, e.g. in checkpointed(state={...})"
         )
 
-
     def __delattr__(self, name: str) -> None:
         try:
             del self[name]
