@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 from . import serializers
 from ._explain import decide
@@ -605,6 +605,34 @@ class Checkpoint:
 
     # --- parallel maps ---------------------------------------------------------------------
 
+    @overload
+    def map(
+        self,
+        fn: Callable[[T], R],
+        iterable: Iterable[T],
+        *,
+        key: Callable[[T], Any] | None = None,
+        executor: Executor | None = None,
+        workers: int | None = None,
+        retry: RetrySpec = None,
+        on_error: Literal["raise"] = "raise",
+        progress: ProgressSpec = False,
+    ) -> list[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T], R],
+        iterable: Iterable[T],
+        *,
+        key: Callable[[T], Any] | None = None,
+        executor: Executor | None = None,
+        workers: int | None = None,
+        retry: RetrySpec = None,
+        on_error: Literal["skip"],
+        progress: ProgressSpec = False,
+    ) -> list[R | BaseException]: ...
+
     def map(
         self,
         fn: Callable[[T], R],
@@ -616,7 +644,7 @@ class Checkpoint:
         retry: RetrySpec = None,
         on_error: str = "raise",
         progress: ProgressSpec = False,
-    ) -> list[R]:
+    ) -> list[R] | list[R | BaseException]:
         """Apply ``fn`` to every item, in parallel, recording each item's result as it finishes.
 
         A re-run (after a crash, or a failure) runs only the items whose result was not
