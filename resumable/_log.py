@@ -30,8 +30,12 @@ class _LazyLogger:
     def wants(self, level: int) -> bool:
         """Whether an event at ``level`` could go anywhere (skip building costly fields)."""
         structlog = sys.modules.get("structlog")
-        if structlog is not None and structlog.is_configured():
-            return True
+        if structlog is not None:
+            # Another thread may be importing it right now: a partly initialized module has
+            # no is_configured yet, and then it cannot have been configured either.
+            is_configured = getattr(structlog, "is_configured", None)
+            if is_configured is not None and is_configured():
+                return True
         return self._std.isEnabledFor(level)
 
     def _emit(self, level: int, event: str, kw: dict[str, Any]) -> None:

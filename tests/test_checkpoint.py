@@ -538,3 +538,17 @@ def test_map_progress_reports_done_and_skipped(capsys: pytest.CaptureFixture[str
     with checkpointed("mp2", store="memory://") as cp:
         cp.map(lambda x: x, range(30), workers=2, progress=True)
     assert "30/30" in capsys.readouterr().err
+
+
+def test_logging_while_another_thread_is_still_importing_structlog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partly initialized structlog (another thread mid-import) is not a crash of the item."""
+    import logging
+    import sys
+    import types
+
+    from resumable._log import log
+
+    monkeypatch.setitem(sys.modules, "structlog", types.ModuleType("structlog"))
+    assert log.wants(logging.DEBUG) is False  # not configured, and the stdlib logger is quiet
