@@ -94,9 +94,11 @@ def _cli(quick: bool, directory: Path) -> list[Row]:
 
 GROUPS = (
     Group("core", "Core: loops, commits, resume, calls", _core),
+    # Before the groups that write hundreds of MB to the disk: its cp baseline and the
+    # copies are timed best when no other writeback is pending.
+    Group("backup", "Backups against cp", _backup),
     Group("peers", "Against what a user would write by hand", _peers),
     Group("scaling", "Scaling with operations and items", _scaling),
-    Group("backup", "Backups against cp", _backup),
     Group("postgres", "PostgreSQL commit", _postgres),
     Group("shared", "Shared operations", _shared),
     Group("cli", "The command line", _cli),

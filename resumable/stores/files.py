@@ -271,18 +271,22 @@ class FileStore(Store):
     # --- writes ---------------------------------------------------------------------------
 
     def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        """Write the checkpoint's file, then drop those that fell out of the history.
+        """Write the checkpoint's file, then drop the one that fell out of the history.
 
-        All of them, not only the one this write pushed out: a removal that failed, or a
-        crash between the write and the removal, must not keep a file beyond the history.
+        Every ``history``-th write lists the folder and drops *all* files beyond the history:
+        a removal that failed, or a crash between a write and its removal, keeps a file only
+        until then, and the other writes cost no listing.
         """
         folder = self._dir(checkpoint.op_id) / "checkpoints"
         with self.errors(f"save a checkpoint of {checkpoint.op_id!r}"):
             self._write(
                 folder / f"{checkpoint.seq:0{_SEQ_WIDTH}d}.json", self._ckpt_doc(checkpoint)
             )
-            for path in self._checkpoint_files(checkpoint.op_id)[self.history :]:
-                _fs.remove(path)
+            if checkpoint.seq % self.history == 0:
+                for path in self._checkpoint_files(checkpoint.op_id)[self.history :]:
+                    _fs.remove(path)
+            elif (old := checkpoint.seq - self.history) >= 0:
+                _fs.remove(folder / f"{old:0{_SEQ_WIDTH}d}.json")
 
     def save(
         self,
