@@ -19,6 +19,7 @@ does not.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[tuple[Group, list[Row], float]] = []
     for group in groups:
         print(f"== {group.name}", file=sys.stderr)
+        os.sync()  # no writeback left over from the group before slows this one's writes
         directory = Path(tempfile.mkdtemp(prefix=f"resumable-bench-{group.name}-"))
         started = time.perf_counter()
         try:
