@@ -140,7 +140,11 @@ def chart(group: Group, rows: list[Row]) -> str | None:
             "tab:green" if q <= 1 else ("tab:orange" if not r.gated else "tab:red")
             for q, r in zip(ratios, shown, strict=True)
         ]
-        labels = [r.figure if len(r.figure) <= 60 else r.figure[:57] + "..." for r in shown]
+        # Numbered: two figures whose names start alike must not share one bar.
+        labels = [
+            f"{i}. " + (r.figure if len(r.figure) <= 56 else r.figure[:53] + "...")
+            for i, r in enumerate(shown, 1)
+        ]
         ax.barh(labels, ratios, color=colours)
         ax.axvline(1.0, color="black", linewidth=1)
         ax.set_xscale("log")
