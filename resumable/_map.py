@@ -265,8 +265,8 @@ def _executor_width(executor: Executor) -> int:
     return os.cpu_count() or 1
 
 
-class _MapRun:
-    """One execution of the items a map still has to run."""
+class MapItems:
+    """What every way of running a map shares: its items, their record keys, the results."""
 
     def __init__(  # noqa: PLR0917 - private, called once by run_map
         self, cp: Checkpoint, number: int, items: list[Any], results: list[Any],
@@ -277,13 +277,33 @@ class _MapRun:
         self.number, self.prefix = number, f"map{number}:"
         self.items, self.results, self.texts, self.users = items, results, texts, users
         self.raising = raising  # on_error="raise"
+        self.failures = 0
+        self.reporter: Reporter | None = None
+
+    def _key(self, slot: int) -> str:
+        """The record key of the item in ``slot``."""
+        return self.prefix + (str(slot) if self.texts is None else self.texts[slot])
+
+    def _failure_record(self, slot: int, exc: BaseException) -> ResultRecord:
+        """on_error="skip": count the failure, note it in ``cp.failed``; its record."""
+        self.failures += 1
+        user = slot if self.users is None else self.users[slot]
+        return set_aside(self.cp, self.number, self._key(slot), user, exc)
+
+
+class _MapRun(MapItems):
+    """One execution of the items a map still has to run."""
+
+    def __init__(  # noqa: PLR0917 - private, called once by run_map
+        self, cp: Checkpoint, number: int, items: list[Any], results: list[Any],
+        texts: list[str] | None, users: list[Any] | None, *, raising: bool,
+    ) -> None:  # fmt: skip
+        super().__init__(cp, number, items, results, texts, users, raising=raising)
         self.buffer: list[ResultRecord] = []
         self.last_flush = time.monotonic()
         self.inflight: dict[Future[ChunkResult], Sequence[int]] = {}
         self.done: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
         self.singles: list[int] = []  # slots of a chunk that failed as a whole, to run alone
-        self.failures = 0
-        self.reporter: Reporter | None = None
         self.skipped = 0  # items done before this map call
         self.finished = 0  # items of this call with an outcome
         self.measured_items = 0
@@ -417,15 +437,10 @@ class _MapRun:
                 self._set_aside(slot, value)
         return error
 
-    def _key(self, slot: int) -> str:
-        return self.prefix + (str(slot) if self.texts is None else self.texts[slot])
-
     def _set_aside(self, slot: int, exc: BaseException) -> None:
         """on_error="skip": record the failure; the slot's result is the exception."""
-        self.failures += 1
         self.results[slot] = exc
-        user = slot if self.users is None else self.users[slot]
-        self.buffer.append(set_aside(self.cp, self.number, self._key(slot), user, exc))
+        self.buffer.append(self._failure_record(slot, exc))
 
     def _flush(self) -> None:
         if self.buffer:

@@ -29,13 +29,12 @@ from ._log import log
 from ._map import (
     ERROR,
     ChunkResult,
+    MapItems,
     RemoteTraceback,
     Task,
     open_pool,
     run_chunk,
-    set_aside,
 )
-from ._progress import Reporter
 from .errors import LeaseLost, ResumableError
 from .operation import Owner, ResultRecord
 from .serializers import decode, encode
@@ -80,29 +79,23 @@ def free_dead_claims(store: Store, op_id: str, group: str) -> None:
             log.info("resumable.claims.taken_from_dead", op_id=op_id, group=group, dead=token)
 
 
-class SharedMap:
+class SharedMap(MapItems):
     """This participant's part of one shared map."""
 
     def __init__(  # noqa: PLR0917 - private, called once by run_map
         self, cp: Checkpoint, number: int, items: list[Any], results: list[Any],
         texts: list[str] | None, users: list[Any] | None, *, raising: bool,
     ) -> None:  # fmt: skip
-        assert cp.store is not None and cp.op_id is not None  # noqa: S101 - set on enter
-        self.cp, self.store, self.op_id = cp, cp.store, cp.op_id
+        super().__init__(cp, number, items, results, texts, users, raising=raising)
         # The claims of a map of n items: a map whose input changed size gets new batches
         # (its recorded results, keyed by item, still count).
-        self.number, self.prefix = number, f"map{number}:"
         self.group = f"map{number}/{len(items)}"
-        self.items, self.results, self.texts, self.users = items, results, texts, users
-        self.raising = raising
         self.owner = cp._owner
         self.size = batch_size(len(items))
         self.count = math.ceil(len(items) / self.size)
         self.todo = bytearray(len(items))  # 1: no good record seen for this slot
         self.mine = bytearray(len(items))  # 1: this participant recorded the slot
         self.ran = 0
-        self.failures = 0
-        self.reporter: Reporter | None = None
 
     def run(
         self, pending: Sequence[int], task: Task, executor: object, workers: object
@@ -183,9 +176,6 @@ class SharedMap:
             return [s for s in span if _unrecorded(found.get(self._key(s)))]
         return [s for s in span if self.todo[s]]
 
-    def _key(self, slot: int) -> str:
-        return self.prefix + (str(slot) if self.texts is None else self.texts[slot])
-
     def _finish(self, fut: Future[ChunkResult], batch: int, epoch: int, slots: list[int]) -> None:
         """Record a finished batch (if the claim is still ours), or raise its error."""
         exc = fut.exception()
@@ -209,10 +199,8 @@ class SharedMap:
             if self.raising:
                 raise value
             failed = True
-            self.failures += 1
             values[slot] = value
-            user = slot if self.users is None else self.users[slot]
-            records.append(set_aside(self.cp, self.number, self._key(slot), user, value))
+            records.append(self._failure_record(slot, value))
         if not self.store.finish_batch(
             self.op_id, self.group, batch, epoch, self.owner, records, failed=failed
         ):
@@ -248,8 +236,7 @@ class SharedMap:
                 self.results[slot] = error = ResumableError(
                     f"item {user!r} failed in another participant: {rec.payload.decode()}"
                 )
-                set_aside(self.cp, self.number, self._key(slot), user, error)
-                self.failures += 1
+                self._failure_record(slot, error)  # counted and in cp.failed; stored there
             else:
                 self.results[slot] = decode(rec.serializer, rec.payload)
 
