@@ -91,10 +91,18 @@ class Unpicklable(Exception):
 
 
 class NeedsTwoArgs(Exception):
-    """Pickles, but cannot be unpickled (its __init__ wants two arguments)."""
+    """Pickles, but cannot be unpickled.
+
+    Its own ``__reduce__`` rebuilds it with one argument where ``__init__`` wants two. (An
+    exception relying on the default reduction would not do: importing ``distributed``, as
+    test_dask does, installs a reducer that rebuilds any exception.)
+    """
 
     def __init__(self, a: int, b: int) -> None:
         super().__init__(f"{a}/{b}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (NeedsTwoArgs, (str(self),))
 
 
 def fails_oddly(x: int) -> int:
