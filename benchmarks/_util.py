@@ -111,6 +111,28 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+# --- services -----------------------------------------------------------------------------
+
+#: The PostgreSQL server of the tests and benchmarks, unless RESUMABLE_TEST_POSTGRES says.
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_url(url: str | None = None) -> str | None:
+    """The server's URL (``url``, else RESUMABLE_TEST_POSTGRES, else the local one) if it
+    answers; None, said on stderr, if it does not (in CI, where it must, the run fails)."""
+    url = url or os.environ.get("RESUMABLE_TEST_POSTGRES") or DEFAULT_POSTGRES
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=3).close()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise SystemExit(f"CI: the PostgreSQL server at {url} does not answer: {exc}") from exc
+        print(f"... PostgreSQL rows skipped: {exc}", file=sys.stderr)
+        return None
+    return url
+
+
 # --- the report ---------------------------------------------------------------------------
 
 
@@ -190,3 +212,11 @@ def sections(path: Path) -> str:
         found.append(text[start : stop + len(end_marker)])
         at = stop + len(end_marker)
     return "\n\n".join(found)
+
+
+def exit_code(rows: Sequence[Row]) -> int:
+    """1, naming each on stderr, if a gated goal is missed by more than HARD_FACTOR; else 0."""
+    hard = [r.figure for r in rows if r.hard_fail]
+    for figure in hard:
+        print(f"goal missed by more than {HARD_FACTOR:g}x: {figure}", file=sys.stderr)
+    return 1 if hard else 0

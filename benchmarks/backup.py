@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _util import HARD_FACTOR, Row, command_line, filesystem_of, fmt_ratio, machine, median, table
+from _util import Row, command_line, exit_code, filesystem_of, fmt_ratio, machine, median, table
 
 MIB = 1 << 20
 
@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         f"nproc {info['nproc']}, {info['cpu']}, {info['python']}, files on {fs}; "
         f"`{command_line()}` took {time.perf_counter() - started:.1f} s"
     )
-    hard = [r.figure for r in rows if r.hard_fail]
-    for figure in hard:
-        print(f"goal missed by more than {HARD_FACTOR:g}x: {figure}", file=sys.stderr)
-    return 1 if hard else 0
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -143,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = _util.REPO / "docs" / "cli.md"
         _util.replace_section(doc, "cli-benchmark", report)
         print(f"wrote {doc.relative_to(_util.REPO)}")
-    hard = [r.figure for r in rows if r.hard_fail]
-    for figure in hard:
-        print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)
-    return 1 if hard else 0
+    return _util.exit_code(rows)
 
 
 if __name__ == "__main__":

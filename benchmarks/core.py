@@ -620,10 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         f"nproc {info['nproc']}, {info['python']}, SQLite {info['sqlite']}, store on {fs}; "
         f"`{command}` took {elapsed:.1f} s"
     )
-    hard = [r.figure for r in rows if r.hard_fail]
-    for figure in hard:
-        print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)
-    return 1 if hard else 0
+    return _util.exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from typing import Any
 import _util
 from _util import Row, fmt_ratio, median, percentile
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 #: The fenced commit may cost this much more than the raw upsert, at the median.
 GOAL = 1.5
 #: Bytes of pickled state: a small dict of counters and a short string, as in a real loop.
@@ -142,15 +141,8 @@ def bench_add_checkpoint(url: str, samples: int, *, fenced: bool) -> Row:
 
 def run(quick: bool, url: str | None = None) -> list[Row]:
     """Both commit figures; none (with a note) if no server answers outside CI."""
-    url = url or os.environ.get("RESUMABLE_TEST_POSTGRES") or DEFAULT_URL
-    try:
-        import psycopg
-
-        psycopg.connect(url, connect_timeout=3).close()
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            raise SystemExit(f"CI: the PostgreSQL server at {url} does not answer: {exc}") from exc
-        print(f"... PostgreSQL rows skipped: {exc}", file=sys.stderr)
+    url = _util.postgres_url(url)
+    if url is None:
         return []
     samples = 1000 if quick else 10_000
     rows = []
@@ -165,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a reduced run (a few seconds)")
     parser.add_argument(
         "--url",
-        default=os.environ.get("RESUMABLE_TEST_POSTGRES") or DEFAULT_URL,
+        default=os.environ.get("RESUMABLE_TEST_POSTGRES") or _util.DEFAULT_POSTGRES,
         help="the server (default: $RESUMABLE_TEST_POSTGRES or the local test server)",
     )
     parser.add_argument("--write", action="store_true", help="put the figures in docs/")
@@ -188,10 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:  # docs/benchmarks.md is benchmarks/run.py's
         text = f"Last run: {_util.now_utc()}, {summary}.\n\n{_util.table(rows)}\n"
         _util.replace_section(_util.REPO / "docs" / "scaling.md", "postgres", text)
-    hard = [r.figure for r in rows if r.hard_fail]
-    for figure in hard:
-        print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)
-    return 1 if hard else 0
+    return _util.exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -217,10 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         DOC.write_text(render(results, command, elapsed), encoding="utf-8")
         print(f"wrote {DOC.relative_to(_util.REPO)} and its charts in docs/img/")
-    hard = [r.figure for _, rows, _ in results for r in rows if r.hard_fail]
-    for figure in hard:
-        print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)
-    return 1 if hard else 0
+    return _util.exit_code([r for _, rows, _ in results for r in rows])
 
 
 if __name__ == "__main__":

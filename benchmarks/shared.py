@@ -43,7 +43,6 @@ import _util
 from _util import Row
 
 LEASE = 2.0
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass(frozen=True)
@@ -191,21 +190,6 @@ def bench_takeover(kind: str, url: str, plan: Plan, directory: Path, how: str) -
     )
 
 
-def postgres_url() -> str | None:
-    """The server's URL if it answers; None (or a failure in CI) if it does not."""
-    url = os.environ.get("RESUMABLE_TEST_POSTGRES") or DEFAULT_PG
-    try:
-        import psycopg
-
-        psycopg.connect(url, connect_timeout=3).close()
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            raise SystemExit(f"CI: the PostgreSQL server at {url} does not answer: {exc}") from exc
-        print(f"... PostgreSQL rows skipped: {exc}", file=sys.stderr)
-        return None
-    return url
-
-
 def fresh_schema(url: str) -> tuple[str, str]:
     """A URL of ``url`` in a new schema (the store creates it), and the schema's name."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -233,7 +217,7 @@ def run(quick: bool, directory: Path) -> list[Row]:
     for how in ("kill", "stop"):
         print(f"... SQLite: takeover ({how})", file=sys.stderr)
         rows.append(bench_takeover("SQLite", sqlite, plan, directory, how))
-    base = postgres_url()
+    base = _util.postgres_url()
     if base is not None:
         url, schema = fresh_schema(base)
         try:
@@ -273,10 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             f"command (from the repository root): `{command}` ({elapsed:.0f} s).\n\n{table}\n"
         )
         _util.replace_section(_util.REPO / "docs" / "scaling.md", SECTION, text)
-    hard = [r.figure for r in rows if r.hard_fail]
-    for figure in hard:
-        print(f"goal missed by more than {_util.HARD_FACTOR:g}x: {figure}", file=sys.stderr)
-    return 1 if hard else 0
+    return _util.exit_code(rows)
 
 
 if __name__ == "__main__":
