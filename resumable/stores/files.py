@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import xxhash
 
 from resumable import _fs
+from resumable._admin import iso_time
 from resumable.errors import CheckpointCorrupt
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
@@ -88,10 +89,6 @@ def _decode_payload(serializer: str, doc: dict[str, Any]) -> bytes:
             doc["data"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode()
     return base64.b64decode(doc["payload"], validate=True)
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
 
 
 class FileStore(Store):
@@ -163,7 +160,7 @@ class FileStore(Store):
     def _ckpt_doc(c: CheckpointRecord) -> dict[str, Any]:
         return {
             "checkpoint_id": c.checkpoint_id, "operation_id": c.op_id,
-            "state": c.state.value, "timestamp": _iso(c.timestamp), "time": c.timestamp,
+            "state": c.state.value, "timestamp": iso_time(c.timestamp), "time": c.timestamp,
             "progress": c.progress, "metadata": c.metadata, "seq": c.seq,
             "position": c.position, "serializer": c.serializer,
             **_encode_payload(c.serializer, c.payload), "checksum": c.checksum,
