@@ -35,15 +35,21 @@ class OperationLocked(ResumableError):
 
     Attributes:
         op_id: The operation that is locked.
+        where: Who runs it, as the message says ("another process", ...).
     """
 
-    def __init__(self, op_id: str, where: str = "another process", waited: float = 0) -> None:
+    def __init__(
+        self,
+        op_id: str,
+        where: str = "another process",
+        waited: float = 0,
+        *,
+        advice: str = "let it finish, stop it, or pass lock=<seconds> to wait for it",
+    ) -> None:
         self.op_id = op_id
+        self.where = where
         after = f" (waited {waited:g} s)" if waited else ""
-        super().__init__(
-            f"operation {op_id!r} is being run by {where}{after}; let it finish, stop it, or "
-            "pass lock=<seconds> to wait for it"
-        )
+        super().__init__(f"operation {op_id!r} is being run by {where}{after}; {advice}")
 
 
 class LeaseLost(OperationLocked):
