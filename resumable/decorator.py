@@ -2,26 +2,35 @@
 
 A thin shell over ``checkpointed``: each call is an operation, keyed by the function's name and
 a stable digest of its bound arguments. A call whose operation completed returns the stored
-result (one store read). Otherwise the call runs inside a ``Checkpoint`` block — the same
-lifecycle as ``with checkpointed(...)``: lock, RUNNING, retries, then the result is stored
+result (one store read, no lock). Otherwise the call runs inside a ``Checkpoint`` block — the
+same lifecycle as ``with checkpointed(...)``: lock, RUNNING, retries, then the result is stored
 with COMPLETED in one transaction, or the operation is marked FAILED and the error re-raised.
+
+Single flight: a call whose operation another thread, task or process is running waits for
+that lock (polling it, so an ``async def`` call never blocks its event loop), looking for the
+stored result meanwhile, and returns it. If that run failed instead, the waiter runs the
+function itself under the lock, with its own retries: failures are not memoized, just as a
+later call after a failure runs again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import inspect
+import math
 import pickle
+import time
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, Final, Generic, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 import wrapt
 
 from . import serializers
 from ._log import log
-from .checkpoint import Checkpoint
-from .errors import ResumableError
+from .checkpoint import Checkpoint, _check_number, _current
+from .errors import LeaseLost, OperationLocked, ResumableError
 from .keys import CallDigester, code_fingerprint, qualified_name
 from .operation import ProcessState, ResultRecord, validate_op_id
 from .retry import RetrySpec, make_retrying, validate_retry
@@ -36,6 +45,12 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 OnCodeChange = Literal["warn", "rerun", "error"]
+
+#: A waiting call looks at the lock and the stored result after 1 ms, then ever less often, at
+#: most every 50 ms (the locks' own polling step): a quick function's waiters return soon
+#: after it, and many waiters on a slow one do not load the store.
+_FIRST_PAUSE: Final = 0.001
+_MAX_PAUSE: Final = 0.05
 
 
 class ResumableFunction(Protocol[P, R_co]):
@@ -73,6 +88,7 @@ class _Options(Generic[P, R]):
         version: str | int | None,
         on_code_change: OnCodeChange,
         max_attempts: int | None,
+        wait: float | None,
     ) -> None:
         target = getattr(fn, "__func__", fn)  # a classmethod/staticmethod's function
         self.target = target
@@ -94,6 +110,7 @@ class _Options(Generic[P, R]):
         self.version = version
         self.on_code_change = on_code_change
         self.max_attempts = max_attempts
+        self.wait = wait  # seconds a call waits for its operation's lock; None: no bound
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -213,6 +230,15 @@ class _Call:
             f"after {exc.attempts} attempts; call .reset(...) to try again"
         )
 
+    def enclosed(self) -> bool:
+        """True if a block of this very operation encloses this call (same thread or task)."""
+        cp = _current.get()
+        while cp is not None:
+            if cp.op_id == self.op_id and cp.store is self.store:
+                return True
+            cp = cp._parent
+        return False
+
     def finish(self, cp: Checkpoint, value: Any) -> None:
         ser, payload = serializers.encode(self.opts.serializer, value, f"result of {self.op_id}")
         cp._results.append(ResultRecord.create(self.op_id, self.key, ser, payload))
@@ -224,29 +250,113 @@ class _Exhausted(Exception):  # internal signal, never escapes
         self.attempts = attempts
 
 
+class _Waiting:
+    """A call's wait for whoever holds its operation's lock (single flight)."""
+
+    def __init__(self, call: _Call) -> None:
+        self.call = call
+        self.started = time.monotonic()
+        self.step = _FIRST_PAUSE
+
+    def pause(self, exc: OperationLocked) -> float:
+        """Seconds to sleep before trying the lock again.
+
+        Raises:
+            OperationLocked: ``lock=`` allows no (more) waiting, or the holder is a call that
+                encloses this one, so waiting would never end; the message names ``lock=``.
+        """
+        call, limit = self.call, self.call.opts.wait
+        if call.enclosed():
+            raise OperationLocked(
+                call.op_id, f"a call that encloses this one ({call.opts.name} calls itself "
+                "with the same arguments)", advice="it would wait for itself forever, so it "
+                "does not wait; call it with other arguments",
+            ) from None  # fmt: skip
+        waited = time.monotonic() - self.started
+        if limit is not None and waited >= limit:
+            if limit == 0:
+                advice = (
+                    "let it finish, stop it, or pass lock=True (the default) or "
+                    "lock=<seconds> to @resumable to wait for it and return its result"
+                )
+            else:
+                advice = (
+                    "let it finish, stop it, or pass lock=<seconds> to @resumable to wait "
+                    "longer (lock=True, the default, waits until it finishes)"
+                )
+            raise OperationLocked(
+                call.op_id, exc.where, waited if limit else 0, advice=advice
+            ) from None
+        if self.step == _FIRST_PAUSE:  # the first pause of this call
+            log.info(
+                "resumable.call.waiting", op_id=call.op_id, function=call.opts.name,
+                holder=exc.where, limit=limit,
+            )  # fmt: skip
+        step, self.step = self.step, min(2 * self.step, _MAX_PAUSE)
+        return step if limit is None else min(step, limit - waited)
+
+
+def _check_lock(lock: object) -> float | None:
+    """The seconds ``@resumable(lock=...)`` lets a call wait for its lock (None: no bound).
+
+    The spelling of ``checkpointed(lock=...)``: a bool, or a number of seconds.
+    """
+    if isinstance(lock, bool):
+        return None if lock else 0.0
+    if lock is None:
+        raise TypeError(
+            "lock must be True (wait for a running call, the default), False (raise "
+            "OperationLocked at once) or a number of seconds to wait, not None"
+        )
+    _check_number("lock", lock, allow_zero=True)
+    seconds = float(cast("float", lock))
+    if math.isnan(seconds):
+        raise ValueError(f"lock must be >= 0, not {lock!r}")
+    return None if math.isinf(seconds) else seconds
+
+
 def _run_sync(opts: _Options[Any, Any], wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     call = _Call(opts, instance, args, kwargs)
     found, value = call.stored()
     if found:
         return value
-    with call.checkpoint() as cp:
-        found, value = call.settle(cp)
+    cp = call.checkpoint()
+    waiting = _Waiting(call)
+    while True:
+        entered = False
+        try:
+            with cp:
+                entered = True
+                return _attempt_sync(call, cp, wrapped, args, kwargs)
+        except OperationLocked as exc:
+            if entered or isinstance(exc, LeaseLost):
+                raise  # raised by the function, or its run was taken over: not our wait
+            locked = exc
+        found, value = call.stored()  # the running call may have finished meanwhile
         if found:
             return value
-        before_attempt = call.attempts(cp)
+        time.sleep(waiting.pause(locked))
 
-        def attempt() -> Any:
-            before_attempt()
-            return wrapped(*args, **kwargs)
 
-        try:
-            if opts.retry is None:
-                value = attempt()
-            else:
-                value = make_retrying(opts.retry, never=(_Exhausted,))(attempt)
-        except _Exhausted as exc:
-            raise call.exhausted(exc) from None
-        call.finish(cp, value)
+def _attempt_sync(call: _Call, cp: Checkpoint, wrapped: Any, args: Any, kwargs: Any) -> Any:
+    """Inside the lock: the stored result, or run the function (with retries) and store it."""
+    found, value = call.settle(cp)
+    if found:
+        return value
+    before_attempt = call.attempts(cp)
+
+    def attempt() -> Any:
+        before_attempt()
+        return wrapped(*args, **kwargs)
+
+    try:
+        if call.opts.retry is None:
+            value = attempt()
+        else:
+            value = make_retrying(call.opts.retry, never=(_Exhausted,))(attempt)
+    except _Exhausted as exc:
+        raise call.exhausted(exc) from None
+    call.finish(cp, value)
     return value
 
 
@@ -257,26 +367,44 @@ async def _run_async(
     found, value = call.stored()
     if found:
         return value
-    async with call.checkpoint() as cp:
-        found, value = call.settle(cp)
+    cp = call.checkpoint()
+    waiting = _Waiting(call)
+    while True:  # as in _run_sync; entering tries the lock once, so the loop never blocks
+        entered = False
+        try:
+            async with cp:
+                entered = True
+                return await _attempt_async(call, cp, wrapped, args, kwargs)
+        except OperationLocked as exc:
+            if entered or isinstance(exc, LeaseLost):
+                raise
+            locked = exc
+        found, value = call.stored()
         if found:
             return value
-        before_attempt = call.attempts(cp)
+        await asyncio.sleep(waiting.pause(locked))
 
-        async def attempt() -> Any:
-            before_attempt()
-            return await wrapped(*args, **kwargs)
 
-        try:
-            if opts.retry is None:
-                value = await attempt()
-            else:
-                value = await make_retrying(opts.retry, asynchronous=True, never=(_Exhausted,))(
-                    attempt
-                )
-        except _Exhausted as exc:
-            raise call.exhausted(exc) from None
-        call.finish(cp, value)
+async def _attempt_async(call: _Call, cp: Checkpoint, wrapped: Any, args: Any, kwargs: Any) -> Any:
+    """The async twin of :func:`_attempt_sync`."""
+    found, value = call.settle(cp)
+    if found:
+        return value
+    before_attempt = call.attempts(cp)
+
+    async def attempt() -> Any:
+        before_attempt()
+        return await wrapped(*args, **kwargs)
+
+    try:
+        if call.opts.retry is None:
+            value = await attempt()
+        else:
+            retrying = make_retrying(call.opts.retry, asynchronous=True, never=(_Exhausted,))
+            value = await retrying(attempt)
+    except _Exhausted as exc:
+        raise call.exhausted(exc) from None
+    call.finish(cp, value)
     return value
 
 
@@ -306,7 +434,14 @@ class _Helpers:
         op_id = self.op_id_for(*args, **kwargs)
         store = resolve_store(self._self_opts.store)
         lock = store.lock(op_id)
-        lock.acquire(10.0)
+        try:
+            lock.acquire(10.0)
+        except OperationLocked as exc:
+            if isinstance(exc, LeaseLost):
+                raise
+            raise OperationLocked(
+                op_id, exc.where, 10.0, advice="let it finish or stop it, then reset it"
+            ) from None
         try:
             with store.errors(f"reset {op_id!r}"):
                 existed = store.delete_operation(op_id)
@@ -383,6 +518,7 @@ def resumable(
     version: str | int | None = None,
     on_code_change: OnCodeChange = "warn",
     max_attempts: int | None = None,
+    lock: bool | float = True,
 ) -> Callable[[Callable[P, R]], ResumableFunction[P, R]]: ...
 
 
@@ -398,6 +534,7 @@ def resumable(
     version: str | int | None = None,
     on_code_change: OnCodeChange = "warn",
     max_attempts: int | None = None,
+    lock: bool | float = True,
 ) -> Any:
     """Make a function's finished calls never run twice.
 
@@ -420,6 +557,11 @@ def resumable(
             result: ``"warn"`` (log, reuse the result), ``"rerun"`` or ``"error"``.
         max_attempts: attempts allowed across all runs (a crash counts); then the call fails
             for good until ``.reset(...)``. Default: no limit.
+        lock: what a call does while another thread, task or process runs the same call
+            (single flight). True (default): wait for it and return its result (if it
+            failed, run the function here, with this call's retries); a number: wait at most
+            that many seconds, then raise ``OperationLocked``; False: raise it at once. A
+            finished call never waits: its result is read without the lock.
 
     Raises:
         TypeError, ValueError: a bad option (at decoration time).
@@ -446,6 +588,7 @@ def resumable(
         isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
     ):
         raise ValueError(f"max_attempts must be a whole number >= 1, not {max_attempts!r}")
+    wait = _check_lock(lock)
     if serializer is None:
         from ._config import current
 
@@ -461,6 +604,7 @@ def resumable(
         opts: _Options[Any, Any] = _Options(
             target, op_id=op_id, ignore=ignore_set, store=store, serializer=chosen, retry=retry,
             version=version, on_code_change=on_code_change, max_attempts=max_attempts,
+            wait=wait,
         )  # fmt: skip
         return _Resumable(target, opts)
 

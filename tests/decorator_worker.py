@@ -8,6 +8,7 @@ script by the cross-process tests, with the working directory set by the test an
     python decorator_worker.py flaky [--fail]
     python decorator_worker.py digests --order N [--numpy]
     python decorator_worker.py doomed [--survive] [--reset]
+    python decorator_worker.py held
 
 Every real call of a decorated function appends one line ``name args`` to ``calls.log`` in
 the working directory (opened, written and closed before the function goes on), so a test
@@ -24,6 +25,9 @@ counts real calls even in a process that was killed. The script prints one JSON 
 - ``doomed``: calls ``doomed(4)`` (``max_attempts=2``), which SIGKILLs its own process unless
   ``--survive`` is given; ``--reset`` calls ``doomed.reset(4)`` first. Prints the result, or the
   ``ResumableError`` it raised.
+- ``held``: calls ``held(3)``, whose body creates ``entered`` and then waits (at most 60 s)
+  for a file ``release`` to appear; prints the result, or the ``OperationLocked`` it raised.
+  Logs ``resumable`` events at INFO to stderr, so a test sees a call start waiting.
 """
 
 from __future__ import annotations
@@ -35,13 +39,16 @@ import datetime
 import decimal
 import enum
 import json
+import logging
 import os
 import signal
+import sys
+import time
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from resumable import ResumableError, resumable
+from resumable import OperationLocked, ResumableError, resumable
 
 CALLS = "calls.log"
 
@@ -287,10 +294,33 @@ def run_doomed(reset: bool) -> dict[str, Any]:
     return out
 
 
+# --- held ----------------------------------------------------------------------------------
+
+
+@resumable
+def held(x: int) -> int:
+    """Runs until the test creates ``release``; a second caller waits for it (single flight)."""
+    record("held", x)
+    Path("entered").touch()
+    deadline = time.monotonic() + 60
+    while not Path("release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("nobody created the file 'release' within 60 s")
+        time.sleep(0.01)
+    return x * 11
+
+
+def run_held() -> dict[str, Any]:
+    try:
+        return {"result": held(3)}
+    except OperationLocked as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def main() -> None:
     global FAIL, SURVIVE
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["calls", "flaky", "digests", "doomed"])
+    parser.add_argument("scenario", choices=["calls", "flaky", "digests", "doomed", "held"])
     parser.add_argument("--fail", action="store_true")
     parser.add_argument("--order", type=int, default=0)
     parser.add_argument("--numpy", action="store_true")
@@ -304,8 +334,11 @@ def main() -> None:
         out = run_flaky()
     elif args.scenario == "digests":
         out = run_digests(args.order, args.numpy)
-    else:
+    elif args.scenario == "doomed":
         out = run_doomed(args.reset)
+    else:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+        out = run_held()
     print(json.dumps(out, sort_keys=True), flush=True)
 
 
