@@ -374,7 +374,7 @@ def test_a_waiting_process_runs_the_call_when_the_running_one_is_killed(
 )
 def test_a_bad_lock_option_is_refused_at_decoration(lock: object, error: type[Exception]) -> None:
     """lock= must be True, False or seconds >= 0; anything else fails where it is written."""
-    with pytest.raises(error, match="lock"):
+    with pytest.raises(error, match=r"^lock must be"):
         resumable(lock=lock)  # type: ignore[call-overload]
 
 
