@@ -599,7 +599,8 @@ def backup(path: str) -> None:
 @_backup_option
 @_json_option
 def restore(backup_id: str, to: str | None) -> None:
-    """Restore a backup, verified, swapped in atomically."""
+    """Restore a backup, verified (SQLite: written in, even in use)."""
+    from ._backup_copy import CorruptBackup
     from .backup import Backups
 
     store = Backups(_backup_dir())
@@ -609,6 +610,8 @@ def restore(backup_id: str, to: str | None) -> None:
         )
     try:
         path = store.restore(backup_id, to)
+    except CorruptBackup as exc:
+        raise UserError(exc.advice("`resumable backups`")) from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
