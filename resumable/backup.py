@@ -171,7 +171,7 @@ class Backups:
             backup_id=backup_id,
             source_path=str(source),
             data_file=data.name,
-            timestamp=when.astimezone().isoformat(timespec="microseconds"),
+            timestamp=files.iso_time(when),
             size_bytes=copied.size,
             checksum=copied.checksum,
             kind=copied.kind,

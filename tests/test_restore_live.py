@@ -8,6 +8,7 @@ stdout: no test sleeps and hopes.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -328,3 +329,37 @@ def test_cli_corrupt_backup_message_names_the_cli_command(tmp_path: Path) -> Non
     assert "list()" not in error
     with pytest.raises(ValueError, match=r"list_backups\(\)"):
         Backups(tmp_path / "data" / "backups").restore(made["backup_id"])
+
+
+def test_cli_times_carry_the_utc_offset_like_backup_times(tmp_path: Path) -> None:
+    """list, show and backups print one time format: ISO 8601 with the UTC offset."""
+    from resumable import checkpointed
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    with checkpointed("job", store=url, state={"n": 0}) as cp:
+        for _ in cp.iterate(range(3)):
+            cp.state.n += 1
+    source = tmp_path / "notes.txt"
+    source.write_text("text\n")
+    tz = "JST-9"  # POSIX TZ: UTC+09:00 all year, no zone database needed
+    run_cli("backup", str(source), cwd=tmp_path, tz=tz)
+    doc = json.loads(run_cli("show", "job", "--store", url, "--json", cwd=tmp_path, tz=tz))
+    listed = json.loads(run_cli("list", "--store", url, "--json", cwd=tmp_path, tz=tz))
+    made = json.loads(run_cli("backups", "--json", cwd=tmp_path, tz=tz))["backups"][0]
+    stamps = [doc["created"], doc["updated"], doc["heartbeat"], made["timestamp"]]
+    stamps += [listed["operations"][0]["updated"], doc["checkpoints"][0]["timestamp"]]
+    for stamp in stamps:
+        when = dt.datetime.fromisoformat(stamp)
+        assert when.utcoffset() == dt.timedelta(hours=9), stamp
+        assert len(stamp) == len("2026-11-30T09:05:12.123456+09:00"), stamp
+    human = {
+        "show": run_cli("show", "job", "--store", url, cwd=tmp_path, tz=tz),
+        "list": run_cli("list", "--store", url, cwd=tmp_path, tz=tz),
+        "backups": run_cli("backups", cwd=tmp_path, tz=tz),
+    }
+    for command, text in human.items():
+        times = [w for w in text.split() if w[:4].isdigit() and w[4:5] == "-"]
+        assert times, (command, text)
+        for stamp in times:
+            assert dt.datetime.fromisoformat(stamp).utcoffset() == dt.timedelta(hours=9), text
+            assert stamp.endswith("+09:00") and len(stamp) == len("2026-11-30T09:05:12+09:00")
