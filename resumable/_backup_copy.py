@@ -247,7 +247,6 @@ def _fetch(
     _fs.copy_file(data, tmp, durable=durable, hasher=seen, mode=mode)
     if seen.hasher.hexdigest() != checksum:
         log.error("resumable.backup.corrupt", backup_id=backup_id, path=str(data))
-        _fs.remove(tmp)
         raise CorruptBackup(backup_id)
     return seen.head == SQLITE_HEADER
 
@@ -365,7 +364,14 @@ def _write_through_sqlite(
                 "not changed; stop every program using it, restore to another path and move "
                 "that file (without the -wal and -shm files) in its place"
             )
-        _snapshot(live, safety, locked)
+        try:
+            _snapshot(live, safety, locked)
+        except sqlite3.Error as exc:
+            raise ResumableError(
+                f"{where}: SQLite could not read it to keep a copy of its current content "
+                f"({exc}); the database was not changed; stop every program using it, "
+                "restore to another path and move that file in its place"
+            ) from exc
         if durable:
             _fs.fsync_file(safety)
         live.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")

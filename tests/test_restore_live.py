@@ -272,6 +272,27 @@ def test_database_restore_killed_at_each_step_leaves_old_or_new_database(tmp_pat
     assert beside(db) == ["app.db", "backups"]  # the last restore removed the dead leftovers
 
 
+def test_backup_with_another_page_size_is_refused_over_a_wal_database(tmp_path: Path) -> None:
+    """A WAL database cannot change its page size: refused up front, the database as it was."""
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        con.execute("PRAGMA page_size=8192")
+        con.execute("CREATE TABLE t (v TEXT)")
+        con.execute("INSERT INTO t VALUES ('backed up')")
+    finally:
+        con.close()
+    backups = Backups(tmp_path / "backups")
+    info = backups.create(db)
+    db.unlink()
+    make_db(db)  # 4096-byte pages, WAL
+    with pytest.raises(ResumableError, match=r"page size \(4096 bytes\) differs .* \(8192\)"):
+        backups.restore(info.backup_id)
+    assert check(db) == ROWS
+    assert backups.restore(info.backup_id, tmp_path / "elsewhere.db")
+    assert check(tmp_path / "elsewhere.db") == ["backed up"]
+
+
 def test_corrupt_backup_leaves_the_live_database_as_it_was(tmp_path: Path) -> None:
     """A database backup with a flipped byte: ValueError, and the open database goes on."""
     db = tmp_path / "live.db"
