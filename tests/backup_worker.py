@@ -1,7 +1,7 @@
 """Processes the backup tests run, kill and race against.
 
     python backup_worker.py restore BACKUP_DIR BACKUP_ID DEST CRASH_AT
-    python backup_worker.py write-db PATH JOURNAL_MODE SECONDS
+    python backup_worker.py write-db PATH JOURNAL_MODE MAX_SECONDS
     python backup_worker.py leave-wal PATH
     python backup_worker.py serve-writes PATH
     python backup_worker.py step-job N
@@ -14,9 +14,10 @@ or a SIGKILL would at that instant. A restore that completes prints ``restored N
 operations it made) and exits 0.
 
 ``write-db`` creates a database of 2,000 rows and two accounts holding 1,000 in all, prints
-``ready``, then for SECONDS keeps committing transactions that rewrite random rows, insert and
-delete rows (their count stays 2,000) and move money between the accounts (the total stays
-1,000). Any consistent snapshot shows both invariants.
+``ready``, then keeps committing transactions that rewrite random rows, insert and delete
+rows (their count stays 2,000) and move money between the accounts (the total stays 1,000),
+until stdin closes (or MAX_SECONDS pass), then prints ``done N`` (N: the transactions).
+Any consistent snapshot shows both invariants.
 
 ``leave-wal`` commits a row into a WAL-mode database and exits without closing it, the way a
 crashed program leaves a ``-wal`` file holding committed changes.
@@ -46,6 +47,7 @@ import resource
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +86,8 @@ def restore(backup_dir: str, backup_id: str, dest: str, crash_at: int) -> None:
 
 
 def write_db(path: str, journal_mode: str, seconds: float) -> None:
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     rng = random.Random(1)
     con = sqlite3.connect(path, isolation_level=None, timeout=30)
     con.execute(f"PRAGMA journal_mode={journal_mode}")
@@ -95,8 +99,9 @@ def write_db(path: str, journal_mode: str, seconds: float) -> None:
     con.executemany("INSERT INTO accounts VALUES (?, ?)", [(1, TOTAL), (2, 0)])
     con.execute("COMMIT")
     print("ready", flush=True)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    deadline, count = time.monotonic() + seconds, 0
+    while not stop.is_set() and time.monotonic() < deadline:
+        count += 1
         con.execute("BEGIN IMMEDIATE")
         low, high = con.execute("SELECT min(id), max(id) FROM rows").fetchone()
         for _ in range(20):
@@ -111,7 +116,7 @@ def write_db(path: str, journal_mode: str, seconds: float) -> None:
         con.execute("UPDATE accounts SET balance = balance + ? WHERE id = 2", (amount,))
         con.execute("COMMIT")
     con.close()
-    print("done", flush=True)
+    print(f"done {count}", flush=True)
 
 
 def leave_wal(path: str) -> None:

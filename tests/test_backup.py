@@ -324,8 +324,8 @@ def test_sqlite_backups_while_another_process_writes_are_consistent(
     db = tmp_path / "live.db"
     backups = Backups(tmp_path / "backups", max_backups=20, durable=False)
     writer = subprocess.Popen(
-        [sys.executable, str(WORKER), "write-db", str(db), journal_mode, "2.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(WORKER), "write-db", str(db), journal_mode, str(TIMEOUT)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert writer.stdout is not None
@@ -333,7 +333,7 @@ def test_sqlite_backups_while_another_process_writes_are_consistent(
         made = [backups.create(db) for _ in range(10)]
         assert writer.poll() is None, "the writer ended before the backups did"
     finally:
-        _, err = writer.communicate(timeout=TIMEOUT)
+        _, err = writer.communicate(timeout=TIMEOUT)  # closes its stdin: it stops
     assert writer.returncode == 0, err
     assert len({i.backup_id for i in made}) == 10
     for info in made:
