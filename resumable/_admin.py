@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ._backup_files import iso_time
 from ._log import log
 from .errors import OperationLocked
 from .operation import CheckpointRecord, OperationRecord, ProcessState
@@ -42,11 +43,6 @@ _S = ProcessState
 _ACTIVE = (_S.INITIALIZED, _S.RUNNING, _S.PAUSED, _S.RECOVERING)
 #: Result keys of finished ``@resumable`` calls: returned as hits even without a record.
 _CALL_RESULT = "return:"
-
-
-def iso_time(ts: float) -> str:
-    """``ts`` as the specification writes times: local ISO 8601 with microseconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
 
 
 def store_missing(url: str) -> str | None:

@@ -1,9 +1,16 @@
-"""How the bytes of a backup move: one-pass copies, SQLite snapshots, the restore swap.
+"""How the bytes of a backup move: one-pass copies, SQLite snapshots, the restore.
 
 Every file operation goes through ``resumable._fs``. An SQLite database is only ever opened
 through SQLite: a plain descriptor on it, once closed, would drop the POSIX locks that SQLite
 connections of this process hold on the file, and another process could then write under
 them.
+
+A restore over a live SQLite database goes through SQLite too. Swapping the file would not do:
+a process that has the database open keeps writing to the old file (its descriptors point
+there) while its WAL frames, found by name, get applied to the new one. Instead the verified
+copy is written into the database with SQLite's online backup API: one write transaction on
+the database, taken under SQLite's locks, so every connection sees the old content or the
+restored one, and a failure rolls the whole restore back.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import xxhash
@@ -22,10 +30,23 @@ from ._log import log
 from .errors import ResumableError
 from .operation import Owner
 
-__all__ = ["SQLITE_BUSY_SECONDS", "Copied", "copy_into", "digest", "open_database", "swap_in"]
+__all__ = [
+    "SQLITE_BUSY_SECONDS",
+    "Copied",
+    "CorruptBackup",
+    "copy_into",
+    "digest",
+    "open_database",
+    "restore_into",
+]
 
-#: Longest stretch an SQLite source may stay locked by a writer before a backup gives up.
+#: Longest stretch an SQLite database may stay locked by another process before a backup or
+#: a restore of it gives up.
 SQLITE_BUSY_SECONDS = 60.0
+#: Every SQLite database file starts with these 16 bytes.
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: Wait between two attempts at a database another process holds locked.
+_BUSY_POLL = 0.05
 #: Attempts at a plain copy of a file that keeps changing while it is read.
 _COPY_ATTEMPTS = 3
 #: The smallest SQLite page: a file shorter than one page holds no database.
@@ -70,23 +91,31 @@ def open_database(path: Path, size: int) -> sqlite3.Connection | None:
     return con
 
 
-def _snapshot(db: sqlite3.Connection, source: Path, tmp: Path) -> None:
-    """Write a consistent copy of database ``db`` into the new file ``tmp``."""
-    _fs.create_new(tmp)
-    dest = sqlite3.connect(tmp, isolation_level=None)
+Progress = Callable[[int, int, int], object]
+
+
+def _busy_guard(error: Callable[[], BaseException]) -> Progress:
+    """A backup ``progress`` callback: raises ``error()`` once SQLite has been busy too long.
+
+    Too long is :data:`SQLITE_BUSY_SECONDS`; the backup API itself would retry forever.
+    """
     deadline = time.monotonic() + SQLITE_BUSY_SECONDS
 
     def progress(status: int, remaining: int, total: int) -> None:
         if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{source} stayed locked by another process for {SQLITE_BUSY_SECONDS:g} s; "
-                "back it up when its writer pauses"
-            )
+            raise error()
 
+    return progress
+
+
+def _snapshot(db: sqlite3.Connection, tmp: Path, progress: Progress) -> None:
+    """Write a consistent copy of database ``db`` into the new file ``tmp``."""
+    _fs.create_new(tmp)
+    dest = sqlite3.connect(tmp, isolation_level=None)
     try:
         dest.execute("PRAGMA journal_mode=OFF")  # a temp file, fsynced and renamed by the caller
         dest.execute("PRAGMA synchronous=OFF")
-        db.backup(dest, pages=-1, progress=progress)  # one step: one read transaction
+        db.backup(dest, pages=-1, progress=progress, sleep=_BUSY_POLL)  # one read transaction
     finally:
         dest.close()
 
@@ -119,8 +148,14 @@ def copy_into(source: Path, tmp: Path, db: sqlite3.Connection | None, *, durable
     """
     if db is None:
         return _copy_plain(source, tmp, durable=durable)
+    locked = _busy_guard(
+        lambda: TimeoutError(
+            f"{source} stayed locked by another process for {SQLITE_BUSY_SECONDS:g} s; "
+            "back it up when its writer pauses"
+        )
+    )
     try:
-        _snapshot(db, source, tmp)
+        _snapshot(db, tmp, locked)
     except sqlite3.DatabaseError as exc:
         log.warning("resumable.backup.sqlite_unreadable", source=str(source), error=repr(exc))
         _fs.remove(tmp)
@@ -162,47 +197,109 @@ def _settle_database(dest: Path) -> None:
         raise ResumableError(
             f"cannot restore over {dest}: {left[0].name} holds changes of the current "
             "database (is it open in another program?); stop every program using it and "
-            "restore again, or pass restore_path= to restore elsewhere"
+            "restore again, or restore to another path"
         )
+
+
+class CorruptBackup(ValueError):
+    """A backup's copy does not match its checksum; nothing at the destination changed.
+
+    A ``ValueError``, as the specification asks. :meth:`advice` words the message for the
+    interface the user is in (the Python API or the command line).
+
+    Attributes:
+        backup_id: The corrupt backup.
+    """
+
+    def __init__(self, backup_id: str) -> None:
+        self.backup_id = backup_id
+        super().__init__(self.advice("FailsafeManager.list_backups() or Backups.list()"))
+
+    def advice(self, lister: str) -> str:
+        """The message, naming ``lister`` as what shows the other backups."""
+        return (
+            f"backup {self.backup_id} is corrupt (its checksum does not match); the destination "
+            f"was left as it was; restore an older backup ({lister} lists them)"
+        )
+
+
+class _Head:
+    """Hashes what a copy reads and keeps its first 16 bytes, to tell an SQLite database."""
+
+    def __init__(self) -> None:
+        self.hasher = xxhash.xxh3_128()
+        self.head = b""
+
+    def update(self, data: memoryview, /) -> None:
+        if len(self.head) < len(SQLITE_HEADER):
+            self.head += bytes(data[: len(SQLITE_HEADER) - len(self.head)])
+        self.hasher.update(data)
 
 
 def _fetch(
     data: Path, tmp: Path, *, checksum: str, backup_id: str, mode: int, durable: bool
-) -> None:
-    """Copy ``data`` into the new file ``tmp``, hashed on the way; refuse a mismatch."""
-    hasher = xxhash.xxh3_128()
-    _fs.copy_file(data, tmp, durable=durable, hasher=hasher, mode=mode)
-    if hasher.hexdigest() != checksum:
+) -> bool:
+    """Copy ``data`` into the new file ``tmp``, hashed on the way; refuse a mismatch.
+
+    Returns whether the copy is an SQLite database (by its 16-byte header).
+    """
+    seen = _Head()
+    _fs.copy_file(data, tmp, durable=durable, hasher=seen, mode=mode)
+    if seen.hasher.hexdigest() != checksum:
         log.error("resumable.backup.corrupt", backup_id=backup_id, path=str(data))
-        raise ValueError(
-            f"backup {backup_id} is corrupt (its checksum does not match); the destination was "
-            "left as it was; restore an older backup (see list())"
-        )
+        raise CorruptBackup(backup_id)
+    return seen.head == SQLITE_HEADER
 
 
-def swap_in(
-    data: Path,
-    dest: Path,
-    *,
-    checksum: str,
-    backup_id: str,
-    database: bool,
-    mode: int,
-    durable: bool,
-) -> None:
-    """Replace ``dest`` with the backup copy ``data``, verified, atomically, rolled back on error.
+def restore_into(
+    data: Path, dest: Path, *, checksum: str, backup_id: str, mode: int, durable: bool
+) -> str:
+    """Put the backup copy ``data`` at ``dest``, verified first; return how (for the log).
 
     The copy goes to a temp file beside ``dest`` and is hashed on the way: nothing at
-    ``dest`` changes unless it matches ``checksum``. The current file is kept aside (a hard
-    link, or a copy) until the temp file has replaced it; if that step fails it is put back.
+    ``dest`` changes unless it matches ``checksum``. If the copy is an SQLite database and
+    ``dest`` is one SQLite can open, the copy is written into it through SQLite
+    (``"sqlite"``); otherwise the temp file replaces ``dest`` atomically (``"swap"``).
 
     Raises:
-        ValueError: the copy does not match ``checksum``; ``dest`` is untouched.
+        CorruptBackup: the copy does not match ``checksum``; ``dest`` is untouched.
+        ResumableError: ``dest`` is a database that stayed locked, or that SQLite failed to
+            write; the message says whether it changed.
     """
     tmp = _fs.temp_path(dest)
+    try:
+        database = _fetch(
+            data, tmp, checksum=checksum, backup_id=backup_id, mode=mode, durable=durable
+        )
+        live = open_database(dest, dest.stat().st_size) if database and dest.is_file() else None
+    except BaseException:
+        _fs.remove(tmp)
+        raise
+    if live is None:
+        _swap_in(tmp, dest, database=database, durable=durable)
+        how = "swap"
+    else:
+        try:
+            _write_through_sqlite(tmp, live, dest, backup_id=backup_id, durable=durable)
+        finally:
+            live.close()
+            _fs.remove(tmp)
+        how = "sqlite"
+    try:  # restored: a failing cleanup must not make the restore fail
+        _remove_dead_temps(dest)
+    except OSError as exc:
+        log.warning("resumable.backup.cleanup_failed", path=str(dest), error=repr(exc))
+    return how
+
+
+def _swap_in(tmp: Path, dest: Path, *, database: bool, durable: bool) -> None:
+    """Replace ``dest`` with the verified temp file ``tmp``, atomically, rolled back on error.
+
+    The current file is kept aside (a hard link, or a copy) until ``tmp`` has replaced it; if
+    that step fails it is put back.
+    """
     safety = None
     try:
-        _fetch(data, tmp, checksum=checksum, backup_id=backup_id, mode=mode, durable=durable)
         if database:
             _settle_database(dest)
         if dest.exists():
@@ -219,13 +316,92 @@ def swap_in(
     except BaseException:
         _fs.remove(tmp)
         raise
-    # Restored. What follows is cleanup: it must not make a restore that happened fail.
-    try:
-        if safety is not None:
+    if safety is not None:
+        try:
             _fs.remove(safety)
-        _remove_dead_temps(dest)
-    except OSError as exc:
-        log.warning("resumable.backup.cleanup_failed", path=str(dest), error=repr(exc))
+        except OSError as exc:
+            log.warning("resumable.backup.cleanup_failed", path=str(dest), error=repr(exc))
+
+
+def _schema_cookie(con: sqlite3.Connection) -> int | None:
+    """The database's schema cookie, which a committed backup-API write always bumps."""
+    try:
+        return int(con.execute("PRAGMA schema_version").fetchone()[0])
+    except sqlite3.Error:
+        return None
+
+
+def _write_through_sqlite(
+    copy: Path, live: sqlite3.Connection, dest: Path, *, backup_id: str, durable: bool
+) -> None:
+    """Write the verified database ``copy`` into the database ``dest`` that ``live`` opened.
+
+    SQLite's online backup API, in one step: one write transaction on ``dest``, under its
+    locks. Other connections, in this process or another, see the old content until it
+    commits and the restored content after; the WAL and its index stay SQLite's own. If it
+    fails, SQLite rolls the transaction back. A snapshot of the current database is kept
+    aside first (``<name>.pre-restore.tmp-...``) and removed once the outcome is known; it
+    stays only if a failed restore may have changed the database.
+    """
+    where = f"cannot restore backup {backup_id} into the database {dest}"
+    locked = _busy_guard(
+        lambda: ResumableError(
+            f"{where}: it stayed locked by another program for {SQLITE_BUSY_SECONDS:g} s (a "
+            "write transaction that does not end, or a program paused with Ctrl-Z); the "
+            "database was not changed; let that program finish or stop it, then restore again"
+        )
+    )
+    src = sqlite3.connect(f"{copy.as_uri()}?immutable=1", uri=True)  # our temp file: no locks
+    safety = _fs.temp_path(dest.with_name(f"{dest.name}.pre-restore"))
+    keep_safety = False
+    try:
+        size = int(src.execute("PRAGMA page_size").fetchone()[0])
+        live_size = int(live.execute("PRAGMA page_size").fetchone()[0])
+        if size != live_size and live.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            raise ResumableError(  # SQLite refuses this (SQLITE_READONLY); say why first
+                f"{where}: its page size ({live_size} bytes) differs from the backup's "
+                f"({size}), which SQLite cannot change in a WAL database; the database was "
+                "not changed; stop every program using it, restore to another path and move "
+                "that file (without the -wal and -shm files) in its place"
+            )
+        try:
+            _snapshot(live, safety, locked)
+        except sqlite3.Error as exc:
+            raise ResumableError(
+                f"{where}: SQLite could not read it to keep a copy of its current content "
+                f"({exc}); the database was not changed; stop every program using it, "
+                "restore to another path and move that file in its place"
+            ) from exc
+        if durable:
+            _fs.fsync_file(safety)
+        live.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+        live.execute(f"PRAGMA busy_timeout={int(_BUSY_POLL * 1000)}")  # the guard bounds it
+        before = _schema_cookie(live)
+        try:
+            src.backup(live, pages=-1, progress=locked, sleep=_BUSY_POLL)
+        except BaseException as exc:
+            # A commit bumps the schema cookie: unchanged, nothing was committed.
+            if before is None or _schema_cookie(live) != before:
+                keep_safety = True
+                log.error("resumable.backup.restore_failed", path=str(dest), kept=str(safety))
+                if not isinstance(exc, Exception):
+                    raise
+                raise ResumableError(
+                    f"{where}: {exc}; the database may have changed: its content from "
+                    f"before the restore is kept in {safety}"
+                ) from exc
+            log.warning("resumable.backup.restore_rolled_back", path=str(dest))
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            raise ResumableError(
+                f"{where}: SQLite failed while writing it ({exc}) and rolled the restore "
+                "back; the database was not changed; fix the cause (disk space, "
+                "permissions) and restore again"
+            ) from exc
+    finally:
+        src.close()
+        if not keep_safety:
+            _fs.remove(safety)
 
 
 def _remove_dead_temps(dest: Path) -> None:

@@ -26,7 +26,18 @@ from . import _fs
 from ._backup_watch import SourceState
 from ._log import log
 
-__all__ = ["ID_RE", "LOCK", "Manifest", "data_name", "new_id", "read", "scan", "strays", "write"]
+__all__ = [
+    "ID_RE",
+    "LOCK",
+    "Manifest",
+    "data_name",
+    "iso_time",
+    "new_id",
+    "read",
+    "scan",
+    "strays",
+    "write",
+]
 
 ALGORITHM = "xxh3_128"
 FORMAT = 1
@@ -55,6 +66,19 @@ class Manifest:
     mode: int  # the source's permission bits
     state: SourceState  # the source's state when it was read
     source_digest: str | None  # plain files: digest of the source as copied
+
+
+def iso_time(when: float | dt.datetime, *, timespec: str = "microseconds") -> str:
+    """``when`` (POSIX seconds, or an aware datetime) in the library's one time format.
+
+    Local ISO 8601 with the UTC offset: ``2026-11-30T09:05:12.123456+09:00``. Backup
+    timestamps, operation and checkpoint times (the command line, the FailsafeManager, the
+    file store) all use it; the command line's tables pass ``timespec="seconds"``. It lives
+    here, the lowest module that needs it, and ``_admin`` re-exports it.
+    """
+    if not isinstance(when, dt.datetime):
+        when = dt.datetime.fromtimestamp(when, dt.UTC)
+    return when.astimezone().isoformat(timespec=timespec)
 
 
 def new_id(directory: Path, source: Path, newest: str | None) -> tuple[str, dt.datetime]:

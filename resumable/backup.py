@@ -4,11 +4,13 @@
 one file plus a small JSON manifest written last, as the commit point: a copy without a
 manifest does not exist, and leftovers of a crash are ignored and later removed. An SQLite
 database is copied with SQLite's online backup API, a consistent snapshot even while other
-processes write to it. A restore verifies the copy before the destination changes, then
-swaps it in atomically, with the current file kept aside until the swap has succeeded.
+processes write to it. A restore verifies the copy before the destination changes. A database
+is restored into the database through the same API, so processes that have it open see one
+consistent switch; any other file is swapped in atomically, with the current file kept aside
+until the swap has succeeded.
 
 The modules behind it: ``_backup_files`` (ids, names, manifests), ``_backup_copy`` (copies,
-snapshots, the restore swap) and ``_backup_watch`` (change detection, the auto thread).
+snapshots, the restore) and ``_backup_watch`` (change detection, the auto thread).
 ``docs/backups.md`` records the decisions.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 
 from . import _backup_files as files
 from . import _fs
-from ._backup_copy import copy_into, digest, open_database, swap_in
+from ._backup_copy import copy_into, digest, open_database, restore_into
 from ._backup_files import ID_RE, LOCK, Manifest
 from ._backup_watch import AutoBackup, SourceState, source_state
 from ._log import log
@@ -169,7 +171,7 @@ class Backups:
             backup_id=backup_id,
             source_path=str(source),
             data_file=data.name,
-            timestamp=when.astimezone().isoformat(timespec="microseconds"),
+            timestamp=files.iso_time(when),
             size_bytes=copied.size,
             checksum=copied.checksum,
             kind=copied.kind,
@@ -282,12 +284,17 @@ class Backups:
     def restore(self, backup_id: str, restore_path: str | os.PathLike[str] | None = None) -> str:
         """Put backup ``backup_id`` at ``restore_path`` (default: its source); return that path.
 
-        The copy is verified before anything at the destination changes. The current file is
-        kept aside (a hard link) and replaced atomically; if a step fails it is put back. An
-        existing directory as ``restore_path`` receives the file under the source's name.
+        The copy is verified before anything at the destination changes. A database backup
+        restored over a database is written into it through SQLite (its online backup API),
+        so programs that have it open see one switch and go on with the restored content;
+        SQLite rolls it back if it fails. Any other file is swapped in atomically, the current
+        one kept aside (a hard link) until the swap has succeeded. An existing directory as
+        ``restore_path`` receives the file under the source's name.
 
         Raises:
             ValueError: no backup ``backup_id``, or its copy is corrupt (nothing changed).
+            ResumableError: the destination is a database that another program kept locked
+                for 60 s, or that SQLite failed to write; the message says whether it changed.
         """
         m = self._get(backup_id)
         dest = _path_arg(m.source_path if restore_path is None else restore_path, "restore_path")
@@ -301,12 +308,11 @@ class Backups:
                 mode = dest.stat().st_mode & 0o7777  # the current file's permissions stay
             except FileNotFoundError:
                 mode = m.mode
-            swap_in(
+            how = restore_into(
                 self.dir / m.data_file,
                 dest,
                 checksum=m.checksum,
                 backup_id=m.backup_id,
-                database=m.kind == "sqlite",
                 mode=mode,
                 durable=self.durable,
             )
@@ -314,6 +320,7 @@ class Backups:
             "resumable.backup.restored",
             backup_id=m.backup_id,
             path=str(dest),
+            how=how,
             seconds=round(time.perf_counter() - started, 4),
         )
         return str(dest)

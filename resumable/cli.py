@@ -10,12 +10,12 @@ exits 1; click's usage errors exit 2. The work itself is in :mod:`resumable._adm
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,8 +184,14 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'s' * (count != 1)}"
 
 
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+def _when(when: float | str) -> str:
+    """A time (POSIX seconds, or an ISO string from ``_admin``) as tables show it.
+
+    The library's one format (``_admin.iso_time``), to the second.
+    """
+    if isinstance(when, str):
+        return _admin.iso_time(dt.datetime.fromisoformat(when), timespec="seconds")
+    return _admin.iso_time(when, timespec="seconds")
 
 
 def _age(seconds: float | None) -> str:
@@ -316,8 +322,8 @@ def show(op_id: str) -> None:
         ("state", _state(doc["state"])), ("position", str(doc["position"])),
         ("progress", f"{doc['progress']:.1%}"), ("attempts", str(doc["attempts"])),
         ("owner", f"pid {owner['pid']} on {_text(owner['host'])} ({alive})" if owner else "none"),
-        ("error", _text(doc["error"] or "-")), ("created", doc["created"][:19].replace("T", " ")),
-        ("updated", doc["updated"][:19].replace("T", " ")), ("checkpoints", checkpoints or "none"),
+        ("error", _text(doc["error"] or "-")), ("created", _when(doc["created"])),
+        ("updated", _when(doc["updated"])), ("checkpoints", checkpoints or "none"),
         ("results", str(doc["results"])),
         ("next run", f"{decision['action']}: {_text(decision['reason'])}"), ("store", doc["store"]),
     ])  # fmt: skip
@@ -419,7 +425,7 @@ def recover(**_: Any) -> None:
     rows = [
         [
             _text(r["operation_id"]), r["state"], r["strategy"], f"{r['progress']:.0%}",
-            r["timestamp"][:19].replace("T", " "), _text(r["error"] or ""),
+            _when(r["timestamp"]), _text(r["error"] or ""),
         ]
         for r in found
     ]  # fmt: skip
@@ -565,7 +571,7 @@ def backups(**_: Any) -> None:
         click.echo(f"no backups in {_backup_dir()}")
         return
     rows = [
-        [b.backup_id, _text(b.source_path), f"{b.size_bytes:,}", b.timestamp[:19]] for b in found
+        [b.backup_id, _text(b.source_path), f"{b.size_bytes:,}", _when(b.timestamp)] for b in found
     ]
     _table(["BACKUP", "SOURCE", "BYTES", "TIME"], rows, (2,))
 
@@ -599,7 +605,8 @@ def backup(path: str) -> None:
 @_backup_option
 @_json_option
 def restore(backup_id: str, to: str | None) -> None:
-    """Restore a backup, verified, swapped in atomically."""
+    """Restore a backup, verified (SQLite: written in, even in use)."""
+    from ._backup_copy import CorruptBackup
     from .backup import Backups
 
     store = Backups(_backup_dir())
@@ -609,6 +616,8 @@ def restore(backup_id: str, to: str | None) -> None:
         )
     try:
         path = store.restore(backup_id, to)
+    except CorruptBackup as exc:
+        raise UserError(exc.advice("`resumable backups`")) from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

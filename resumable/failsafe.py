@@ -286,9 +286,13 @@ class FailsafeManager:
     def restore_backup(self, backup_id: str, restore_path: str | Path | None = None) -> str:
         """Restore a backup (to its source, or ``restore_path``); return the restored path.
 
+        A database backup restored over a database is written into it through SQLite, so
+        programs that have it open see one consistent switch (docs/backups.md).
+
         Raises:
             ValueError: unknown or corrupt backup; the current file is left as it was.
-            ResumableError: the destination is an SQLite database still in use.
+            ResumableError: the destination is an SQLite database that another program kept
+                locked, or that SQLite failed to write; the message says whether it changed.
         """
         return self.backups.restore(backup_id, restore_path)
 

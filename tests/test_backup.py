@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from resumable import ResumableError, _fs
+from resumable import _fs
 from resumable.backup import BackupInfo, Backups
 
 WORKER = Path(__file__).with_name("backup_worker.py")
@@ -324,8 +324,8 @@ def test_sqlite_backups_while_another_process_writes_are_consistent(
     db = tmp_path / "live.db"
     backups = Backups(tmp_path / "backups", max_backups=20, durable=False)
     writer = subprocess.Popen(
-        [sys.executable, str(WORKER), "write-db", str(db), journal_mode, "2.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(WORKER), "write-db", str(db), journal_mode, str(TIMEOUT)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert writer.stdout is not None
@@ -333,7 +333,7 @@ def test_sqlite_backups_while_another_process_writes_are_consistent(
         made = [backups.create(db) for _ in range(10)]
         assert writer.poll() is None, "the writer ended before the backups did"
     finally:
-        _, err = writer.communicate(timeout=TIMEOUT)
+        _, err = writer.communicate(timeout=TIMEOUT)  # closes its stdin: it stops
     assert writer.returncode == 0, err
     assert len({i.backup_id for i in made}) == 10
     for info in made:
@@ -418,8 +418,8 @@ def test_restore_over_database_with_leftover_wal(backups: Backups, tmp_path: Pat
         con.close()
 
 
-def test_restore_refused_while_wal_is_in_use(backups: Backups, tmp_path: Path) -> None:
-    """Restoring over a database whose WAL a reader still needs is refused, nothing replaced."""
+def test_restore_while_wal_is_in_use_goes_through_sqlite(backups: Backups, tmp_path: Path) -> None:
+    """A database restored under an open reader and writer: the reader keeps its snapshot."""
     db = tmp_path / "app.db"
     make_db(db)
     info = backups.create(db)
@@ -430,13 +430,16 @@ def test_restore_refused_while_wal_is_in_use(backups: Backups, tmp_path: Path) -
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM t").fetchone()  # holds a snapshot
         writer.execute("INSERT INTO t VALUES ('newer')")
-        with pytest.raises(ResumableError, match="another program"):
-            backups.restore(info.backup_id)
+        backups.restore(info.backup_id)
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (3,)  # its snapshot
         reader.execute("COMMIT")
-        assert writer.execute("SELECT count(*) FROM t").fetchone() == (4,)
+        assert writer.execute("SELECT count(*) FROM t").fetchone() == (3,)  # the restored rows
+        writer.execute("INSERT INTO t VALUES ('after')")
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (4,)
     finally:
         reader.close()
         writer.close()
+    assert rows_of(db) == ["row 0", "row 1", "row 2", "after"]
 
 
 # --- automatic backups ----------------------------------------------------------------------
