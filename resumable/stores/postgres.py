@@ -48,6 +48,7 @@ from resumable.operation import (
     ResultRecord,
 )
 
+from . import check_options
 from ._pg_sql import (
     _BATCHES_LEFT,
     _CHECK_FENCE,
@@ -206,6 +207,12 @@ class PostgresStore(Store):
         at = f"{parts.username}@" if parts.username else ""
         shown = [(k, v) for k, v in query if k not in _SECRET_PARAMS]
         self.url = urlunsplit((parts.scheme, at + netloc, parts.path, urlencode(shown), ""))
+        # A name that is neither an option nor libpq's is a typo: say so, rather than let
+        # libpq refuse the URL at connect time (a StoreError about the server).
+        check_options(
+            PostgresStore, self.url, (k for k, _ in libpq), also=_libpq_parameters(),
+            also_what="libpq's connection parameters (connect_timeout, sslmode, ...)",
+        )  # fmt: skip
         try:
             self.connect_timeout = float(dict(libpq)["connect_timeout"] or 5)
         except ValueError:
@@ -825,6 +832,11 @@ def _parse_options(given: dict[str, Any]) -> dict[str, Any]:
             f"not {schema!r}"
         )
     return opts
+
+
+def _libpq_parameters() -> tuple[str, ...]:
+    """The connection parameters the installed libpq knows (``sslmode``, ...)."""
+    return tuple(o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults())
 
 
 def _os_user() -> str:
