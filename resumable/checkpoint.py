@@ -9,7 +9,6 @@ its operations through this same class.
 from __future__ import annotations
 
 import contextvars
-import copy
 import itertools
 import logging
 import signal
@@ -255,7 +254,7 @@ class Checkpoint:
             self._restored = self._committed = ckpt.position
             self._set_state(serializers.decode(ckpt.serializer, ckpt.payload))
         else:
-            self._set_state(copy.deepcopy(self._initial) if self._initial is not None else None)
+            self._set_state(self._initial_state())
         # Why this run skips, resumes or starts: the words `resumable show` prints too.
         reason = decide(op_id, op, ckpt).reason if log.wants(logging.INFO) else ""
         done = ProcessState.COMPLETED
@@ -295,6 +294,19 @@ class Checkpoint:
             "resumable.operation.resumed" if self._resumed else "resumable.operation.started",
             op_id=op_id, position=self._restored, attempt=op.attempts, reason=reason,
         )  # fmt: skip
+
+    def _initial_state(self) -> Any:
+        """This run's copy of ``state=``, made by a round trip through the serializer.
+
+        Not ``copy.deepcopy``: a state that cannot be checkpointed (a generator; a lock
+        under pickle) must fail here, at entry, with the SerializationError that names its
+        field (``state.g``), as a commit would name it, and not with deepcopy's TypeError or
+        at the first commit. The first run also sees just what a resumed one would load.
+        """
+        if self._initial is None:
+            return None
+        written_by, payload = serializers.encode(self._serializer, self._initial, "state")
+        return serializers.decode(written_by, payload)
 
     def _set_state(self, value: Any) -> None:
         if value is None or isinstance(value, dict):
@@ -762,7 +774,9 @@ def checkpointed(
             or ``sqlite:///.resumable/state.db``).
         serializer: ``"auto"`` (default), ``"pickle"``, ``"dill"``, ``"json"`` or an object.
         state: the initial state, used only on the first run; a dict becomes ``cp.state``
-            with attribute access.
+            with attribute access. It must be serializable by ``serializer``: the first run
+            gets a copy made through it, and entering raises SerializationError naming the
+            field (``state.g``) that cannot be written.
         every: commit at least every ``every`` items.
         every_seconds: commit at least this often (default 1.0; 0 commits every item).
         lock: True (default): raise OperationLocked if another process runs this operation;
