@@ -167,7 +167,15 @@ class Checkpoint:
 
     @property
     def resumed(self) -> bool:
-        """True if this run continued progress that an earlier run committed."""
+        """True if this run continues progress that an earlier, unfinished run left.
+
+        Progress is a checkpoint (the state and position a loop committed) or a result an
+        earlier run recorded: a ``cp.map`` item's or a ``cp.step``'s, which are stored as
+        they finish, so a run killed before its first checkpoint counts too. Decided at
+        entry, so it can be read before the work starts. False for a first run, and for an
+        operation that had already completed (see :attr:`completed_before`). In a shared
+        block, results other participants recorded before this one entered count too.
+        """
         return self._resumed
 
     @property
@@ -271,6 +279,7 @@ class Checkpoint:
             return
         me = Owner.current()
         now = time.time()
+        earlier_run = op is not None  # and it did not complete (that returned above)
         if op is None:
             op = OperationRecord.new(
                 op_id, self._name or op_id, ProcessState.RUNNING, owner=me, heartbeat=now,
@@ -289,7 +298,9 @@ class Checkpoint:
         if not self._lazy:
             store.save(op)
         self._op = op
-        self._resumed = ckpt is not None
+        # An earlier run's progress is a checkpoint, or results it recorded (cp.map items,
+        # cp.step values) even if it died before its first checkpoint (see `resumed`).
+        self._resumed = ckpt is not None or (earlier_run and _has_results(store, op_id))
         log.info(
             "resumable.operation.resumed" if self._resumed else "resumable.operation.started",
             op_id=op_id, position=self._restored, attempt=op.attempts, reason=reason,
@@ -731,6 +742,11 @@ class Checkpoint:
             seconds=round(time.perf_counter() - started, 6),
         )  # fmt: skip
         return value
+
+
+def _has_results(store: Store, op_id: str) -> bool:
+    """Whether the store holds any result record of ``op_id`` (counted, not read)."""
+    return store.record_counts(op_id)["results"] > 0
 
 
 def _check_shared(shared: object, lock: object, fresh: bool) -> None:
