@@ -602,6 +602,12 @@ class PostgresStore(Store):
         held = self._held.get(op_id)
         if held is None or held.epoch != epoch:
             return
+        # Forget the lease before giving it back, not after: the heartbeat reports as lost
+        # every lease it still counts as held that its renewal did not find, and between
+        # the release's commit and a later forget it would find this one gone. (A block of
+        # this process asking for the lease meanwhile just finds it still taken, and waits.)
+        if self._held.get(op_id) is held:
+            del self._held[op_id]
         try:
             if self._pid == os.getpid():
                 with self._connections().connection() as conn:
@@ -611,9 +617,6 @@ class PostgresStore(Store):
                 "resumable.lease.release_failed", op_id=op_id, store=self.url,
                 error=self._scrub(repr(exc)),
             )  # fmt: skip
-        finally:
-            if self._held.get(op_id) is held:
-                del self._held[op_id]
 
     def _start_heartbeat(self) -> None:
         if self._beat is not None:
