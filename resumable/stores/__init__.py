@@ -4,10 +4,12 @@
 URLs follow the conventions their users know: ``sqlite:`` like SQLAlchemy (three slashes
 then a relative path, four for an absolute one), ``file:`` like RFC 8089 (``file:///abs/dir``,
 or ``file:relative/dir``), ``postgresql:`` like libpq (``postgresql://user@host/dbname``;
-query parameters the store does not know go to libpq). Options go in the query string or as
+libpq's own query parameters go to libpq). Options go in the query string or as
 keyword arguments:
 ``?durability=full``, ``?history=10``, and for SQLite ``?timeout=30``; for the stores that
-processes can share (SQLite, PostgreSQL), ``?lease=10&heartbeat=2`` (seconds).
+processes can share (SQLite, PostgreSQL), ``?lease=10&heartbeat=2`` (seconds). Each store's
+options are its constructor's keyword-only parameters (:func:`store_options`); any other name
+is a ValueError that lists them.
 """
 
 from __future__ import annotations

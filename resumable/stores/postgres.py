@@ -18,8 +18,9 @@ Shared maps claim numbered batches of items with ``FOR UPDATE SKIP LOCKED`` unde
 kind of lease (see the sharing section of :class:`~resumable.stores.base.Store`).
 
 Options, as keyword arguments or in the URL query (keyword arguments win): ``durability``,
-``history``, ``lease``, ``heartbeat``, ``schema``, ``pool_size``. Every other query parameter
-goes to libpq (``connect_timeout``, default 5; ``sslmode``; ...).
+``history``, ``lease``, ``heartbeat``, ``schema``, ``pool_size``. libpq's own parameters in the
+query go to libpq (``connect_timeout``, default 5; ``sslmode``; ...); any other name is a
+ValueError that names the valid ones.
 """
 
 # Statements are built from module constants (column lists, the server clock expression);
@@ -606,8 +607,7 @@ class PostgresStore(Store):
         # every lease it still counts as held that its renewal did not find, and between
         # the release's commit and a later forget it would find this one gone. (A block of
         # this process asking for the lease meanwhile just finds it still taken, and waits.)
-        if self._held.get(op_id) is held:
-            del self._held[op_id]
+        del self._held[op_id]
         try:
             if self._pid == os.getpid():
                 with self._connections().connection() as conn:
