@@ -9,7 +9,6 @@ its operations through this same class.
 from __future__ import annotations
 
 import contextvars
-import copy
 import itertools
 import logging
 import signal
@@ -168,7 +167,15 @@ class Checkpoint:
 
     @property
     def resumed(self) -> bool:
-        """True if this run continued progress that an earlier run committed."""
+        """True if this run continues progress that an earlier, unfinished run left.
+
+        Progress is a checkpoint (the state and position a loop committed) or a result an
+        earlier run recorded: a ``cp.map`` item's or a ``cp.step``'s, which are stored as
+        they finish, so a run killed before its first checkpoint counts too. Decided at
+        entry, so it can be read before the work starts. False for a first run, and for an
+        operation that had already completed (see :attr:`completed_before`). In a shared
+        block, results other participants recorded before this one entered count too.
+        """
         return self._resumed
 
     @property
@@ -255,7 +262,7 @@ class Checkpoint:
             self._restored = self._committed = ckpt.position
             self._set_state(serializers.decode(ckpt.serializer, ckpt.payload))
         else:
-            self._set_state(copy.deepcopy(self._initial) if self._initial is not None else None)
+            self._set_state(self._initial_state())
         # Why this run skips, resumes or starts: the words `resumable show` prints too.
         reason = decide(op_id, op, ckpt).reason if log.wants(logging.INFO) else ""
         done = ProcessState.COMPLETED
@@ -272,6 +279,7 @@ class Checkpoint:
             return
         me = Owner.current()
         now = time.time()
+        earlier_run = op is not None  # and it did not complete (that returned above)
         if op is None:
             op = OperationRecord.new(
                 op_id, self._name or op_id, ProcessState.RUNNING, owner=me, heartbeat=now,
@@ -290,11 +298,26 @@ class Checkpoint:
         if not self._lazy:
             store.save(op)
         self._op = op
-        self._resumed = ckpt is not None
+        # An earlier run's progress is a checkpoint, or results it recorded (cp.map items,
+        # cp.step values) even if it died before its first checkpoint (see `resumed`).
+        self._resumed = ckpt is not None or (earlier_run and _has_results(store, op_id))
         log.info(
             "resumable.operation.resumed" if self._resumed else "resumable.operation.started",
             op_id=op_id, position=self._restored, attempt=op.attempts, reason=reason,
         )  # fmt: skip
+
+    def _initial_state(self) -> Any:
+        """This run's copy of ``state=``, made by a round trip through the serializer.
+
+        Not ``copy.deepcopy``: a state that cannot be checkpointed (a generator; a lock
+        under pickle) must fail here, at entry, with the SerializationError that names its
+        field (``state.g``), as a commit would name it, and not with deepcopy's TypeError or
+        at the first commit. The first run also sees just what a resumed one would load.
+        """
+        if self._initial is None:
+            return None
+        written_by, payload = serializers.encode(self._serializer, self._initial, "state")
+        return serializers.decode(written_by, payload)
 
     def _set_state(self, value: Any) -> None:
         if value is None or isinstance(value, dict):
@@ -721,6 +744,11 @@ class Checkpoint:
         return value
 
 
+def _has_results(store: Store, op_id: str) -> bool:
+    """Whether the store holds any result record of ``op_id`` (counted, not read)."""
+    return store.record_counts(op_id)["results"] > 0
+
+
 def _check_shared(shared: object, lock: object, fresh: bool) -> None:
     if not isinstance(shared, bool):
         raise TypeError(f"shared must be True or False, not {shared!r}")
@@ -762,7 +790,9 @@ def checkpointed(
             or ``sqlite:///.resumable/state.db``).
         serializer: ``"auto"`` (default), ``"pickle"``, ``"dill"``, ``"json"`` or an object.
         state: the initial state, used only on the first run; a dict becomes ``cp.state``
-            with attribute access.
+            with attribute access. It must be serializable by ``serializer``: the first run
+            gets a copy made through it, and entering raises SerializationError naming the
+            field (``state.g``) that cannot be written.
         every: commit at least every ``every`` items.
         every_seconds: commit at least this often (default 1.0; 0 commits every item).
         lock: True (default): raise OperationLocked if another process runs this operation;

@@ -10,7 +10,7 @@ Inside ``checkpointed(ID)``, ``cp.map`` runs :func:`work` over ``range(N)`` on a
 ``--marker`` exists, and the map runs with ``on_error="skip"``.
 
 When the block is done, stdout gets one JSON line: ``results`` (an exception as
-``{"error": text}``), ``failed`` (sorted ``cp.failed``) and ``completed_before``.
+``{"error": text}``), ``failed`` (sorted ``cp.failed``), ``completed_before`` and ``resumed``.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> int:
                 "results": shown,
                 "failed": sorted(cp.failed),
                 "completed_before": cp.completed_before,
+                "resumed": cp.resumed,
             }
         ),
         flush=True,

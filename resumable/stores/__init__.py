@@ -4,15 +4,20 @@
 URLs follow the conventions their users know: ``sqlite:`` like SQLAlchemy (three slashes
 then a relative path, four for an absolute one), ``file:`` like RFC 8089 (``file:///abs/dir``,
 or ``file:relative/dir``), ``postgresql:`` like libpq (``postgresql://user@host/dbname``;
-query parameters the store does not know go to libpq). Options go in the query string or as
+libpq's own query parameters go to libpq). Options go in the query string or as
 keyword arguments:
 ``?durability=full``, ``?history=10``, and for SQLite ``?timeout=30``; for the stores that
-processes can share (SQLite, PostgreSQL), ``?lease=10&heartbeat=2`` (seconds).
+processes can share (SQLite, PostgreSQL), ``?lease=10&heartbeat=2`` (seconds). Each store's
+options are its constructor's keyword-only parameters (:func:`store_options`); any other name
+is a ValueError that lists them.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -27,8 +32,6 @@ __all__ = ["DEFAULT_HISTORY", "DEFAULT_STORE_URL", "Durability", "Store", "open_
 #: says otherwise: relative to the working directory.
 DEFAULT_STORE_URL = "sqlite:///.resumable/state.db"
 
-_SCHEMES = ("sqlite", "file", "memory")
-
 
 def open_store(url: str, **options: Any) -> Store:
     """Open the store that ``url`` names.
@@ -37,12 +40,17 @@ def open_store(url: str, **options: Any) -> Store:
         url: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``file:///abs/dir``,
             ``file:relative/dir``, ``memory://`` or ``postgresql://user@host/dbname`` (with
             the ``postgres`` extra: ``pip install 'resumable[postgres]'``).
-        **options: ``durability`` (``"normal"`` or ``"full"``), ``history`` (checkpoints
-            kept per operation) and store-specific ones; they override the query string.
+        **options: ``durability`` (``"normal"`` or ``"full"``) and ``history`` (checkpoints
+            kept per operation) for every store; SQLite also takes ``timeout``, the stores
+            that processes share (SQLite, PostgreSQL) ``lease`` and ``heartbeat``, and
+            PostgreSQL ``schema`` and ``pool_size``. They override the query string. An
+            option the store does not take, in either place, is a ValueError that names the
+            valid ones (a PostgreSQL URL's query may also hold libpq's parameters).
 
     Raises:
         TypeError: ``url`` is not a string.
-        ValueError: unknown scheme, or a bad option.
+        ValueError: unknown scheme, an option the store does not take (in the query or as a
+            keyword), or a bad value.
         StoreError: the store could not be opened.
     """
     if not isinstance(url, str):
@@ -50,26 +58,91 @@ def open_store(url: str, **options: Any) -> Store:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     query: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query.update(options)
-    _coerce(query)
     if scheme == "sqlite":
         path = _sqlite_path(url, parts.netloc, parts.path)
-        return SQLiteStore(path, **query)
+        return SQLiteStore(path, **_options(SQLiteStore, url, query, options))
     if scheme == "file":
         from .files import FileStore
 
-        return FileStore(_file_path(url, parts.netloc, parts.path), **query)
+        return FileStore(
+            _file_path(url, parts.netloc, parts.path), **_options(FileStore, url, query, options)
+        )
     if scheme == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore(**query)
+        return MemoryStore(**_options(MemoryStore, url, query, options))
     if scheme in ("postgres", "postgresql"):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, **options)  # it parses its own query (libpq takes the rest)
+        # It parses its own query, where libpq's parameters may stand too.
+        check_options(PostgresStore, url, options, keywords=True)
+        return PostgresStore(url, **options)
     raise ValueError(
-        f"unknown store URL {url!r}; use one of sqlite:///path.db, file:///abs/dir, memory://"
+        f"unknown store URL {url!r}; use one of sqlite:///path.db, file:///abs/dir, "
+        "memory://, or postgresql://user@host/dbname (also written postgres://)"
     )
+
+
+def store_options(cls: type[Store]) -> tuple[str, ...]:
+    """The options a store class takes: the keyword-only parameters of its constructor.
+
+    The constructor's signature is the one list; URLs, keywords and messages all follow it.
+    """
+    params = inspect.signature(cls.__init__).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def check_options(
+    cls: type[Store],
+    url: str,
+    names: Iterable[str],
+    *,
+    keywords: bool = False,
+    also: Iterable[str] = (),
+    also_what: str = "",
+) -> None:
+    """Raise ValueError for the first of ``names`` that ``cls`` does not take.
+
+    Args:
+        cls: the store class.
+        url: the URL the names came in, for the message: it is shown as given when the
+            names came in its query, so pass one without a password.
+        names: the option names given, in the URL's query or (``keywords``) as keyword
+            arguments of ``open_store``.
+        keywords: whether ``names`` came as keyword arguments (the message then shows only
+            the URL's scheme).
+        also: other names that are valid in the query (libpq's parameters in a PostgreSQL
+            URL), which ``also_what`` describes in the message.
+        also_what: what ``also`` are, e.g. "libpq's connection parameters".
+    """
+    valid = store_options(cls)
+    extra = () if keywords else tuple(also)
+    for name in names:
+        if name in valid or name in extra:
+            continue
+        if keywords:
+            scheme = urlsplit(url).scheme.lower()
+            where = f"open_store({scheme}://..., {name}=...)"
+        else:
+            where = url
+        close = difflib.get_close_matches(name, [*valid, *extra], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        rest = f", and {also_what}" if extra else ""
+        raise ValueError(
+            f"unknown option {name!r} in {where}; {hint}valid options for "
+            f"{cls.__name__}: {', '.join(valid)}{rest}"
+        )
+
+
+def _options(
+    cls: type[Store], url: str, query: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    """The query's options overridden by the keyword ones, checked and with numbers parsed."""
+    check_options(cls, url, query)
+    check_options(cls, url, options, keywords=True)
+    given = {**query, **options}
+    _coerce(given)
+    return given
 
 
 def _coerce(query: dict[str, Any]) -> None:

@@ -18,8 +18,9 @@ Shared maps claim numbered batches of items with ``FOR UPDATE SKIP LOCKED`` unde
 kind of lease (see the sharing section of :class:`~resumable.stores.base.Store`).
 
 Options, as keyword arguments or in the URL query (keyword arguments win): ``durability``,
-``history``, ``lease``, ``heartbeat``, ``schema``, ``pool_size``. Every other query parameter
-goes to libpq (``connect_timeout``, default 5; ``sslmode``; ...).
+``history``, ``lease``, ``heartbeat``, ``schema``, ``pool_size``. libpq's own parameters in the
+query go to libpq (``connect_timeout``, default 5; ``sslmode``; ...); any other name is a
+ValueError that names the valid ones.
 """
 
 # Statements are built from module constants (column lists, the server clock expression);
@@ -48,6 +49,7 @@ from resumable.operation import (
     ResultRecord,
 )
 
+from . import check_options
 from ._pg_sql import (
     _BATCHES_LEFT,
     _CHECK_FENCE,
@@ -206,6 +208,12 @@ class PostgresStore(Store):
         at = f"{parts.username}@" if parts.username else ""
         shown = [(k, v) for k, v in query if k not in _SECRET_PARAMS]
         self.url = urlunsplit((parts.scheme, at + netloc, parts.path, urlencode(shown), ""))
+        # A name that is neither an option nor libpq's is a typo: say so, rather than let
+        # libpq refuse the URL at connect time (a StoreError about the server).
+        check_options(
+            PostgresStore, self.url, (k for k, _ in libpq), also=_libpq_parameters(),
+            also_what="libpq's connection parameters (connect_timeout, sslmode, ...)",
+        )  # fmt: skip
         try:
             self.connect_timeout = float(dict(libpq)["connect_timeout"] or 5)
         except ValueError:
@@ -595,6 +603,11 @@ class PostgresStore(Store):
         held = self._held.get(op_id)
         if held is None or held.epoch != epoch:
             return
+        # Forget the lease before giving it back, not after: the heartbeat reports as lost
+        # every lease it still counts as held that its renewal did not find, and between
+        # the release's commit and a later forget it would find this one gone. (A block of
+        # this process asking for the lease meanwhile just finds it still taken, and waits.)
+        del self._held[op_id]
         try:
             if self._pid == os.getpid():
                 with self._connections().connection() as conn:
@@ -604,9 +617,6 @@ class PostgresStore(Store):
                 "resumable.lease.release_failed", op_id=op_id, store=self.url,
                 error=self._scrub(repr(exc)),
             )  # fmt: skip
-        finally:
-            if self._held.get(op_id) is held:
-                del self._held[op_id]
 
     def _start_heartbeat(self) -> None:
         if self._beat is not None:
@@ -825,6 +835,11 @@ def _parse_options(given: dict[str, Any]) -> dict[str, Any]:
             f"not {schema!r}"
         )
     return opts
+
+
+def _libpq_parameters() -> tuple[str, ...]:
+    """The connection parameters the installed libpq knows (``sslmode``, ...)."""
+    return tuple(o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults())
 
 
 def _os_user() -> str:
