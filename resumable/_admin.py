@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ._explain import effective_state
 from ._log import log
 from .errors import OperationLocked
 from .operation import CheckpointRecord, OperationRecord, ProcessState
@@ -96,10 +97,8 @@ class Summary:
 
     @property
     def state(self) -> ProcessState:
-        """The effective state: COMPLETED if the record or the newest checkpoint says so."""
-        if self.checkpoint is not None and self.checkpoint.state is _S.COMPLETED:
-            return _S.COMPLETED
-        return self.op.state
+        """The effective state (see :func:`~resumable._explain.effective_state`)."""
+        return effective_state(self.op, self.checkpoint)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape ``resumable list --json`` prints)."""
@@ -165,7 +164,7 @@ def describe(store: Store, op_id: str) -> dict[str, Any] | None:
     with store.errors(f"read checkpoints of {op_id!r}"):
         checkpoints = [(c, c.op_id == op_id and c.verify()) for c in store.iter_checkpoints(op_id)]
     good = next((c for c, ok in checkpoints if ok), None)
-    state = _S.COMPLETED if good is not None and good.state is _S.COMPLETED else op.state
+    state = effective_state(op, good)
     return {
         "op_id": op.op_id,
         "name": op.name,

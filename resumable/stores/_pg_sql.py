@@ -182,23 +182,61 @@ def _dec(text: str) -> str:
     return text
 
 
+#: What building a record from a damaged row raises (a value of the wrong type or JSON that
+#: does not parse, in a column someone changed): the record is then one that fails its
+#: checksum, never an error of the store.
+_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+
+
+def _text(value: object) -> str:
+    try:
+        return _dec(value) if isinstance(value, str) else repr(value)
+    except _DAMAGE:
+        return repr(value)
+
+
+def _blob(value: object) -> bytes:
+    """A payload column's value, which must be bytes (bytea)."""
+    if type(value) is not bytes:
+        raise TypeError(f"a payload must be bytea, not {type(value).__name__}")
+    return value
+
+
+def _whole(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, not {type(value).__name__}")
+    return value
+
+
 def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
-    op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum = row
-    return OperationRecord(
-        _dec(op_id), _dec(name), ProcessState(state),
-        Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts, created,
-        updated, None if error is None else _dec(error), json.loads(meta) if meta else {},
-        checksum,
-    )  # fmt: skip
+    try:
+        op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, sums = row
+        return OperationRecord(
+            _dec(op_id), _dec(name), ProcessState(state),
+            Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts,
+            created, updated, None if error is None else _dec(error),
+            json.loads(meta) if meta else {}, sums,
+        )  # fmt: skip
+    except _DAMAGE:
+        return OperationRecord(
+            _text(row[0]), "?", ProcessState.FAILED, None, 0.0, 0, 0.0, 0.0, None, {}, "damaged"
+        )
 
 
 def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
     op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
-    op_id = _dec(op_id)
-    return CheckpointRecord(
-        checkpoint_id(op_id, seq), op_id, seq, position, ProcessState(state), progress, ts, ser,
-        bytes(payload), json.loads(metadata) if metadata else {}, checksum,
-    )  # fmt: skip
+    try:
+        op_id = _dec(op_id)
+        return CheckpointRecord(
+            checkpoint_id(op_id, _whole(seq)), op_id, seq, _whole(position),
+            ProcessState(state), progress, ts, ser, _blob(payload),
+            json.loads(metadata) if metadata else {}, checksum,
+        )  # fmt: skip
+    except _DAMAGE:
+        seq = seq if type(seq) is int else -1
+        return CheckpointRecord(
+            "?", _text(op_id), seq, 0, ProcessState.FAILED, 0.0, 0.0, "?", b"", {}, "damaged"
+        )
 
 
 def _result_row(r: ResultRecord) -> tuple[Any, ...]:
@@ -206,4 +244,7 @@ def _result_row(r: ResultRecord) -> tuple[Any, ...]:
 
 
 def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
-    return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
+    try:
+        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], _blob(row[3]), row[4], row[5])
+    except _DAMAGE:
+        return ResultRecord(_text(row[0]), _text(row[1]), "?", b"", 0.0, "damaged")
