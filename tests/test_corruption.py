@@ -77,7 +77,7 @@ def list_json(url: str) -> dict[str, Any]:
 def test_completed_loop_whose_final_checkpoint_rots_resumes_to_the_final_state(
     kind: str, tmp_path: Path
 ) -> None:
-    """A rotted final checkpoint: the next run re-runs items 900-999 and ends with the final state."""
+    """A rotted final checkpoint: the next run re-runs items 900-999, ending in the final state."""
     url = url_for(kind, tmp_path)
     job = Job(url)
     assert job.run() == (FINAL, False, False)
@@ -194,11 +194,9 @@ def test_file_checkpoint_that_does_not_decode_is_fallen_back_past(
 
 
 @pytest.mark.parametrize("damage", ["invalid utf-8", "not json", "a missing field", "a list"])
-def test_file_operation_record_that_does_not_decode_is_corrupt(
-    damage: str, tmp_path: Path
-) -> None:
+def test_file_operation_record_that_does_not_decode_is_corrupt(damage: str, tmp_path: Path) -> None:
     """A damaged operation.json: CheckpointCorrupt naming the op and its file, not StoreError."""
-    url, store, ops = _file_store(tmp_path)
+    url, _, ops = _file_store(tmp_path)
     _fail_at(url, 10, 6)
     (record,) = ops.glob("*/operation.json")
     data = record.read_bytes().replace(b'"state"', b'"st\xffate"', 1)

@@ -68,6 +68,16 @@ _CKPT_COLUMNS = (
     'op_id, seq, "position", state, progress, "timestamp", serializer, payload, metadata, checksum'
 )
 _RESULT_COLUMNS = "op_id, key, serializer, payload, created, checksum"
+#: A checkpoint's columns without its payload, and the payload's length, by op id and seq.
+_CKPT_HEAD = (
+    'SELECT op_id, seq, "position", state, progress, "timestamp", serializer, '
+    "octet_length(payload), metadata, checksum FROM checkpoints WHERE op_id = %s AND seq = %s"
+)
+#: One slice of a payload (substring counts from 1). Read in slices, a large payload never
+#: passes whole through libpq's buffers, which keep their largest size for the connection.
+_CKPT_SLICE = (
+    "SELECT substring(payload FROM %s FOR %s) FROM checkpoints WHERE op_id = %s AND seq = %s"
+)
 
 _CKPT_INSERT = (
     'INSERT INTO checkpoints (op_id, slot, seq, "position", state, progress, "timestamp", '
@@ -81,6 +91,19 @@ _CKPT_CONFLICT = (
 )
 _CKPT_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
 _UPSERT_CHECKPOINT = _CKPT_INSERT + "VALUES (" + _CKPT_VALUES + ")" + _CKPT_CONFLICT
+#: A large payload is streamed into this session's temporary table, then upserted from it.
+#: Stored there uncompressed (EXTERNAL): a pickle's header makes pglz try to compress all of
+#: a payload it then stores as it was, which costs more than the copy itself.
+_UPLOAD_TABLE = (
+    "CREATE TEMP TABLE resumable_upload (payload BYTEA NOT NULL) ON COMMIT DROP; "
+    "ALTER TABLE pg_temp.resumable_upload ALTER COLUMN payload SET STORAGE EXTERNAL"
+)
+_UPLOAD_COPY = "COPY pg_temp.resumable_upload (payload) FROM STDIN (FORMAT BINARY)"
+_UPSERT_FROM_UPLOAD = (
+    _CKPT_INSERT
+    + "SELECT %s, %s, %s, %s, %s, %s, %s, %s, u.payload, %s, %s FROM pg_temp.resumable_upload u"
+    + _CKPT_CONFLICT
+)
 #: The fence: the lease row, still ours, locked FOR SHARE until the write commits, so that a
 #: takeover either waits for this write or makes it see the new epoch and write nothing.
 _FENCE = (
