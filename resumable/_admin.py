@@ -8,6 +8,7 @@ reset, verify, statistics and garbage collection. Each is a function over a
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -147,6 +148,10 @@ def summaries(store: Store, states: Iterable[ProcessState] = ()) -> list[Summary
     return found
 
 
+def _without_payload(ckpt: CheckpointRecord) -> CheckpointRecord:
+    return dataclasses.replace(ckpt, payload=b"")
+
+
 def describe(store: Store, op_id: str) -> dict[str, Any] | None:
     """Everything about one operation, and its next run's decision; None if it has no record.
 
@@ -162,7 +167,10 @@ def describe(store: Store, op_id: str) -> dict[str, Any] | None:
         return None
     decision = explain(store, op_id)
     with store.errors(f"read checkpoints of {op_id!r}"):
-        checkpoints = [(c, c.op_id == op_id and c.verify()) for c in store.iter_checkpoints(op_id)]
+        checkpoints = [  # kept without payloads: one in memory at a time, however large
+            (_without_payload(c), c.op_id == op_id and c.verify())
+            for c in store.iter_checkpoints(op_id)
+        ]
     good = next((c for c, ok in checkpoints if ok), None)
     state = effective_state(op, good)
     return {
