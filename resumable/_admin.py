@@ -8,6 +8,7 @@ reset, verify, statistics and garbage collection. Each is a function over a
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._backup_files import iso_time
+from ._explain import effective_state
 from ._log import log
 from .errors import OperationLocked
 from .operation import CheckpointRecord, OperationRecord, ProcessState
@@ -92,10 +94,8 @@ class Summary:
 
     @property
     def state(self) -> ProcessState:
-        """The effective state: COMPLETED if the record or the newest checkpoint says so."""
-        if self.checkpoint is not None and self.checkpoint.state is _S.COMPLETED:
-            return _S.COMPLETED
-        return self.op.state
+        """The effective state (see :func:`~resumable._explain.effective_state`)."""
+        return effective_state(self.op, self.checkpoint)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape ``resumable list --json`` prints)."""
@@ -144,6 +144,10 @@ def summaries(store: Store, states: Iterable[ProcessState] = ()) -> list[Summary
     return found
 
 
+def _without_payload(ckpt: CheckpointRecord) -> CheckpointRecord:
+    return dataclasses.replace(ckpt, payload=b"")
+
+
 def describe(store: Store, op_id: str) -> dict[str, Any] | None:
     """Everything about one operation, and its next run's decision; None if it has no record.
 
@@ -159,9 +163,12 @@ def describe(store: Store, op_id: str) -> dict[str, Any] | None:
         return None
     decision = explain(store, op_id)
     with store.errors(f"read checkpoints of {op_id!r}"):
-        checkpoints = [(c, c.op_id == op_id and c.verify()) for c in store.iter_checkpoints(op_id)]
+        checkpoints = [  # kept without payloads: one in memory at a time, however large
+            (_without_payload(c), c.op_id == op_id and c.verify())
+            for c in store.iter_checkpoints(op_id)
+        ]
     good = next((c for c, ok in checkpoints if ok), None)
-    state = _S.COMPLETED if good is not None and good.state is _S.COMPLETED else op.state
+    state = effective_state(op, good)
     return {
         "op_id": op.op_id,
         "name": op.name,

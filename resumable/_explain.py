@@ -17,7 +17,7 @@ from .operation import CheckpointRecord, OperationRecord, ProcessState
 if TYPE_CHECKING:
     from .stores.base import Store
 
-__all__ = ["Action", "Decision", "decide", "explain"]
+__all__ = ["Action", "Decision", "decide", "effective_state", "explain", "final_lost"]
 
 #: ``run``: from the start; ``resume``: from a committed position; ``skip``: completed, runs
 #: nothing; ``blocked``: cannot run until someone acts (every checkpoint is corrupt).
@@ -34,6 +34,32 @@ class Decision:
     position: int = 0
     #: Seqs of newer checkpoints that failed their checksum and were passed over.
     corrupt: tuple[int, ...] = ()
+
+
+def final_lost(op: OperationRecord | None, ckpt: CheckpointRecord | None) -> bool:
+    """Whether ``op`` says COMPLETED but its newest good checkpoint ``ckpt`` is not the final one.
+
+    Its final checkpoint failed its checksum (or is gone) and an older one was fallen back
+    to: that checkpoint's state is not the final result, so the operation is not done. The
+    next run resumes from ``ckpt`` (COMPLETED -> RECOVERING -> RUNNING) and runs the items
+    after it again.
+    """
+    done = ProcessState.COMPLETED
+    return op is not None and op.state is done and ckpt is not None and ckpt.state is not done
+
+
+def effective_state(op: OperationRecord, ckpt: CheckpointRecord | None) -> ProcessState:
+    """The state to show: COMPLETED only with a final checkpoint (or none, when stateless).
+
+    COMPLETED if the newest good checkpoint says so (the record may lag behind it); the
+    record's state otherwise, except RECOVERING for a completion whose final checkpoint was
+    lost (see :func:`final_lost`): the next run recovers it.
+    """
+    if ckpt is not None and ckpt.state is ProcessState.COMPLETED:
+        return ProcessState.COMPLETED
+    if final_lost(op, ckpt):
+        return ProcessState.RECOVERING
+    return op.state
 
 
 def decide(
@@ -65,6 +91,20 @@ def decide(
         if corrupt and ckpt is not None
         else ""
     )
+    if ckpt is not None and final_lost(op, ckpt):
+        lost = (
+            f"failed its checksum (seq {', '.join(map(str, corrupt))})"
+            if corrupt
+            else "is gone or failed its checksum"
+        )
+        return Decision(
+            op_id, "resume",
+            f"completed, but its final checkpoint {lost}, so seq {ckpt.seq} (position "
+            f"{ckpt.position}) is not the final state: a run resumes at position "
+            f"{ckpt.position} and runs the items after it again (stored step and map results "
+            "are reused)",
+            ckpt.position, corrupt,
+        )  # fmt: skip
     if (op is not None and op.state is done) or (ckpt is not None and ckpt.state is done):
         result = op.meta.get("result") if op is not None else None
         if isinstance(result, str) and result.startswith("return:"):

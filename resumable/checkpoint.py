@@ -19,7 +19,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 from . import serializers
-from ._explain import decide
+from ._explain import decide, final_lost
 from ._log import log
 from ._loop import open_source
 from ._progress import ProgressSpec, check_progress, open_progress
@@ -266,6 +266,17 @@ class Checkpoint:
         # Why this run skips, resumes or starts: the words `resumable show` prints too.
         reason = decide(op_id, op, ckpt).reason if log.wants(logging.INFO) else ""
         done = ProcessState.COMPLETED
+        if op is not None and final_lost(op, ckpt):
+            # COMPLETED, but its final checkpoint failed its checksum and an older one was
+            # loaded: that is not the final state, so the operation is not done. Resume from
+            # it (the items after it run again; stored step and map results are reused)
+            # rather than report completion with it. COMPLETED -> RECOVERING -> RUNNING.
+            assert ckpt is not None  # noqa: S101 - final_lost says so
+            log.warning(
+                "resumable.operation.reopened", op_id=op_id, using_seq=ckpt.seq,
+                position=ckpt.position,
+            )  # fmt: skip
+            op = op.to(ProcessState.RECOVERING)
         if (op is not None and op.state is done) or (ckpt is not None and ckpt.state is done):
             self._completed_before = True
             if op is not None and op.state is not done:

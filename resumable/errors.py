@@ -94,4 +94,8 @@ class InvalidTransition(ResumableError):
 
 
 class StoreError(ResumableError, OSError):
-    """The store could not be opened or written; the last good checkpoint is intact."""
+    """The store could not be opened, read or written (I/O, permissions, space, a server).
+
+    Its message says what failed and what to do, and claims nothing it did not check. A
+    record that was read but does not decode is not this: that is :class:`CheckpointCorrupt`.
+    """

@@ -66,7 +66,10 @@ _S = ProcessState
 
 #: Allowed changes, ``from -> {to, ...}``; ``None`` is "no record yet". RUNNING -> RUNNING is a
 #: new runner taking over an operation whose owner died; COMPLETED -> INITIALIZED is a
-#: deliberate re-run (``fresh=True``, a changed function).
+#: deliberate re-run (``fresh=True``, a changed function); COMPLETED -> RECOVERING is a
+#: completed operation whose final checkpoint is corrupt or gone, resumed from its newest
+#: good one (then RECOVERING -> RUNNING). COMPLETED -> RUNNING stays forbidden: nothing may
+#: run a finished operation again without saying which of those two it is.
 TRANSITIONS: Final[dict[ProcessState | None, frozenset[ProcessState]]] = {
     None: frozenset({_S.INITIALIZED, _S.RUNNING, _S.PAUSED, _S.COMPLETED, _S.FAILED}),
     _S.INITIALIZED: frozenset({_S.RUNNING, _S.PAUSED, _S.COMPLETED, _S.FAILED}),
@@ -74,7 +77,7 @@ TRANSITIONS: Final[dict[ProcessState | None, frozenset[ProcessState]]] = {
     _S.PAUSED: frozenset({_S.RUNNING, _S.RECOVERING, _S.COMPLETED, _S.FAILED}),
     _S.FAILED: frozenset({_S.RUNNING, _S.RECOVERING}),
     _S.RECOVERING: frozenset({_S.RUNNING, _S.PAUSED, _S.COMPLETED, _S.FAILED}),
-    _S.COMPLETED: frozenset({_S.INITIALIZED}),
+    _S.COMPLETED: frozenset({_S.INITIALIZED, _S.RECOVERING}),
 }
 
 

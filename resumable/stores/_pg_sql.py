@@ -68,6 +68,16 @@ _CKPT_COLUMNS = (
     'op_id, seq, "position", state, progress, "timestamp", serializer, payload, metadata, checksum'
 )
 _RESULT_COLUMNS = "op_id, key, serializer, payload, created, checksum"
+#: A checkpoint's columns without its payload, and the payload's length, by op id and seq.
+_CKPT_HEAD = (
+    'SELECT op_id, seq, "position", state, progress, "timestamp", serializer, '
+    "octet_length(payload), metadata, checksum FROM checkpoints WHERE op_id = %s AND seq = %s"
+)
+#: One slice of a payload (substring counts from 1). Read in slices, a large payload never
+#: passes whole through libpq's buffers, which keep their largest size for the connection.
+_CKPT_SLICE = (
+    "SELECT substring(payload FROM %s FOR %s) FROM checkpoints WHERE op_id = %s AND seq = %s"
+)
 
 _CKPT_INSERT = (
     'INSERT INTO checkpoints (op_id, slot, seq, "position", state, progress, "timestamp", '
@@ -81,6 +91,19 @@ _CKPT_CONFLICT = (
 )
 _CKPT_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
 _UPSERT_CHECKPOINT = _CKPT_INSERT + "VALUES (" + _CKPT_VALUES + ")" + _CKPT_CONFLICT
+#: A large payload is streamed into this session's temporary table, then upserted from it.
+#: Stored there uncompressed (EXTERNAL): a pickle's header makes pglz try to compress all of
+#: a payload it then stores as it was, which costs more than the copy itself.
+_UPLOAD_TABLE = (
+    "CREATE TEMP TABLE resumable_upload (payload BYTEA NOT NULL) ON COMMIT DROP; "
+    "ALTER TABLE pg_temp.resumable_upload ALTER COLUMN payload SET STORAGE EXTERNAL"
+)
+_UPLOAD_COPY = "COPY pg_temp.resumable_upload (payload) FROM STDIN (FORMAT BINARY)"
+_UPSERT_FROM_UPLOAD = (
+    _CKPT_INSERT
+    + "SELECT %s, %s, %s, %s, %s, %s, %s, %s, u.payload, %s, %s FROM pg_temp.resumable_upload u"
+    + _CKPT_CONFLICT
+)
 #: The fence: the lease row, still ours, locked FOR SHARE until the write commits, so that a
 #: takeover either waits for this write or makes it see the new epoch and write nothing.
 _FENCE = (
@@ -182,23 +205,61 @@ def _dec(text: str) -> str:
     return text
 
 
+#: What building a record from a damaged row raises (a value of the wrong type or JSON that
+#: does not parse, in a column someone changed): the record is then one that fails its
+#: checksum, never an error of the store.
+_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+
+
+def _text(value: object) -> str:
+    try:
+        return _dec(value) if isinstance(value, str) else repr(value)
+    except _DAMAGE:
+        return repr(value)
+
+
+def _blob(value: object) -> bytes:
+    """A payload column's value, which must be bytes (bytea)."""
+    if type(value) is not bytes:
+        raise TypeError(f"a payload must be bytea, not {type(value).__name__}")
+    return value
+
+
+def _whole(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, not {type(value).__name__}")
+    return value
+
+
 def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
-    op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum = row
-    return OperationRecord(
-        _dec(op_id), _dec(name), ProcessState(state),
-        Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts, created,
-        updated, None if error is None else _dec(error), json.loads(meta) if meta else {},
-        checksum,
-    )  # fmt: skip
+    try:
+        op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, sums = row
+        return OperationRecord(
+            _dec(op_id), _dec(name), ProcessState(state),
+            Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts,
+            created, updated, None if error is None else _dec(error),
+            json.loads(meta) if meta else {}, sums,
+        )  # fmt: skip
+    except _DAMAGE:
+        return OperationRecord(
+            _text(row[0]), "?", ProcessState.FAILED, None, 0.0, 0, 0.0, 0.0, None, {}, "damaged"
+        )
 
 
 def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
     op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
-    op_id = _dec(op_id)
-    return CheckpointRecord(
-        checkpoint_id(op_id, seq), op_id, seq, position, ProcessState(state), progress, ts, ser,
-        bytes(payload), json.loads(metadata) if metadata else {}, checksum,
-    )  # fmt: skip
+    try:
+        op_id = _dec(op_id)
+        return CheckpointRecord(
+            checkpoint_id(op_id, _whole(seq)), op_id, seq, _whole(position),
+            ProcessState(state), progress, ts, ser, _blob(payload),
+            json.loads(metadata) if metadata else {}, checksum,
+        )  # fmt: skip
+    except _DAMAGE:
+        seq = seq if type(seq) is int else -1
+        return CheckpointRecord(
+            "?", _text(op_id), seq, 0, ProcessState.FAILED, 0.0, 0.0, "?", b"", {}, "damaged"
+        )
 
 
 def _result_row(r: ResultRecord) -> tuple[Any, ...]:
@@ -206,4 +267,7 @@ def _result_row(r: ResultRecord) -> tuple[Any, ...]:
 
 
 def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
-    return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
+    try:
+        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], _blob(row[3]), row[4], row[5])
+    except _DAMAGE:
+        return ResultRecord(_text(row[0]), _text(row[1]), "?", b"", 0.0, "damaged")

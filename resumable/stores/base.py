@@ -321,24 +321,41 @@ class Store(ABC):
 
     def store_error(self, doing: str, exc: BaseException) -> StoreError:
         """The StoreError for a driver error ``exc`` raised while ``doing`` something."""
+        # Only what was seen: the store answered with an error. Whether an earlier write
+        # survived is not known here (decoding a stored record never ends up here: that is
+        # CheckpointCorrupt, or a fallback to an older checkpoint).
         return StoreError(
-            f"{self.url}: could not {doing}: {exc}. The last good checkpoint is intact; "
-            "fix the cause (disk space, permissions, a server that is down) and run again"
+            f"{self.url}: could not {doing}: {exc}. Fix the cause (disk space, permissions, "
+            "a server that is down) and run again"
         )
+
+    def record_name(self, op_id: str, seq: int | None = None) -> str:
+        """The stored record of ``op_id`` in words: its operation record, or checkpoint ``seq``.
+
+        For messages about a damaged record; stores that can say where it lies add that.
+        """
+        if seq is None:
+            return f"the record of operation {op_id!r}"
+        return f"checkpoint seq {seq} of operation {op_id!r}"
 
     def load_operation(self, op_id: str) -> OperationRecord | None:
         """The operation record, verified.
 
         Raises:
-            CheckpointCorrupt: the record fails its checksum.
+            CheckpointCorrupt: the record fails its checksum or cannot be decoded.
         """
         with self.errors(f"read operation {op_id!r}"):
             op = self.get_operation(op_id)
-        if op is not None and not op.verify():
+        if op is not None and not (op.op_id == op_id and op.verify()):
             hint = signature_hint(op.checksum)
             raise CheckpointCorrupt(
-                f"{self.url}: the record of operation {op_id!r} failed its checksum; "
-                + (hint or "reset the operation (resumable reset OP) to start it over")
+                f"{self.url}: {self.record_name(op_id)} cannot be decoded or failed its "
+                "checksum; nothing was loaded. "
+                + (
+                    hint
+                    or "Reset the operation (resumable reset OP) to start it over, or restore "
+                    "the store from a backup"
+                )
             )
         return op
 
@@ -350,11 +367,14 @@ class Store(ABC):
         """
         rec, bad = self.newest_checkpoint(op_id)
         if rec is None and bad:
-            newest = next(iter(self.iter_checkpoints(op_id)), None)
+            with self.errors(f"read checkpoints of {op_id!r}"):
+                newest = next(iter(self.iter_checkpoints(op_id)), None)
             hint = signature_hint(newest.checksum) if newest is not None else ""
+            del newest
             raise CheckpointCorrupt(
-                f"{self.url}: every stored checkpoint of {op_id!r} failed its checksum "
-                f"(seqs {list(bad)}); nothing was loaded. "
+                f"{self.url}: every stored checkpoint of {op_id!r} cannot be decoded or failed "
+                f"its checksum ({'; '.join(self.record_name(op_id, seq) for seq in bad)}); "
+                "nothing was loaded. "
                 + (
                     hint
                     or "Reset the operation to start it over, or restore the store from a backup"
@@ -370,15 +390,23 @@ class Store(ABC):
     def newest_checkpoint(self, op_id: str) -> tuple[CheckpointRecord | None, tuple[int, ...]]:
         """The newest checkpoint that passes its checksum, and the seqs of newer failed ones.
 
-        The checkpoint is None if none passes; nothing is raised for corrupt records.
+        The checkpoint is None if none passes; nothing is raised for corrupt records. Reads
+        lazily, newest first: an older checkpoint is read only if every newer one failed, so
+        re-entering an operation with a large state holds one payload, not its history.
         """
         bad: list[int] = []
         with self.errors(f"read checkpoints of {op_id!r}"):
-            records = list(self.iter_checkpoints(op_id))
-        for rec in records:
-            if rec.verify() and rec.op_id == op_id:
-                return rec, tuple(bad)
-            bad.append(rec.seq)
+            found = self.iter_checkpoints(op_id)
+            try:
+                while (rec := next(found, None)) is not None:
+                    if rec.op_id == op_id and rec.verify():
+                        return rec, tuple(bad)
+                    bad.append(rec.seq)
+                    rec = None  # drop its payload before the next one is read
+            finally:
+                close = getattr(found, "close", None)
+                if close is not None:
+                    close()
         return None, tuple(bad)
 
     def put_result(self, result: ResultRecord) -> None:

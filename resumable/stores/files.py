@@ -17,6 +17,7 @@ half-written leftovers of a crash: readers skip them.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import json
 import os
@@ -29,6 +30,7 @@ import xxhash
 
 from resumable import _fs
 from resumable._admin import iso_time
+from resumable._log import log
 from resumable.errors import CheckpointCorrupt
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
@@ -88,7 +90,60 @@ def _decode_payload(serializer: str, doc: dict[str, Any]) -> bytes:
         return json.dumps(
             doc["data"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode()
-    return base64.b64decode(doc["payload"], validate=True)
+    payload = doc["payload"]
+    if isinstance(payload, bytes):  # decoded by _parse already
+        return payload
+    if not isinstance(payload, str):
+        raise TypeError(f"a payload must be base64 text, not {type(payload).__name__}")
+    return base64.b64decode(payload, validate=True)
+
+
+#: How a streamed payload begins (see _json_chunks); base64 holds no '"', and a '"' inside a
+#: JSON string is escaped, so these bytes occur only as a key followed by its string value.
+_PAYLOAD_KEY = b'"payload":"'
+#: Documents larger than this have their payload decoded straight from the file's bytes.
+_LARGE = 1 << 20
+
+#: What parsing a damaged document raises (bad UTF-8 and bad JSON are ValueErrors; a field
+#: missing or of the wrong type, KeyError or TypeError): the record is then corrupt.
+_DAMAGE = (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError)
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    """A record file's JSON document.
+
+    A large payload is base64-decoded straight from the file's bytes, so reading a state of
+    size S holds the file (4/3 S) and the payload (S), never the JSON text of either.
+
+    Raises:
+        ValueError: not UTF-8, not JSON, or not a JSON object.
+    """
+    at = data.rfind(_PAYLOAD_KEY) if len(data) > _LARGE else -1
+    if at >= 0:
+        start = at + len(_PAYLOAD_KEY)
+        end = data.find(b'"', start)
+        if end > 0:
+            # surrogatepass: see _json_chunks (lone surrogates in op ids are stored raw).
+            doc = json.loads((data[:start] + data[end:]).decode("utf-8", "surrogatepass"))
+            if isinstance(doc, dict) and doc.get("payload") == "":
+                doc["payload"] = binascii.a2b_base64(memoryview(data)[start:end], strict_mode=True)
+                return doc
+    doc = json.loads(data.decode("utf-8", "surrogatepass"))
+    if not isinstance(doc, dict):
+        raise TypeError(f"a record is a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, not {type(value).__name__}")
+    return value
+
+
+def _str(value: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"expected a string, not {type(value).__name__}")
+    return value
 
 
 class FileStore(Store):
@@ -101,9 +156,9 @@ class FileStore(Store):
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("file",)
-    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (
-        OSError, ValueError, KeyError, TypeError,
-    )  # fmt: skip
+    # OSError only: a file that reads but does not decode is a damaged record (corrupt, and
+    # named as such), never a store that cannot be read.
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
 
     def __init__(
         self,
@@ -131,11 +186,25 @@ class FileStore(Store):
             _fs.atomic_write(path, _json_chunks(doc), durable=self.durability == "full")
 
     def _read(self, path: Path) -> dict[str, Any] | None:
+        """The document in ``path``; None if there is no such file.
+
+        Raises:
+            OSError: the file could not be read.
+            ValueError, TypeError: it is not a JSON object (see :func:`_parse`).
+        """
         try:
-            doc: dict[str, Any] = json.loads(_fs.read_bytes(path).decode("utf-8", "surrogatepass"))
+            data = _fs.read_bytes(path)
         except FileNotFoundError:
             return None
-        return doc
+        return _parse(data)
+
+    def record_name(self, op_id: str, seq: int | None = None) -> str:
+        """As :meth:`Store.record_name`, with the record's file."""
+        folder = self._dir(op_id)
+        if seq is None:
+            return f"the record of operation {op_id!r} ({folder / 'operation.json'})"
+        path = folder / "checkpoints" / f"{seq:0{_SEQ_WIDTH}d}.json"
+        return f"checkpoint seq {seq} of operation {op_id!r} ({path})"
 
     # --- records <-> JSON -----------------------------------------------------------------
 
@@ -150,10 +219,13 @@ class FileStore(Store):
 
     @staticmethod
     def _op_from(doc: dict[str, Any]) -> OperationRecord:
+        meta = doc["meta"]
+        if not isinstance(meta, dict):
+            raise TypeError(f"meta must be an object, not {type(meta).__name__}")
         return OperationRecord(
-            doc["operation_id"], doc["operation_name"], ProcessState(doc["state"]),
+            _str(doc["operation_id"]), _str(doc["operation_name"]), ProcessState(doc["state"]),
             Owner.from_json(doc["owner"]), doc["heartbeat"], doc["attempts"], doc["created"],
-            doc["updated"], doc["error"], doc["meta"], doc["checksum"],
+            doc["updated"], doc["error"], meta, doc["checksum"],
         )  # fmt: skip
 
     @staticmethod
@@ -168,18 +240,30 @@ class FileStore(Store):
 
     @staticmethod
     def _ckpt_from(doc: dict[str, Any]) -> CheckpointRecord:
+        metadata = doc["metadata"]
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be an object, not {type(metadata).__name__}")
+        serializer = _str(doc["serializer"])
         return CheckpointRecord(
-            doc["checkpoint_id"], doc["operation_id"], doc["seq"], doc["position"],
-            ProcessState(doc["state"]), doc["progress"], doc["time"], doc["serializer"],
-            _decode_payload(doc["serializer"], doc), doc["metadata"], doc["checksum"],
+            _str(doc["checkpoint_id"]), _str(doc["operation_id"]), _int(doc["seq"]),
+            _int(doc["position"]), ProcessState(doc["state"]), doc["progress"], doc["time"],
+            serializer, _decode_payload(serializer, doc), metadata, doc["checksum"],
         )  # fmt: skip
 
     # --- reads ----------------------------------------------------------------------------
 
     def get_operation(self, op_id: str) -> OperationRecord | None:
-        """The stored operation record, unverified, or None."""
-        doc = self._read(self._dir(op_id) / "operation.json")
-        return None if doc is None else self._op_from(doc)
+        """The stored operation record, unverified, or None.
+
+        A file that cannot be decoded comes back as a record that fails its checksum.
+        """
+        try:
+            doc = self._read(self._dir(op_id) / "operation.json")
+            return None if doc is None else self._op_from(doc)
+        except _DAMAGE:
+            return OperationRecord(
+                op_id, "?", ProcessState.FAILED, None, 0.0, 0, 0.0, 0.0, None, {}, "damaged"
+            )
 
     def list_operations(self) -> Iterator[OperationRecord]:
         """Every readable operation record, unverified, in id order."""
@@ -187,7 +271,7 @@ class FileStore(Store):
         for name in _fs.list_names(self.root / "ops"):
             if _fs.TEMP_MARK in name:
                 continue
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            with contextlib.suppress(OSError, *_DAMAGE):
                 doc = self._read(self.root / "ops" / name / "operation.json")
                 if doc is not None:
                     ops.append(self._op_from(doc))
@@ -215,9 +299,12 @@ class FileStore(Store):
                 doc = self._read(path)
                 if doc is None:
                     continue
-                yield self._ckpt_from(doc)
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                yield _unreadable(op_id, path)
+                rec = self._ckpt_from(doc)
+                del doc  # nothing else holds its payload while the caller has the record
+            except _DAMAGE:
+                rec = _unreadable(op_id, path)
+            yield rec
+            del rec
 
     def checkpoint_by_id(self, checkpoint_id: str) -> CheckpointRecord | None:
         """The checkpoint with this id (``<op key>-<seq>``), verified; None if there is none.
@@ -236,7 +323,7 @@ class FileStore(Store):
             rec = self._ckpt_from(doc)
         except OSError as exc:
             raise self.store_error(f"read checkpoint {checkpoint_id!r}", exc) from exc
-        except (ValueError, KeyError, TypeError):  # cut short or damaged: fails below
+        except _DAMAGE:  # cut short or damaged: fails below
             rec = _unreadable("?", path)
         if not (rec.verify() and rec.checkpoint_id == checkpoint_id):
             raise CheckpointCorrupt(
@@ -249,16 +336,17 @@ class FileStore(Store):
         try:
             doc = self._read(self._result_path(op_id, key))
             return None if doc is None else self._result_from(doc)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except _DAMAGE:
             # Cut short or damaged: a record that fails its checksum, so it counts as missing
             # (as in iter_results), never as a store that cannot be read.
             return ResultRecord(op_id, key, "?", b"", 0.0, "damaged")
 
     @staticmethod
     def _result_from(doc: dict[str, Any]) -> ResultRecord:
+        serializer = _str(doc["serializer"])
         return ResultRecord(
-            doc["operation_id"], doc["key"], doc["serializer"],
-            _decode_payload(doc["serializer"], doc), doc["created"], doc["checksum"],
+            _str(doc["operation_id"]), _str(doc["key"]), serializer,
+            _decode_payload(serializer, doc), doc["created"], doc["checksum"],
         )  # fmt: skip
 
     def _result_path(self, op_id: str, key: str) -> Path:
@@ -326,8 +414,10 @@ class FileStore(Store):
                 if doc is None:
                     continue
                 rec = self._result_from(doc)
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                continue  # unreadable: as if missing, and the item runs again
+            except _DAMAGE:
+                # Unreadable: as if missing (the item runs again), as a failed checksum is.
+                log.warning("resumable.result.corrupt", op_id=op_id, file=str(folder / name))
+                continue
             if rec.key.startswith(prefix):
                 yield rec
 
@@ -373,7 +463,7 @@ class FileStore(Store):
             if path.parent.name == "checkpoints":
                 return self._ckpt_from(doc)
             return self._result_from(doc)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except _DAMAGE:
             return None
 
     def _folder_id(self, folder: Path, records: list[Any]) -> str:
@@ -414,12 +504,11 @@ class FileStore(Store):
                     continue
                 path = Path(sub, max(names))  # seqs are zero-padded: the newest sorts last
                 try:
-                    rec = self._ckpt_from(
-                        json.loads(_fs.read_bytes(path).decode("utf-8", "surrogatepass"))
-                    )
-                except FileNotFoundError:
-                    continue  # dropped from the history meanwhile
-                except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                    doc = self._read(path)
+                    if doc is None:
+                        continue  # dropped from the history meanwhile
+                    rec = self._ckpt_from(doc)
+                except _DAMAGE:
                     op_id = self._folder_id(folder, [self._parse(folder / "operation.json")])
                     rec = _unreadable(op_id, path)  # fails its checksum: callers fall back
             found[rec.op_id] = rec

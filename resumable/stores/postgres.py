@@ -29,8 +29,11 @@ ValueError that names the valid ones.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import struct
 import threading
 import time
 import weakref
@@ -54,6 +57,8 @@ from ._pg_sql import (
     _BATCHES_LEFT,
     _CHECK_FENCE,
     _CKPT_COLUMNS,
+    _CKPT_HEAD,
+    _CKPT_SLICE,
     _CLAIM,
     _CREATE_CLAIMS,
     _FENCED_CHECKPOINT,
@@ -68,7 +73,10 @@ from ._pg_sql import (
     _SCHEMA_LOCK,
     _TAKE_DEAD_LEASE,
     _TAKE_LEASE,
+    _UPLOAD_COPY,
+    _UPLOAD_TABLE,
     _UPSERT_CHECKPOINT,
+    _UPSERT_FROM_UPLOAD,
     _UPSERT_OPERATION,
     _UPSERT_RESULT,
     SCHEMA_VERSION,
@@ -103,6 +111,15 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "pool_size": int,
 }
 _SECRET_PARAMS = ("password", "sslpassword")
+#: Bytes of a checkpoint's payload read per query, or written per COPY message.
+_SLICE = 4 << 20
+#: A checkpoint whose payload is larger than this is written through COPY in slices (see
+#: _put_big_checkpoint), never bound whole.
+_BIG_PAYLOAD = 1 << 20
+#: COPY's binary format around one row of one field (the signature, flags and header
+#: extension length; the field count; then the field's length and bytes; the trailer).
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
 #: What libpq says when the login is refused, and when the server cannot be reached.
 _REFUSED = ("password authentication failed", "no pg_hba.conf entry", "authentication failed")
 _UNREACHABLE = (
@@ -366,12 +383,51 @@ class PostgresStore(Store):
         )
 
     def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
-        """The operation's checkpoints, newest first, unverified."""
-        rows = self._fetch(
-            "SELECT " + _CKPT_COLUMNS + " FROM checkpoints WHERE op_id = %s ORDER BY seq DESC",
-            (_enc(op_id),),
-        )
-        return map(_ckpt_from_row, rows)
+        """The operation's checkpoints, newest first, unverified, read one at a time.
+
+        The first query lists their seqs; each checkpoint is read only when the caller asks
+        for the next record: loading the newest of a large state reads one payload.
+        """
+        key = _enc(op_id)
+        seqs = self._fetch("SELECT seq FROM checkpoints WHERE op_id = %s ORDER BY seq DESC", (key,))
+        return self._checkpoints_at(key, [seq for (seq,) in seqs])
+
+    def _checkpoints_at(self, key: str, seqs: list[int]) -> Iterator[CheckpointRecord]:
+        for seq in seqs:
+            row = self._read_checkpoint(key, seq)
+            if row is None:
+                continue  # removed meanwhile: fell out of the history
+            rec = _ckpt_from_row(row)
+            del row  # the caller may keep the record; nothing else holds its payload
+            yield rec
+            del rec
+
+    def _read_checkpoint(self, key: str, seq: int) -> tuple[Any, ...] | None:
+        """Checkpoint ``seq``'s row, its payload read in slices; None if it is gone.
+
+        One REPEATABLE READ transaction: the row and every slice come from one snapshot, so
+        a writer replacing the row meanwhile cannot mix two checkpoints. The slices are read
+        in binary (the text form of bytea is twice its size) into one buffer, whose bytes
+        are the payload without another copy.
+        """
+        with self._connections().connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            head = conn.execute(_CKPT_HEAD, (key, seq)).fetchone()
+            if head is None:
+                return None
+            size = head[7]
+            if type(size) is not int:
+                return (*head[:7], None, *head[8:])  # a damaged row: fails to build
+            payload = io.BytesIO()
+            for at in range(0, size, _SLICE):
+                found = conn.execute(_CKPT_SLICE, (at + 1, _SLICE, key, seq), binary=True)
+                (part,) = found.fetchone() or (None,)
+                if type(part) is not bytes:
+                    return (*head[:7], part, *head[8:])  # not bytea: fails to build
+                payload.write(part)
+                del part
+        # getvalue() hands over the buffer itself when nothing else uses it.
+        return (*head[:7], payload.getvalue(), *head[8:])
 
     def get_result(self, op_id: str, key: str) -> ResultRecord | None:
         """The stored result, unverified, or None."""
@@ -467,6 +523,11 @@ class PostgresStore(Store):
             pool = self._connections()
             held = self._fence(checkpoint.op_id)
             with pool.connection() as conn:
+                if len(checkpoint.payload) > _BIG_PAYLOAD:
+                    with conn.transaction():
+                        self._check_fence(conn, checkpoint.op_id, held)
+                        _put_big_checkpoint(conn, row, checkpoint.payload)
+                    return
                 if held is None:
                     conn.execute(_UPSERT_CHECKPOINT, row)
                     return
@@ -498,10 +559,17 @@ class PostgresStore(Store):
         with self.errors(f"save operation {op.op_id!r}"):
             pool = self._connections()
             held = self._fence(op.op_id)
-            with pool.connection() as conn, conn.pipeline(), conn.transaction():
+            big = checkpoint is not None and len(checkpoint.payload) > _BIG_PAYLOAD
+            with (
+                pool.connection() as conn,
+                contextlib.nullcontext() if big else conn.pipeline(),  # COPY cannot pipeline
+                conn.transaction(),
+            ):
                 self._check_fence(conn, op.op_id, held)
                 conn.execute(_UPSERT_OPERATION, op_row)
-                if checkpoint is not None:
+                if checkpoint is not None and big:
+                    _put_big_checkpoint(conn, self._checkpoint_row(checkpoint), checkpoint.payload)
+                elif checkpoint is not None:
                     conn.execute(_UPSERT_CHECKPOINT, self._checkpoint_row(checkpoint))
                 if results:
                     conn.cursor().executemany(_UPSERT_RESULT, map(_result_row, results))
@@ -849,3 +917,24 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # pragma: no cover - no user name in this environment
         return "?"
+
+
+def _put_big_checkpoint(
+    conn: psycopg.Connection[Any], row: tuple[Any, ...], payload: bytes
+) -> None:
+    """Upsert a checkpoint row whose payload is streamed to the server, inside a transaction.
+
+    A bound payload is copied by psycopg and again into libpq's output buffer, which keeps
+    that size for the connection's life: for a 100 MB state, two more copies. Here the
+    payload goes through ``COPY ... FROM STDIN`` in slices into a temporary table (dropped
+    at the commit), and the server upserts the row from it.
+    """
+    conn.execute(_UPLOAD_TABLE)
+    view = memoryview(payload)
+    with conn.cursor().copy(_UPLOAD_COPY) as copy:
+        copy.write(_COPY_SIGNATURE + struct.pack("!hi", 1, len(view)))
+        for at in range(0, len(view), _SLICE):
+            copy.write(view[at : at + _SLICE])
+        copy.write(_COPY_TRAILER)
+    i = 8  # the payload's place in the row (see _checkpoint_row)
+    conn.execute(_UPSERT_FROM_UPLOAD, (*row[:i], *row[i + 1 :]))

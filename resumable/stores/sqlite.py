@@ -113,12 +113,19 @@ _UPSERT_CHECKPOINT_SPACE = (
     _UPSERT_CHECKPOINT.replace("?, ?, ?)", "zeroblob(?), ?, ?)", 1) + " RETURNING rowid"
 )
 
+#: A payload column as read: NULL unless it holds a BLOB. A value whose type changed (TEXT,
+#: a number) is never read as bytes: its record fails to build, so it is a damaged one.
+_PAYLOAD = "CASE typeof(payload) WHEN 'blob' THEN payload END"
+_RESULT_COLUMNS = f"op_id, key, serializer, {_PAYLOAD}, created, checksum"
+
 _OP_COLUMNS = (
     "op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum"
 )
 # checkpoint_id is not stored: it is derived from the op id and seq (see CheckpointRecord).
 _CKPT_COLUMNS = (
-    "op_id, seq, position, state, progress, timestamp, serializer, payload, metadata, checksum"
+    "op_id, seq, position, state, progress, timestamp, serializer, "
+    + _PAYLOAD
+    + ", metadata, checksum"
 )
 
 
@@ -151,11 +158,30 @@ def _dumps(data: dict[str, Any] | None) -> str | None:
 
 #: What building a record from a damaged row raises (a flipped byte can make a column hold a
 #: blob, bad JSON, an unknown state): the record is then one that fails its checksum.
-_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
 
 
 def _text(value: object) -> str:
-    return _dec(value) if isinstance(value, str) else repr(value)
+    try:
+        return _dec(value) if isinstance(value, str) else repr(value)
+    except _DAMAGE:
+        return repr(value)
+
+
+def _blob(value: object) -> bytes:
+    """A payload column's value, which must be a BLOB.
+
+    (``bytes(5)`` would make five zero bytes of an INTEGER, and ``bytes(10**12)`` a terabyte.)
+    """
+    if type(value) is not bytes:
+        raise TypeError(f"a payload must be a blob, not {type(value).__name__}")
+    return value
+
+
+def _whole(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, not {type(value).__name__}")
+    return value
 
 
 def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
@@ -185,7 +211,7 @@ def _result_row(r: ResultRecord) -> tuple[Any, ...]:
 
 def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
     try:
-        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], bytes(row[3]), row[4], row[5])
+        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], _blob(row[3]), row[4], row[5])
     except _DAMAGE:
         return ResultRecord(_text(row[0]), _text(row[1]), "?", b"", 0.0, "damaged")
 
@@ -195,14 +221,47 @@ def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
     try:
         op_id = _dec(op_id)
         return CheckpointRecord(
-            checkpoint_id(op_id, seq), op_id, seq, position, ProcessState(state), progress, ts,
-            ser, bytes(payload), json.loads(metadata) if metadata else {}, checksum,
+            checkpoint_id(op_id, _whole(seq)), op_id, seq, _whole(position),
+            ProcessState(state), progress, ts, ser, _blob(payload),
+            json.loads(metadata) if metadata else {}, checksum,
         )  # fmt: skip
     except _DAMAGE:
-        seq = seq if isinstance(seq, int) else -1
+        seq = seq if type(seq) is int else -1
         return CheckpointRecord(
             "?", _text(op_id), seq, 0, ProcessState.FAILED, 0.0, 0.0, "?", b"", {}, "damaged"
         )
+
+
+def _lenient(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
+#: How SQLite's driver says a TEXT value is not UTF-8 (it refuses to return the row).
+_NOT_UTF8 = "Could not decode to UTF-8"
+
+
+def _query(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of ``sql``; a TEXT value that is not UTF-8 comes back as ``bytes``.
+
+    The driver raises OperationalError for such a value, which would read as a store that
+    cannot be read. Bytes where text belongs make the record one that fails its checksum
+    (the row builders above accept only ``str`` there): corruption, found and named, and the
+    other rows read as usual. The caller holds the store's guard, so switching the
+    connection's text factory is safe.
+    """
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as exc:
+        if not str(exc).startswith(_NOT_UTF8):
+            raise
+    conn.text_factory = _lenient
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.text_factory = str
 
 
 class SQLiteStore(Store):
@@ -298,49 +357,59 @@ class SQLiteStore(Store):
     def get_operation(self, op_id: str) -> OperationRecord | None:
         """The stored operation record, unverified, or None."""
         with self._guard:
-            row = (
-                self._connection()
-                .execute(f"SELECT {_OP_COLUMNS} FROM operations WHERE op_id = ?", (_enc(op_id),))
-                .fetchone()
+            rows = _query(
+                self._connection(),
+                f"SELECT {_OP_COLUMNS} FROM operations WHERE op_id = ?",
+                (_enc(op_id),),
             )
-        return None if row is None else _op_from_row(row)
+        return _op_from_row(rows[0]) if rows else None
 
     def list_operations(self) -> Iterator[OperationRecord]:
         """Every operation record, unverified, in id order."""
         with self._guard:
-            rows = (
-                self._connection()
-                .execute(f"SELECT {_OP_COLUMNS} FROM operations ORDER BY op_id")
-                .fetchall()
+            rows = _query(
+                self._connection(), f"SELECT {_OP_COLUMNS} FROM operations ORDER BY op_id"
             )
         return map(_op_from_row, rows)
 
     def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
-        """The operation's checkpoints, newest first, unverified."""
+        """The operation's checkpoints, newest first, unverified, read one at a time.
+
+        The first query lists the rows without their payloads; each row is then read whole
+        (its payload included, in one statement: one consistent row) only when the caller
+        asks for the next record. Loading the newest of a large state reads one payload.
+        """
         with self._guard:
-            rows = (
-                self._connection()
-                .execute(
-                    f"SELECT {_CKPT_COLUMNS} FROM checkpoints WHERE op_id = ? ORDER BY seq DESC",
-                    (_enc(op_id),),
-                )
-                .fetchall()
+            slots = _query(
+                self._connection(),
+                "SELECT rowid FROM checkpoints WHERE op_id = ? ORDER BY seq DESC",
+                (_enc(op_id),),
             )
-        return map(_ckpt_from_row, rows)
+        return self._checkpoints_at([rowid for (rowid,) in slots])
+
+    def _checkpoints_at(self, rowids: list[int]) -> Iterator[CheckpointRecord]:
+        for rowid in rowids:
+            with self._guard:
+                rows = _query(
+                    self._connection(), f"SELECT {_CKPT_COLUMNS} FROM checkpoints WHERE rowid = ?",
+                    (rowid,),
+                )  # fmt: skip
+            if not rows:
+                continue  # removed meanwhile: fell out of the history
+            rec = _ckpt_from_row(rows[0])
+            del rows  # the caller may keep the record; nothing else holds its payload
+            yield rec
+            del rec
 
     def get_result(self, op_id: str, key: str) -> ResultRecord | None:
         """The stored result, unverified, or None."""
         with self._guard:
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT op_id, key, serializer, payload, created, checksum FROM results "
-                    "WHERE op_id = ? AND key = ?",
-                    (_enc(op_id), _enc(key)),
-                )
-                .fetchone()
+            rows = _query(
+                self._connection(),
+                f"SELECT {_RESULT_COLUMNS} FROM results WHERE op_id = ? AND key = ?",
+                (_enc(op_id), _enc(key)),
             )
-        return None if row is None else _result_from_row(row)
+        return _result_from_row(rows[0]) if rows else None
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -400,18 +469,16 @@ class SQLiteStore(Store):
     def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
         """The operation's results whose key starts with ``prefix``, unverified."""
         with self._guard:
-            rows = (
-                self._connection()
-                .execute(
-                    # Keys stored encoded (see _enc) are decoded and filtered by the caller.
-                    "SELECT op_id, key, serializer, payload, created, checksum FROM results "
-                    "WHERE op_id = ? AND (substr(key, 1, ?) = ? OR key < ?)",
-                    (_enc(op_id), len(prefix), prefix, "\x01"),
-                )
-                .fetchall()
+            rows = _query(
+                self._connection(),
+                # Keys stored encoded (see _enc) are decoded and filtered by the caller.
+                f"SELECT {_RESULT_COLUMNS} FROM results "
+                "WHERE op_id = ? AND (substr(key, 1, ?) = ? OR key < ?)",
+                (_enc(op_id), len(prefix), prefix, "\x01"),
             )
         found = map(_result_from_row, rows)
-        return (r for r in found if r.key.startswith(prefix))
+        # A damaged row whose key cannot be read is kept: the caller logs it as corrupt.
+        return (r for r in found if r.key.startswith(prefix) or r.checksum == "damaged")
 
     def delete_operation(self, op_id: str) -> bool:
         """Remove the operation, its checkpoints and results."""
@@ -430,26 +497,19 @@ class SQLiteStore(Store):
     def stored_op_ids(self) -> list[str]:
         """Every op id with a record, checkpoints, results or claims, sorted."""
         with self.errors("list operations"), self._guard:
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT op_id FROM operations UNION SELECT op_id FROM checkpoints "
-                    "UNION SELECT op_id FROM results UNION SELECT op_id FROM claims"
-                )
-                .fetchall()
+            rows = _query(
+                self._connection(),
+                "SELECT op_id FROM operations UNION SELECT op_id FROM checkpoints "
+                "UNION SELECT op_id FROM results UNION SELECT op_id FROM claims",
             )
-        return sorted(_dec(row[0]) for row in rows)
+        return sorted(_text(row[0]) for row in rows)
 
     def newest_checkpoints(self) -> dict[str, CheckpointRecord]:
         """The newest stored checkpoint of each operation, unverified, by op id."""
         # SQLite takes the bare columns of an aggregate query from the row that has the max.
         columns = _CKPT_COLUMNS.replace("seq,", "max(seq),", 1)
         with self.errors("read checkpoints"), self._guard:
-            rows = (
-                self._connection()
-                .execute(f"SELECT {columns} FROM checkpoints GROUP BY op_id")
-                .fetchall()
-            )
+            rows = _query(self._connection(), f"SELECT {columns} FROM checkpoints GROUP BY op_id")
         return {c.op_id: c for c in map(_ckpt_from_row, rows)}
 
     def record_counts(self, op_id: str | None = None) -> dict[str, int]:
