@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from conftest import postgres_url_for
 
-from resumable import StoreError, checkpointed, open_store
+from resumable import CheckpointCorrupt, StoreError, checkpointed, open_store
 from resumable.operation import ResultRecord, op_key
 from resumable.stores import Store
 from resumable.stores.sqlite import SQLiteStore
@@ -79,6 +79,38 @@ def test_another_operations_checkpoint_copied_in_is_never_loaded(tmp_path: Path)
         for i in cp.iterate(range(10)):
             cp.state.n += i
     assert dict(cp.state) == {"who": "A", "n": sum(range(10))}
+
+
+def test_another_operations_record_copied_in_is_never_taken_for_this_ones(tmp_path: Path) -> None:
+    """B's record (completed) copied over A's (failed): A is refused as corrupt, naming A, or
+    runs on from its own checkpoint; it is never skipped as completed."""
+    root = tmp_path / "store"
+    url = f"file://{root}"
+    with pytest.raises(Boom), checkpointed("A", store=url, state={"n": 0}) as cp:
+        for i in cp.iterate(range(10)):
+            if i == 4:
+                raise Boom
+            cp.state.n += i
+    with checkpointed("B", store=url, state={"n": 0}) as cp:
+        for i in cp.iterate(range(3)):
+            cp.state.n += i
+    shutil.copyfile(_folder(root, "B") / "operation.json", _folder(root, "A") / "operation.json")
+    store = open_store(url)
+    assert store.get_operation("A") is not None
+    assert store.get_operation("A").op_id == "B"  # type: ignore[union-attr] # it is there
+
+    refusal = ""
+    try:
+        with checkpointed("A", store=url) as cp:
+            for i in cp.iterate(range(10)):
+                cp.state.n += i
+    except CheckpointCorrupt as exc:
+        refusal = str(exc)
+    if refusal:
+        assert "'A'" in refusal, refusal
+    else:
+        assert cp.position == 10
+        assert cp.state.n == sum(range(10))
 
 
 def test_another_operations_step_result_copied_in_is_never_loaded(tmp_path: Path) -> None:
