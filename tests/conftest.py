@@ -3,17 +3,20 @@
 The store tests also run on PostgreSQL when a server answers at ``RESUMABLE_TEST_POSTGRES``
 (default ``postgresql://postgres@127.0.0.1:5432/test``): each test gets its own schema, dropped
 when it ends. Without a server those tests are skipped, unless ``CI`` is true or the variable
-was set, where a missing server fails the run.
+was set, where a missing server fails the run. Likewise, a test module whose optional package
+(psycopg, distributed) is missing is skipped locally and fails under CI (:func:`require_package`).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -69,6 +72,34 @@ def url_for(kind: str, tmp_path: Path, durability: str = "normal") -> str:
     return "memory://"
 
 
+def in_ci() -> bool:
+    """Whether this run is CI (``CI`` is 1/true/yes), where nothing may be skipped for lack of
+    a dependency."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_package(name: str, install: str, *, env: str = "") -> ModuleType:
+    """The module ``name``, imported for a test module; without it the module is skipped.
+
+    Under CI (:func:`in_ci`), or when the environment variable ``env`` is set, a missing
+    package fails the run instead: ``pytest.importorskip`` would skip there too, and a CI run
+    that skips the Postgres or Dask tests passes without having tested them.
+
+    Args:
+        name: the module to import.
+        install: how to install it, for the message (e.g. ``pip install 'resumable[dask]'``).
+        env: a variable whose being set also asks for these tests (``RESUMABLE_TEST_POSTGRES``).
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        problem = f"{name} is not installed ({install}): {exc}"
+    if in_ci() or (env and os.environ.get(env)):
+        asked = "CI" + (f" or {env}" if env else "")
+        pytest.fail(f"{problem}; {asked} asks for these tests", pytrace=False)
+    pytest.skip(problem, allow_module_level=True)
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
@@ -99,7 +130,7 @@ def require_postgres() -> str:
     if problem is None:
         return postgres_base()
     explicit = bool(os.environ.get("RESUMABLE_TEST_POSTGRES"))
-    if explicit or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if explicit or in_ci():
         pytest.fail(f"{problem} (RESUMABLE_TEST_POSTGRES or CI asks for it)", pytrace=False)
     pytest.skip(problem)
 
@@ -160,4 +191,12 @@ def store(store_url: str) -> Store:
     return resolve_store(store_url)
 
 
-__all__ = ["open_store", "postgres_url_for", "require_postgres", "url_for", "with_query"]
+__all__ = [
+    "in_ci",
+    "open_store",
+    "postgres_url_for",
+    "require_package",
+    "require_postgres",
+    "url_for",
+    "with_query",
+]

@@ -30,16 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import url_for
+from conftest import require_package, url_for
 from dask_worker import ItemBroken, work
 
 from resumable import ProcessState, Store, checkpointed, open_store
 from resumable.serializers import decode
 from resumable.stores import resolve_store
 
-distributed = pytest.importorskip(
-    "distributed", reason="the Dask tests need distributed: pip install 'resumable[dask]'"
-)
+distributed = require_package("distributed", "pip install 'resumable[dask]'")
 
 WORKER = Path(__file__).with_name("dask_worker.py")
 TIMEOUT = 30.0

@@ -40,9 +40,10 @@ from resumable import (
     open_store,
 )
 from resumable.backup import Backups
-from resumable.operation import CheckpointRecord, OperationRecord, ResultRecord
+from resumable.operation import CheckpointRecord, OperationRecord, ResultRecord, op_key
 from resumable.serializers import decode
 from resumable.stores.files import FileStore
+from resumable.stores.sqlite import SQLiteStore
 
 WORKER = Path(__file__).with_name("fault_worker.py")
 TIMEOUT = 60.0
@@ -221,7 +222,78 @@ def test_file_store_commit_failing_at_each_operation_keeps_last_checkpoint(
         assert after.load_result(OP, "step:x") is not None
 
     points = _sweep(attempt, error)
-    assert points >= (13 if durability == "full" else 9)
+    assert points >= (13 if durability == "full" else 9)  # what is fsynced: the test below
+
+
+def _writes(calls: list[tuple[str, Path]]) -> dict[Path, list[str]]:
+    """Each file written atomically, and the operations on it in order: those on its temp
+    file, its ``replace`` and, right after it, an ``fsync_dir`` of its folder."""
+    seen: dict[Path, list[str]] = {}
+    for i, (op, path) in enumerate(calls):
+        if op != "replace":
+            continue
+        temps = [p for _, p in calls[:i] if p.name.startswith(path.name + _fs.TEMP_MARK)]
+        temp = temps[-1]  # the attempt that succeeded (the first one fails in a new folder)
+        after = calls[i + 1 : i + 2]
+        seen[path] = [
+            *(o for o, p in calls[:i] if p == temp),
+            "replace",
+            *(o for o, p in after if o == "fsync_dir" and p == path.parent),
+        ]
+    return seen
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+def test_file_store_full_durability_fsyncs_each_record_and_its_folder(
+    tmp_path: Path, durability: str
+) -> None:
+    """With full, every record file is fsynced before its rename and its folder after it (and
+    the ops folder after a delete); with normal nothing is fsynced."""
+    root = tmp_path / "store"
+    store = FileStore(root, durability=durability, history=2)  # type: ignore[arg-type]
+    op = OperationRecord.new(OP, "job", ProcessState.RUNNING)
+    calls: list[tuple[str, Path]] = []
+    with injected(lambda name, path: calls.append((name, path))):
+        store.save(op, _ckpt(1, b"one"), [ResultRecord.create(OP, "step:a", "pickle", b"a")])
+        store.add_checkpoint(_ckpt(2, b"two"))
+        store.put_results([ResultRecord.create(OP, "step:b", "pickle", b"b")])
+        store.save(op.to(ProcessState.COMPLETED), _ckpt(3, b"three"))
+    writes = _writes(calls)
+    folder = root / "ops" / op_key(OP)
+    records = {
+        folder / "operation.json", *(folder / "checkpoints").glob("*.json"),
+        *(folder / "results").glob("*.json"), folder / "checkpoints" / f"{1:012d}.json",
+    }  # fmt: skip
+    assert set(writes) == records  # every record file, and the one the history dropped
+    full = ["create", "write", "fsync", "replace", "fsync_dir"]
+    expected = full if durability == "full" else [o for o in full if not o.startswith("fsync")]
+    assert writes == dict.fromkeys(records, expected)
+    fsynced = [op for op, _ in calls if op.startswith("fsync")]  # and nothing else
+    replaced = [op for op, _ in calls if op == "replace"]
+    assert len(fsynced) == (2 * len(replaced) if durability == "full" else 0)
+
+    calls.clear()
+    with injected(lambda name, path: calls.append((name, path))):
+        assert store.delete_operation(OP)
+    deleted = [("fsync_dir", root / "ops")] if durability == "full" else []
+    assert [(op, p) for op, p in calls if op.startswith("fsync")] == deleted
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
+def test_sqlite_durability_sets_synchronous_on_every_connection(
+    tmp_path: Path, durability: str, synchronous: int
+) -> None:
+    """SQLite's durability is its connection's ``PRAGMA synchronous`` (WAL: NORMAL survives a
+    process crash, FULL syncs the WAL at every commit); set again on a reopened connection."""
+    store = SQLiteStore(tmp_path / "state.db", durability=durability)  # type: ignore[arg-type]
+    try:
+        for _ in range(2):  # the first connection, then a new one after close()
+            conn = store._connection()
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert conn.execute("PRAGMA synchronous").fetchone() == (synchronous,)
+            store.close()
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=errno.errorcode.get)

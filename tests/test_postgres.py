@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import postgres_url_for, require_postgres, with_query
+from conftest import postgres_url_for, require_package, require_postgres, with_query
 
 from resumable import (
     CheckpointCorrupt,
@@ -33,7 +33,9 @@ from resumable import (
 from resumable.operation import CheckpointRecord, OperationRecord, ResultRecord
 from resumable.serializers import get_serializer
 
-psycopg = pytest.importorskip("psycopg")
+psycopg = require_package(
+    "psycopg", "pip install 'resumable[postgres]'", env="RESUMABLE_TEST_POSTGRES"
+)
 
 from resumable.stores.postgres import PostgresStore  # noqa: E402 - needs psycopg
 

@@ -7,7 +7,8 @@ The writer (``fault_worker.py power``) commits after every item and prints each
 acknowledged position. With ``durability=full`` no acknowledged commit may be lost, over 12
 cuts in a row of one operation, on SQLite and on the file store. With ``normal`` the store
 must still open and hold a state that some run committed (the surviving history is a
-prefix); commits may be lost.
+prefix), and the next run must go on from it; commits may be lost, but not those written out
+to the disk (``syncfs``) before the cut.
 
 *Acknowledged* means read by the test before it cut the power. Unlike a real power cut, the
 ioctl leaves the writer alive, and a commit whose fsync is in flight at the cut can still
@@ -27,12 +28,14 @@ import os
 import random
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from fault_worker import uninterrupted
@@ -107,38 +110,80 @@ def ext4(tmp_path: Path) -> Iterator[Ext4]:
         fs.unmount()
 
 
-def _acks(proc: subprocess.Popen[bytes], want: int) -> list[int]:
-    """The positions the writer acknowledges, read until ``want`` of them (or it exits)."""
-    assert proc.stdout is not None
-    fd, buf, acked = proc.stdout.fileno(), b"", []
-    deadline = time.monotonic() + TIMEOUT
-    while len(acked) < want:
-        left = deadline - time.monotonic()
-        assert left > 0, "the writer acknowledged too little in time"
-        if not select.select([fd], [], [], left)[0]:
-            continue
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            break
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        acked += [int(line.split()[1]) for line in lines if line.startswith(b"acked ")]
-    return acked
+class Acks:
+    """The positions a writer acknowledges, read from its output as they come."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd, self.buf = proc.stdout.fileno(), b""
+        self.acked: list[int] = []
+
+    def read(self, want: int) -> list[int]:
+        """Read until ``want`` more positions came (or the writer exits); all so far."""
+        want += len(self.acked)
+        deadline = time.monotonic() + TIMEOUT
+        while len(self.acked) < want:
+            left = deadline - time.monotonic()
+            assert left > 0, "the writer acknowledged too little in time"
+            if not select.select([self.fd], [], [], left)[0]:
+                continue
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                break
+            self.buf += chunk
+            *lines, self.buf = self.buf.split(b"\n")
+            self.acked += [int(line.split()[1]) for line in lines if line.startswith(b"acked ")]
+        return self.acked
 
 
-def _cut(fs: Ext4, url: str, rng: random.Random, *, command: str = "power") -> tuple[int, int, int]:
+def _sync_paused(fs: Ext4, proc: subprocess.Popen[bytes]) -> None:
+    """Stop the writer, write everything it did so far to the disk (syncfs), resume it.
+
+    Stopped, it changes nothing while the file system is synced: what it had committed is on
+    the disk, whole, and only what it commits after this can be lost.
+    """
+    proc.send_signal(signal.SIGSTOP)
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns once it is stopped
+    assert os.WIFSTOPPED(status), status
+    try:
+        synced = _run("sync", "-f", str(fs.mnt))
+        assert synced.returncode == 0, synced.stderr
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+class Cut(NamedTuple):
+    """What one power cut showed."""
+
+    acked: int  # the last position acknowledged before the cut
+    racing: int  # the last one acknowledged at all (0 if none came after the cut)
+    position: int  # the position recovered after the reboot
+    first: int  # the first position the writer acknowledged (0 if none)
+    synced: int  # the last one acknowledged before the sync (0 without one)
+
+
+def _cut(
+    fs: Ext4, url: str, rng: random.Random, *, command: str = "power", sync: bool = False
+) -> Cut:
     """One power cut during a writer.
 
-    Returns the last position acknowledged before the cut, the last one acknowledged
-    at all (0 if none came after the cut), and the position recovered after the reboot.
+    With ``sync``, the writer's commits so far are first written to the disk
+    (:func:`_sync_paused`), and it commits a few more before the cut.
     """
     args = [url, OP] if command == "power" else [url]
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), command, *args],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    synced = 0
     try:
-        acked = _acks(proc, rng.randint(3, 40))
+        reader = Acks(proc)
+        if sync:
+            synced = max(reader.read(rng.randint(3, 20)), default=0)
+            _sync_paused(fs, proc)
+            acked = reader.read(rng.randint(1, 10))
+        else:
+            acked = reader.read(rng.randint(3, 40))
         fs.shut_down()
         rest, _ = proc.communicate(timeout=TIMEOUT)  # it fails at its next commit
     finally:
@@ -148,8 +193,9 @@ def _cut(fs: Ext4, url: str, rng: random.Random, *, command: str = "power") -> t
     racing = [int(line.split()[1]) for line in rest.split(b"\n") if line.startswith(b"acked ")]
     fs.unmount()
     fs.mount()  # the journal replays: what a reboot would find
+    last, last_racing, first = max(acked, default=0), max(racing, default=0), min(acked, default=0)
     if command == "append":
-        return max(acked, default=0), max(racing, default=0), Path(url).stat().st_size // 4096
+        return Cut(last, last_racing, Path(url).stat().st_size // 4096, first, synced)
     store = open_store(url)
     try:
         latest = store.latest_checkpoint(OP)
@@ -158,7 +204,7 @@ def _cut(fs: Ext4, url: str, rng: random.Random, *, command: str = "power") -> t
             assert decode(latest.serializer, latest.payload) == uninterrupted(position)
     finally:
         store.close()
-    return max(acked, default=0), max(racing, default=0), position
+    return Cut(last, last_racing, position, first, synced)
 
 
 def _url(kind: str, mnt: Path, durability: str) -> str:
@@ -175,7 +221,7 @@ def test_power_cut_loses_no_acknowledged_commit_with_full_durability(ext4: Ext4,
     url = _url(kind, ext4.mnt, "full")
     lost, racing_lost, survived = [], 0, 0
     for _ in range(CUTS):
-        acked, racing, position = _cut(ext4, url, rng)
+        acked, racing, position, *_ = _cut(ext4, url, rng)
         lost.append(max(0, acked - position))
         racing_lost += racing > position
         survived = position
@@ -191,14 +237,30 @@ def test_power_cut_loses_no_acknowledged_commit_with_full_durability(ext4: Ext4,
 @pytest.mark.parametrize("kind", ["file", "sqlite"])
 def test_power_cut_with_normal_durability_leaves_a_store_that_opens(ext4: Ext4, kind: str) -> None:
     """With durability normal a cut may lose commits, but the store opens and holds a state
-    that some run committed, and the next run goes on from it."""
+    that some run committed, and the next run goes on from it.
+
+    A writer's commits reach the disk only with the file system's next journal commit (every
+    5 s), so each run first has its commits so far written out (``syncfs``, the writer
+    stopped meanwhile); the commits after that are the ones a cut may lose.
+    """
     rng = random.Random(f"power-normal-{kind}")
     url = _url(kind, ext4.mnt, "normal")
-    lost = []
+    lost, found, previous = [], [], 0
     for _ in range(CUTS // 2):
-        acked, _, position = _cut(ext4, url, rng)  # checks the state is a committed one
-        lost.append(max(0, acked - position))
-    print(f"{kind}, normal: {CUTS // 2} cuts, acknowledged commits lost per cut: {lost}")
+        # _cut opens the store and checks that its state is the one of its position.
+        cut = _cut(ext4, url, rng, sync=True)
+        # The run went on from the state found before it: it first acknowledged the next
+        # position.
+        assert cut.first == previous + 1, f"after {previous}, the run began at {cut.first}"
+        # The cut lost only commits made after the sync, and the state found is one this run
+        # committed: at most the commit in flight at the cut is past the last acknowledged.
+        assert previous < cut.synced <= cut.position <= max(cut.acked, cut.racing) + 1, cut
+        lost.append(max(0, cut.acked - cut.position))
+        found.append(previous := cut.position)
+    print(
+        f"{kind}, normal: {CUTS // 2} cuts, acknowledged commits lost per cut: {lost}; "
+        f"positions found after each: {found}"
+    )
 
 
 @pytest.mark.slow
@@ -208,7 +270,7 @@ def test_power_cut_harness_keeps_what_a_bare_fsync_acknowledged(ext4: Ext4) -> N
     rng = random.Random("power-control")
     lost, racing_lost = [], 0
     for _ in range(CUTS):
-        acked, racing, survived = _cut(ext4, str(ext4.mnt / "log"), rng, command="append")
+        acked, racing, survived, *_ = _cut(ext4, str(ext4.mnt / "log"), rng, command="append")
         lost.append(max(0, acked - survived))
         racing_lost += racing > survived
     print(
