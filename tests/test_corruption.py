@@ -340,9 +340,18 @@ def test_postgres_rows_that_do_not_decode_are_corruption(tmp_path: Path) -> None
 
 def test_store_error_claims_nothing_unchecked(tmp_path: Path) -> None:
     """A store that cannot be opened: StoreError says what failed, not that anything is intact."""
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(StoreError) as caught:
+        open_store(f"sqlite:///{tmp_path}/a-file/state.db")
+    message = str(caught.value)
+    assert "a-file" in message and "intact" not in message
+
+
+def test_a_file_sqlite_cannot_decode_is_corruption_not_an_outage(tmp_path: Path) -> None:
+    """Bytes SQLite cannot decode are CheckpointCorrupt saying so, never StoreError."""
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError) as caught:
+    with pytest.raises(CheckpointCorrupt) as caught:
         open_store(f"sqlite:///{garbage}")
     message = str(caught.value)
-    assert "could not open the database" in message and "intact" not in message
+    assert "damaged" in message and "resumable restore" in message and "intact" not in message

@@ -319,8 +319,12 @@ class Store(ABC):
         except self.driver_errors as exc:
             raise self.store_error(doing, exc) from exc
 
-    def store_error(self, doing: str, exc: BaseException) -> StoreError:
-        """The StoreError for a driver error ``exc`` raised while ``doing`` something."""
+    def store_error(self, doing: str, exc: BaseException) -> StoreError | CheckpointCorrupt:
+        """The StoreError for a driver error ``exc`` raised while ``doing`` something.
+
+        A store whose driver reports damaged bytes (SQLite's "database disk image is
+        malformed") returns CheckpointCorrupt instead.
+        """
         # Only what was seen: the store answered with an error. Whether an earlier write
         # survived is not known here (decoding a stored record never ends up here: that is
         # CheckpointCorrupt, or a fallback to an older checkpoint).

@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from resumable._heartbeat import Heartbeat
 from resumable._log import log
-from resumable.errors import LeaseLost, OperationLocked, StoreError
+from resumable.errors import CheckpointCorrupt, LeaseLost, OperationLocked, StoreError
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
@@ -328,7 +328,7 @@ class PostgresStore(Store):
                     (SCHEMA_VERSION,),
                 )
 
-    def _open_error(self, exc: BaseException) -> StoreError:
+    def _open_error(self, exc: BaseException) -> StoreError | CheckpointCorrupt:
         text = " ".join(self._scrub(str(exc)).split())
         if any(m in text for m in _REFUSED) or ("role" in text and "does not exist" in text):
             why = (
@@ -346,7 +346,7 @@ class PostgresStore(Store):
             return self.store_error("open the store", exc)
         return StoreError(f"{self.url}: {why} ({text})")
 
-    def store_error(self, doing: str, exc: BaseException) -> StoreError:
+    def store_error(self, doing: str, exc: BaseException) -> StoreError | CheckpointCorrupt:
         """The StoreError for a driver error, with any password in its text masked."""
         error = super().store_error(doing, exc)
         if self._secrets:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from resumable import _fs
-from resumable.errors import StoreError
+from resumable.errors import CheckpointCorrupt, StoreError
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
     CheckpointRecord,
@@ -44,6 +44,9 @@ from .base import (
 )
 
 __all__ = ["SQLiteStore"]
+
+#: SQLite's result codes for a file whose bytes it cannot decode: damage, not an outage.
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 #: 1: operations, checkpoints, results. 2: + claims (shared operations). 3: a checkpoint's
 #: payload is its row's last column (SQLite writes a large one without building it in memory).
@@ -330,8 +333,19 @@ class SQLiteStore(Store):
         self._conn, self._pid = conn, os.getpid()
         return conn
 
-    def store_error(self, doing: str, exc: BaseException) -> StoreError:
-        """As :meth:`Store.store_error`, saying what a "database is locked" means here."""
+    def store_error(self, doing: str, exc: BaseException) -> StoreError | CheckpointCorrupt:
+        """As :meth:`Store.store_error`, saying what a "database is locked" means here.
+
+        A database file whose bytes SQLite cannot decode ("database disk image is malformed",
+        "file is not a database") is corruption, not a failure to reach the store: that is
+        CheckpointCorrupt, naming what was being read or written.
+        """
+        if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+            return CheckpointCorrupt(
+                f"{self.url}: could not {doing}: the database file is damaged ({exc}); "
+                "nothing was loaded from the damaged part. Restore the file from a backup "
+                "(resumable backups, then resumable restore ID), or move it aside to start over"
+            )
         error = super().store_error(doing, exc)
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             error.args = (
