@@ -124,7 +124,11 @@ def decide(
         )  # fmt: skip
     if op is None:
         return Decision(op_id, "run", "never run: a run starts at the beginning")
-    return Decision(op_id, "run", f"no checkpoint yet{_why(op)}: a run starts at the beginning")
+    return Decision(
+        op_id, "run",
+        f"no checkpoint yet{_why(op)}: a run starts at the beginning (any cp.map or cp.step "
+        "results the earlier run stored are reused)",
+    )  # fmt: skip
 
 
 def _why(op: OperationRecord | None) -> str:
@@ -142,7 +146,10 @@ def _why(op: OperationRecord | None) -> str:
         return f" ({who}, which ran it, died)"
     if alive is None:
         return f" ({who} runs it, or ran it: it is on another host)"
-    return f" ({who} runs it now; a second run gets OperationLocked)"
+    return (
+        f" ({who} runs it now; a second block gets OperationLocked, a second @resumable call "
+        "waits for its result)"
+    )
 
 
 def explain(store: Store, op_id: str) -> Decision:

@@ -25,7 +25,7 @@ from typing import Any
 import decorator_worker
 import pytest
 import tenacity
-from conftest import url_for
+from conftest import require_package, url_for
 from tenacity import stop_after_attempt, wait_none
 
 from resumable import (
@@ -245,7 +245,7 @@ def test_op_ids_equal_across_processes_and_hash_seeds(tmp_path: Path, kind: str)
     """op_id_for gives the same ids in processes with different PYTHONHASHSEED and orders."""
     extra: tuple[str, ...] = ()
     if kind == "numpy arrays":
-        pytest.importorskip("numpy", reason="numpy is not installed in this environment")
+        require_package("numpy", "pip install -e '.[dev]'")  # fails, not skips, in CI
         extra = ("--numpy",)
     outputs = [
         worker_json(tmp_path, "digests", "--order", str(order), *extra, seed=seed)
