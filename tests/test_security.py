@@ -559,18 +559,23 @@ def test_a_damaged_sqlite_row_is_reported_as_corrupt(tmp_path: Path) -> None:
     assert re.search(r"\bseqs? \[?3\b", str(caught.value)), str(caught.value)
 
 
+# Every value is drawn before the test body runs, not with st.data(): Hypothesis flags a
+# draw during which the global `random` state changed, and psycopg_pool's worker threads use
+# it (connection jitter) at moments no test controls.
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
+@given(
+    key=st.sampled_from([None, SECRET]),
+    kind=st.sampled_from(["operation", "checkpoint", "result"]),
+    flip=st.integers(min_value=0),
+)
 def test_a_flipped_record_written_to_any_store_is_refused(
-    store: Store, data: st.DataObject
+    store: Store, key: str | None, kind: str, flip: int
 ) -> None:
     """A record with one flipped bit, stored and read back by any store, is never loaded."""
-    key = data.draw(st.sampled_from([None, SECRET]), label="secret")
-    kind = data.draw(st.sampled_from(["operation", "checkpoint", "result"]), label="kind")
     with secret(key):
         rec = records(op_id="flip", payload=b"\x80\x05payload").by_kind()[kind]
         variants = list(field_flips(rec))
-        name, changed = data.draw(st.sampled_from(variants), label="flip")
+        name, changed = variants[flip % len(variants)]
         store.delete_operation(changed.op_id)
         store.delete_operation(rec.op_id)
         if isinstance(changed, OperationRecord):
