@@ -79,12 +79,15 @@ def open_database(path: Path, size: int) -> sqlite3.Connection | None:
         con = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=10)
     except sqlite3.Error:
         return None  # unreadable: the plain copy reports the actual error
-    try:
+    try:  # may wait out the busy timeout (10 s) for a writer: a likely moment for Ctrl-C
         pages = con.execute("PRAGMA page_count").fetchone()[0]
     except sqlite3.Error as exc:
         if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return con  # locked by a writer: a database; the backup waits for it
         pages = 0
+    except BaseException:
+        con.close()  # the caller never got the connection to close
+        raise
     if pages == 0:
         con.close()
         return None
@@ -351,9 +354,10 @@ def _write_through_sqlite(
             "database was not changed; let that program finish or stop it, then restore again"
         )
     )
-    src = sqlite3.connect(f"{copy.as_uri()}?immutable=1", uri=True)  # our temp file: no locks
     safety = _fs.temp_path(dest.with_name(f"{dest.name}.pre-restore"))
     keep_safety = False
+    # Nothing between the connect and the try: a Ctrl-C there would leave src open.
+    src = sqlite3.connect(f"{copy.as_uri()}?immutable=1", uri=True)  # our temp file: no locks
     try:
         size = int(src.execute("PRAGMA page_size").fetchone()[0])
         live_size = int(live.execute("PRAGMA page_size").fetchone()[0])

@@ -13,7 +13,6 @@ import functools
 import importlib
 import os
 import secrets
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -50,7 +49,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     previous = resumable.configure(store=None, serializer=None, secret=None)
     stores._cache.clear()  # memory:// and cached URLs start empty in every test
     yield
-    _close_postgres_stores()
+    stores._close_cached()  # each test's stores are closed, not left to the garbage collector
     stores._cache.clear()
     _drop_schemas()
     # structlog.testing.capture_logs leaves structlog "configured"; later tests must see the
@@ -149,15 +148,6 @@ def postgres_url_for(**options: object) -> str:
     url = with_query(require_postgres(), schema=schema, **options)
     _schemas.append(schema)
     return url
-
-
-def _close_postgres_stores() -> None:
-    module = sys.modules.get("resumable.stores.postgres")
-    if module is None:
-        return
-    for store in list(stores._cache.values()):
-        if isinstance(store, module.PostgresStore):
-            store.close()
 
 
 def _drop_schemas() -> None:

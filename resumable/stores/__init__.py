@@ -14,6 +14,7 @@ is a ValueError that lists them.
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import inspect
 import os
@@ -199,5 +200,25 @@ def resolve_store(spec: str | Store | None) -> Store:
         # No lock held across the open: a Ctrl-C landing as a `with lock:` block ends can
         # leave the lock taken, and every later call would hang. setdefault is atomic, so two
         # threads racing here agree on one store.
-        store = _cache.setdefault(key, open_store(spec))
+        opened = open_store(spec)
+        store = _cache.setdefault(key, opened)
+        if store is not opened:
+            opened.close()  # another thread won the race: its store is the one used
     return store
+
+
+def _close_cached() -> None:
+    """Close the stores this process opened by URL, and forget them (at exit).
+
+    Stores a forked child inherited stay: their connections belong to the parent.
+    """
+    pid = os.getpid()
+    for key in [key for key in _cache if key[2] == pid]:
+        store = _cache.pop(key, None)
+        if store is not None:
+            store.close()
+
+
+# A cached store lives as long as the process; without this its connections would be left to
+# the garbage collector at shutdown (Python 3.13 reports that as an unclosed database).
+atexit.register(_close_cached)

@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -304,6 +305,7 @@ class SQLiteStore(Store):
         self._guard = threading.RLock()
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
+        self._closer: weakref.finalize[[sqlite3.Connection, int], SQLiteStore] | None = None
         self._abandoned: list[sqlite3.Connection] = []
         with self.errors("open the database"):
             self._connection()
@@ -317,18 +319,23 @@ class SQLiteStore(Store):
         _fs.makedirs(self.path.parent)
         with contextlib.suppress(FileExistsError):  # owner-only from its first instant
             _fs.create_new(self.path)
-        conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
+        conn = None
+        try:  # connect inside: an interrupt on any line after it must not leak the connection
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
             self.path.chmod(0o600)
             # connect(timeout=) is SQLite's busy timeout; synchronous is per connection.
             sync = "FULL" if self.durability == "full" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
             if _schema_version(conn) != SCHEMA_VERSION:
                 _create_schema(conn, self.path, self.timeout)
+            # The store owns the connection: close() closes it, and so does dropping the store
+            # (or its half-built self, if __init__ is interrupted) without close().
+            self._closer = weakref.finalize(self, _close_own, conn, os.getpid())
         except BaseException:
-            conn.close()  # never leave a half-set-up connection holding a lock
+            if conn is not None:
+                conn.close()  # never leave a half-set-up connection holding a lock
             raise
         self._conn, self._pid = conn, os.getpid()
         return conn
@@ -361,8 +368,9 @@ class SQLiteStore(Store):
         The lock file stays open while a block of this process holds a lock through it.
         """
         with self._guard:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
+            closer, self._closer = self._closer, None
+            if closer is not None:
+                closer()  # closes the connection if this process opened it (see _close_own)
             self._conn = None
             self._lock_file.close()
 
@@ -644,6 +652,12 @@ class SQLiteStore(Store):
     def lock(self, op_id: str) -> Lock:
         """The operation's lock, in ``<db>.locks/`` (see :mod:`resumable.locks`)."""
         return store_lock(self._lock_file, op_id, op_key(op_id))
+
+
+def _close_own(conn: sqlite3.Connection, pid: int) -> None:
+    """Close ``conn`` if process ``pid`` opened it; one inherited over fork is never closed."""
+    if os.getpid() == pid:
+        conn.close()
 
 
 def _put_big_checkpoint(conn: sqlite3.Connection, row: tuple[Any, ...], payload: bytes) -> None:
