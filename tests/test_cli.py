@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -270,7 +271,7 @@ def test_gc_removes_only_leftovers(tmp_path: Path) -> None:
     assert removed == {("orphan", "ghost"), ("backup-stray", stray.name)}
     assert [(k["kind"], k["what"]) for k in report["kept"]] == [("orphan", "call")]
     assert not stray.exists()
-    with sqlite3.connect(tmp_path / "state.db") as conn:
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as conn:
         keys = {row[0] for row in conn.execute("SELECT op_id FROM results")}
     assert keys == {"call"}
 

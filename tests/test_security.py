@@ -547,7 +547,7 @@ def test_a_damaged_sqlite_row_is_reported_as_corrupt(tmp_path: Path) -> None:
     store = SQLiteStore(db)
     store.add_checkpoint(records(op_id="op").checkpoint)
     store.close()
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("UPDATE checkpoints SET state = CAST(state AS BLOB)")
     store = SQLiteStore(db)
     try:

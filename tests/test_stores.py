@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
@@ -36,7 +37,7 @@ def ckpt(
 def corrupt_checkpoint(store: Store, op_id: str, seq: int) -> None:
     """Flip one byte of the stored checkpoint ``seq`` of ``op_id``, the way a bad disk would."""
     if isinstance(store, SQLiteStore):
-        with sqlite3.connect(store.path) as conn:
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
             (payload,) = conn.execute(
                 "SELECT payload FROM checkpoints WHERE op_id = ? AND seq = ?", (op_id, seq)
             ).fetchone()
@@ -288,7 +289,7 @@ def test_corrupt_operation_record_raises(tmp_path: Path) -> None:
     s = open_store(f"sqlite:///{tmp_path}/s.db")
     assert isinstance(s, SQLiteStore)
     s.save(OperationRecord.new("op", "n", RUNNING))
-    with sqlite3.connect(s.path) as conn:
+    with contextlib.closing(sqlite3.connect(s.path)) as conn, conn:
         conn.execute("UPDATE operations SET attempts = 99")
     with pytest.raises(CheckpointCorrupt, match="reset"):
         s.load_operation("op")
@@ -298,7 +299,7 @@ def test_an_sqlite_store_of_schema_2_is_migrated_with_its_checkpoints(tmp_path: 
     """Schema 3 moved a checkpoint's payload to the end of its row; old stores keep theirs."""
     path = tmp_path / "old.db"
     record = ckpt("op", 4, payload=b"old payload")
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute(
             "CREATE TABLE checkpoints (op_id TEXT NOT NULL, slot INTEGER NOT NULL, "
             "seq INTEGER NOT NULL, position INTEGER NOT NULL, state TEXT NOT NULL, "
@@ -314,7 +315,7 @@ def test_an_sqlite_store_of_schema_2_is_migrated_with_its_checkpoints(tmp_path: 
         conn.execute("PRAGMA user_version=2")
     store = open_store(f"sqlite:///{path}")
     assert store.latest_checkpoint("op") == record
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")]
         assert columns[-1] == "payload"
         assert conn.execute("PRAGMA user_version").fetchone() == (3,)
