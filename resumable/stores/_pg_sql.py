@@ -8,17 +8,15 @@ values are always bound parameters. Text PostgreSQL cannot hold is encoded by :f
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
-    Owner,
-    ProcessState,
     ResultRecord,
-    checkpoint_id,
 )
+
+from . import _rows
 
 SCHEMA_VERSION = 1
 #: The advisory lock that serializes creating and migrating the tables (b"resumabl").
@@ -205,61 +203,13 @@ def _dec(text: str) -> str:
     return text
 
 
-#: What building a record from a damaged row raises (a value of the wrong type or JSON that
-#: does not parse, in a column someone changed): the record is then one that fails its
-#: checksum, never an error of the store.
-_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
-
-
-def _text(value: object) -> str:
-    try:
-        return _dec(value) if isinstance(value, str) else repr(value)
-    except _DAMAGE:
-        return repr(value)
-
-
-def _blob(value: object) -> bytes:
-    """A payload column's value, which must be bytes (bytea)."""
-    if type(value) is not bytes:
-        raise TypeError(f"a payload must be bytea, not {type(value).__name__}")
-    return value
-
-
-def _whole(value: object) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected an integer, not {type(value).__name__}")
-    return value
-
-
+# Rows -> records (a damaged row makes a record that never verifies): see _rows.
 def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
-    try:
-        op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, sums = row
-        return OperationRecord(
-            _dec(op_id), _dec(name), ProcessState(state),
-            Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts,
-            created, updated, None if error is None else _dec(error),
-            json.loads(meta) if meta else {}, sums,
-        )  # fmt: skip
-    except _DAMAGE:
-        return OperationRecord(
-            _text(row[0]), "?", ProcessState.FAILED, None, 0.0, 0, 0.0, 0.0, None, {}, "damaged"
-        )
+    return _rows.operation(row, _dec)
 
 
 def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
-    op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
-    try:
-        op_id = _dec(op_id)
-        return CheckpointRecord(
-            checkpoint_id(op_id, _whole(seq)), op_id, seq, _whole(position),
-            ProcessState(state), progress, ts, ser, _blob(payload),
-            json.loads(metadata) if metadata else {}, checksum,
-        )  # fmt: skip
-    except _DAMAGE:
-        seq = seq if type(seq) is int else -1
-        return CheckpointRecord(
-            "?", _text(op_id), seq, 0, ProcessState.FAILED, 0.0, 0.0, "?", b"", {}, "damaged"
-        )
+    return _rows.checkpoint(row, _dec)
 
 
 def _result_row(r: ResultRecord) -> tuple[Any, ...]:
@@ -267,7 +217,4 @@ def _result_row(r: ResultRecord) -> tuple[Any, ...]:
 
 
 def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
-    try:
-        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], _blob(row[3]), row[4], row[5])
-    except _DAMAGE:
-        return ResultRecord(_text(row[0]), _text(row[1]), "?", b"", 0.0, "damaged")
+    return _rows.result(row, _dec)

@@ -42,6 +42,7 @@ from resumable.operation import (
     op_key,
 )
 
+from . import _rows
 from .base import DEFAULT_HISTORY, Durability, Store, Stored, Swept
 
 __all__ = ["FileStore"]
@@ -106,7 +107,7 @@ _LARGE = 1 << 20
 
 #: What parsing a damaged document raises (bad UTF-8 and bad JSON are ValueErrors; a field
 #: missing or of the wrong type, KeyError or TypeError): the record is then corrupt.
-_DAMAGE = (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError)
+_DAMAGE = _rows.DAMAGE
 
 
 def _parse(data: bytes) -> dict[str, Any]:
@@ -134,10 +135,7 @@ def _parse(data: bytes) -> dict[str, Any]:
     return doc
 
 
-def _int(value: object) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected an integer, not {type(value).__name__}")
-    return value
+_int = _rows.whole
 
 
 def _str(value: object) -> str:
@@ -261,9 +259,7 @@ class FileStore(Store):
             doc = self._read(self._dir(op_id) / "operation.json")
             return None if doc is None else self._op_from(doc)
         except _DAMAGE:
-            return OperationRecord(
-                op_id, "?", ProcessState.FAILED, None, 0.0, 0, 0.0, 0.0, None, {}, "damaged"
-            )
+            return _rows.damaged_operation(op_id)
 
     def list_operations(self) -> Iterator[OperationRecord]:
         """Every readable operation record, unverified, in id order."""
@@ -339,7 +335,7 @@ class FileStore(Store):
         except _DAMAGE:
             # Cut short or damaged: a record that fails its checksum, so it counts as missing
             # (as in iter_results), never as a store that cannot be read.
-            return ResultRecord(op_id, key, "?", b"", 0.0, "damaged")
+            return _rows.damaged_result(op_id, key)
 
     @staticmethod
     def _result_from(doc: dict[str, Any]) -> ResultRecord:
@@ -583,5 +579,4 @@ class FileStore(Store):
 
 def _unreadable(op_id: str, path: Path) -> CheckpointRecord:
     """A stand-in for a checkpoint file that cannot be parsed: it never verifies."""
-    seq = int(path.stem) if path.stem.isdigit() else -1
-    return CheckpointRecord("", op_id, seq, 0, ProcessState.FAILED, 0.0, 0.0, "", b"", {}, "!")
+    return _rows.damaged_checkpoint(op_id, int(path.stem) if path.stem.isdigit() else -1)

@@ -29,13 +29,11 @@ from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
-    Owner,
-    ProcessState,
     ResultRecord,
-    checkpoint_id,
     op_key,
 )
 
+from . import _rows
 from .base import (
     DEFAULT_HISTORY,
     DEFAULT_LEASE,
@@ -160,47 +158,21 @@ def _dumps(data: dict[str, Any] | None) -> str | None:
     return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else None
 
 
-#: What building a record from a damaged row raises (a flipped byte can make a column hold a
-#: blob, bad JSON, an unknown state): the record is then one that fails its checksum.
-_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
-
-
+# Rows -> records (a damaged row makes a record that never verifies): see _rows.
 def _text(value: object) -> str:
-    try:
-        return _dec(value) if isinstance(value, str) else repr(value)
-    except _DAMAGE:
-        return repr(value)
-
-
-def _blob(value: object) -> bytes:
-    """A payload column's value, which must be a BLOB.
-
-    (``bytes(5)`` would make five zero bytes of an INTEGER, and ``bytes(10**12)`` a terabyte.)
-    """
-    if type(value) is not bytes:
-        raise TypeError(f"a payload must be a blob, not {type(value).__name__}")
-    return value
-
-
-def _whole(value: object) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected an integer, not {type(value).__name__}")
-    return value
+    return _rows.text(value, _dec)
 
 
 def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
-    try:
-        op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, sums = row
-        return OperationRecord(
-            _dec(op_id), _dec(name), ProcessState(state),
-            Owner.from_json(json.loads(owner) if owner else None), heartbeat, attempts,
-            created, updated, None if error is None else _dec(error),
-            json.loads(meta) if meta else {}, sums,
-        )  # fmt: skip
-    except _DAMAGE:
-        return OperationRecord(
-            _text(row[0]), "?", ProcessState.FAILED, None, 0.0, 0, 0.0, 0.0, None, {}, "damaged"
-        )
+    return _rows.operation(row, _dec)
+
+
+def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
+    return _rows.result(row, _dec)
+
+
+def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
+    return _rows.checkpoint(row, _dec)
 
 
 _UPSERT_RESULT = (
@@ -211,29 +183,6 @@ _UPSERT_RESULT = (
 
 def _result_row(r: ResultRecord) -> tuple[Any, ...]:
     return (_enc(r.op_id), _enc(r.key), r.serializer, r.payload, r.created, r.checksum)
-
-
-def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
-    try:
-        return ResultRecord(_dec(row[0]), _dec(row[1]), row[2], _blob(row[3]), row[4], row[5])
-    except _DAMAGE:
-        return ResultRecord(_text(row[0]), _text(row[1]), "?", b"", 0.0, "damaged")
-
-
-def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
-    op_id, seq, position, state, progress, ts, ser, payload, metadata, checksum = row
-    try:
-        op_id = _dec(op_id)
-        return CheckpointRecord(
-            checkpoint_id(op_id, _whole(seq)), op_id, seq, _whole(position),
-            ProcessState(state), progress, ts, ser, _blob(payload),
-            json.loads(metadata) if metadata else {}, checksum,
-        )  # fmt: skip
-    except _DAMAGE:
-        seq = seq if type(seq) is int else -1
-        return CheckpointRecord(
-            "?", _text(op_id), seq, 0, ProcessState.FAILED, 0.0, 0.0, "?", b"", {}, "damaged"
-        )
 
 
 def _lenient(raw: bytes) -> str | bytes:
@@ -500,7 +449,7 @@ class SQLiteStore(Store):
             )
         found = map(_result_from_row, rows)
         # A damaged row whose key cannot be read is kept: the caller logs it as corrupt.
-        return (r for r in found if r.key.startswith(prefix) or r.checksum == "damaged")
+        return (r for r in found if r.key.startswith(prefix) or r.checksum == _rows.DAMAGED)
 
     def delete_operation(self, op_id: str) -> bool:
         """Remove the operation, its checkpoints and results."""
