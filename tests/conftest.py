@@ -60,6 +60,15 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     )
 
 
+@pytest.fixture
+def opened() -> Iterator[list[Store]]:
+    """Stores a test opens itself (e.g. through test_postgres.pg), closed at its end."""
+    stores: list[Store] = []
+    yield stores
+    for store in stores:
+        store.close()
+
+
 def url_for(kind: str, tmp_path: Path, durability: str = "normal") -> str:
     """A store URL of ``kind`` under ``tmp_path`` (for Postgres: in a new schema)."""
     if kind == "sqlite":

@@ -32,15 +32,6 @@ from resumable.stores.postgres import PostgresStore
 LOST = "resumable.lease.lost"
 
 
-@pytest.fixture
-def opened() -> Iterator[list[PostgresStore]]:
-    """Stores a test opens (through test_postgres.pg), closed at its end."""
-    stores: list[PostgresStore] = []
-    yield stores
-    for store in stores:
-        store.close()
-
-
 def lost_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if LOST in r.getMessage()]
 

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +48,6 @@ QUICK = {"lease": 0.5, "heartbeat": 0.1}
 
 def ckpt(op_id: str, seq: int, payload: bytes = b"p") -> CheckpointRecord:
     return CheckpointRecord.create(op_id, seq, seq * 10, RUNNING, 0.0, "pickle", payload)
-
-
-@pytest.fixture
-def opened() -> Iterator[list[PostgresStore]]:
-    """Stores a test opens, closed at its end."""
-    stores: list[PostgresStore] = []
-    yield stores
-    for store in stores:
-        store.close()
 
 
 def pg(opened: list[PostgresStore], url: str, **options: Any) -> PostgresStore:
