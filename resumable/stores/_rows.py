@@ -68,6 +68,13 @@ def whole(value: object) -> int:
     return value
 
 
+def string(value: object) -> str:
+    """A text field's value, which must be a str."""
+    if type(value) is not str:
+        raise TypeError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
 def text(value: object, dec: Decode) -> str:
     """A text column's value for a message or a damaged record: never raises."""
     try:

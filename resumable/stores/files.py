@@ -43,6 +43,7 @@ from resumable.operation import (
 )
 
 from . import _rows
+from ._rows import DAMAGE, string, whole
 from .base import DEFAULT_HISTORY, Durability, Store, Stored, Swept
 
 __all__ = ["FileStore"]
@@ -105,10 +106,6 @@ _PAYLOAD_KEY = b'"payload":"'
 #: Documents larger than this have their payload decoded straight from the file's bytes.
 _LARGE = 1 << 20
 
-#: What parsing a damaged document raises (bad UTF-8 and bad JSON are ValueErrors; a field
-#: missing or of the wrong type, KeyError or TypeError): the record is then corrupt.
-_DAMAGE = _rows.DAMAGE
-
 
 def _parse(data: bytes) -> dict[str, Any]:
     """A record file's JSON document.
@@ -133,15 +130,6 @@ def _parse(data: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise TypeError(f"a record is a JSON object, not {type(doc).__name__}")
     return doc
-
-
-_int = _rows.whole
-
-
-def _str(value: object) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a string, not {type(value).__name__}")
-    return value
 
 
 class FileStore(Store):
@@ -221,7 +209,7 @@ class FileStore(Store):
         if not isinstance(meta, dict):
             raise TypeError(f"meta must be an object, not {type(meta).__name__}")
         return OperationRecord(
-            _str(doc["operation_id"]), _str(doc["operation_name"]), ProcessState(doc["state"]),
+            string(doc["operation_id"]), string(doc["operation_name"]), ProcessState(doc["state"]),
             Owner.from_json(doc["owner"]), doc["heartbeat"], doc["attempts"], doc["created"],
             doc["updated"], doc["error"], meta, doc["checksum"],
         )  # fmt: skip
@@ -241,10 +229,10 @@ class FileStore(Store):
         metadata = doc["metadata"]
         if not isinstance(metadata, dict):
             raise TypeError(f"metadata must be an object, not {type(metadata).__name__}")
-        serializer = _str(doc["serializer"])
+        serializer = string(doc["serializer"])
         return CheckpointRecord(
-            _str(doc["checkpoint_id"]), _str(doc["operation_id"]), _int(doc["seq"]),
-            _int(doc["position"]), ProcessState(doc["state"]), doc["progress"], doc["time"],
+            string(doc["checkpoint_id"]), string(doc["operation_id"]), whole(doc["seq"]),
+            whole(doc["position"]), ProcessState(doc["state"]), doc["progress"], doc["time"],
             serializer, _decode_payload(serializer, doc), metadata, doc["checksum"],
         )  # fmt: skip
 
@@ -258,7 +246,7 @@ class FileStore(Store):
         try:
             doc = self._read(self._dir(op_id) / "operation.json")
             return None if doc is None else self._op_from(doc)
-        except _DAMAGE:
+        except DAMAGE:
             return _rows.damaged_operation(op_id)
 
     def list_operations(self) -> Iterator[OperationRecord]:
@@ -267,7 +255,7 @@ class FileStore(Store):
         for name in _fs.list_names(self.root / "ops"):
             if _fs.TEMP_MARK in name:
                 continue
-            with contextlib.suppress(OSError, *_DAMAGE):
+            with contextlib.suppress(OSError, *DAMAGE):
                 doc = self._read(self.root / "ops" / name / "operation.json")
                 if doc is not None:
                     ops.append(self._op_from(doc))
@@ -297,7 +285,7 @@ class FileStore(Store):
                     continue
                 rec = self._ckpt_from(doc)
                 del doc  # nothing else holds its payload while the caller has the record
-            except _DAMAGE:
+            except DAMAGE:
                 rec = _unreadable(op_id, path)
             yield rec
             del rec
@@ -319,7 +307,7 @@ class FileStore(Store):
             rec = self._ckpt_from(doc)
         except OSError as exc:
             raise self.store_error(f"read checkpoint {checkpoint_id!r}", exc) from exc
-        except _DAMAGE:  # cut short or damaged: fails below
+        except DAMAGE:  # cut short or damaged: fails below
             rec = _unreadable("?", path)
         if not (rec.verify() and rec.checkpoint_id == checkpoint_id):
             raise CheckpointCorrupt(
@@ -332,16 +320,16 @@ class FileStore(Store):
         try:
             doc = self._read(self._result_path(op_id, key))
             return None if doc is None else self._result_from(doc)
-        except _DAMAGE:
+        except DAMAGE:
             # Cut short or damaged: a record that fails its checksum, so it counts as missing
             # (as in iter_results), never as a store that cannot be read.
             return _rows.damaged_result(op_id, key)
 
     @staticmethod
     def _result_from(doc: dict[str, Any]) -> ResultRecord:
-        serializer = _str(doc["serializer"])
+        serializer = string(doc["serializer"])
         return ResultRecord(
-            _str(doc["operation_id"]), _str(doc["key"]), serializer,
+            string(doc["operation_id"]), string(doc["key"]), serializer,
             _decode_payload(serializer, doc), doc["created"], doc["checksum"],
         )  # fmt: skip
 
@@ -410,7 +398,7 @@ class FileStore(Store):
                 if doc is None:
                     continue
                 rec = self._result_from(doc)
-            except _DAMAGE:
+            except DAMAGE:
                 # Unreadable: as if missing (the item runs again), as a failed checksum is.
                 log.warning("resumable.result.corrupt", op_id=op_id, file=str(folder / name))
                 continue
@@ -459,7 +447,7 @@ class FileStore(Store):
             if path.parent.name == "checkpoints":
                 return self._ckpt_from(doc)
             return self._result_from(doc)
-        except _DAMAGE:
+        except DAMAGE:
             return None
 
     def _folder_id(self, folder: Path, records: list[Any]) -> str:
@@ -504,7 +492,7 @@ class FileStore(Store):
                     if doc is None:
                         continue  # dropped from the history meanwhile
                     rec = self._ckpt_from(doc)
-                except _DAMAGE:
+                except DAMAGE:
                     op_id = self._folder_id(folder, [self._parse(folder / "operation.json")])
                     rec = _unreadable(op_id, path)  # fails its checksum: callers fall back
             found[rec.op_id] = rec

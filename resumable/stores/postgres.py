@@ -526,7 +526,7 @@ class PostgresStore(Store):
                 if len(checkpoint.payload) > _BIG_PAYLOAD:
                     with conn.transaction():
                         self._check_fence(conn, checkpoint.op_id, held)
-                        _put_big_checkpoint(conn, row, checkpoint.payload)
+                        _put_big_checkpoint(conn, row)
                     return
                 if held is None:
                     conn.execute(_UPSERT_CHECKPOINT, row)
@@ -568,7 +568,7 @@ class PostgresStore(Store):
                 self._check_fence(conn, op.op_id, held)
                 conn.execute(_UPSERT_OPERATION, op_row)
                 if checkpoint is not None and big:
-                    _put_big_checkpoint(conn, self._checkpoint_row(checkpoint), checkpoint.payload)
+                    _put_big_checkpoint(conn, self._checkpoint_row(checkpoint))
                 elif checkpoint is not None:
                     conn.execute(_UPSERT_CHECKPOINT, self._checkpoint_row(checkpoint))
                 if results:
@@ -919,22 +919,20 @@ def _os_user() -> str:
         return "?"
 
 
-def _put_big_checkpoint(
-    conn: psycopg.Connection[Any], row: tuple[Any, ...], payload: bytes
-) -> None:
-    """Upsert a checkpoint row whose payload is streamed to the server, inside a transaction.
+def _put_big_checkpoint(conn: psycopg.Connection[Any], row: tuple[Any, ...]) -> None:
+    """Upsert checkpoint ``row``, its payload streamed to the server, inside a transaction.
 
     A bound payload is copied by psycopg and again into libpq's output buffer, which keeps
     that size for the connection's life: for a 100 MB state, two more copies. Here the
     payload goes through ``COPY ... FROM STDIN`` in slices into a temporary table (dropped
     at the commit), and the server upserts the row from it.
     """
+    i = 8  # the payload's place in the row (see _checkpoint_row)
     conn.execute(_UPLOAD_TABLE)
-    view = memoryview(payload)
+    view = memoryview(row[i])
     with conn.cursor().copy(_UPLOAD_COPY) as copy:
         copy.write(_COPY_SIGNATURE + struct.pack("!hi", 1, len(view)))
         for at in range(0, len(view), _SLICE):
             copy.write(view[at : at + _SLICE])
         copy.write(_COPY_TRAILER)
-    i = 8  # the payload's place in the row (see _checkpoint_row)
     conn.execute(_UPSERT_FROM_UPLOAD, (*row[:i], *row[i + 1 :]))
