@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 ALGORITHM = "xxh3_128"
+#: The largest manifest read (one is a few hundred bytes).
+MANIFEST_LIMIT = 1 << 20
 FORMAT = 1
 LOCK = ".lock"
 _ID = r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}"
@@ -112,7 +114,7 @@ def read(directory: Path, backup_id: str) -> Manifest | None:
     """The manifest of ``backup_id``; None if there is none (or it is unreadable: logged)."""
     path = directory / f"{backup_id}.json"
     try:
-        doc = json.loads(_fs.read_bytes(path))
+        doc = json.loads(_fs.read_bytes(path, limit=MANIFEST_LIMIT))
         files = doc["state"]["files"]
         return Manifest(
             backup_id=doc["backup_id"],

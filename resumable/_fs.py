@@ -4,6 +4,12 @@ Atomic writes are spelled once here: a temp name (uuid + pid) in the same direct
 flush, fsync when durability asks for it, ``os.replace``, fsync the directory.
 Stores create files owner-only (0600) in owner-only directories (0700).
 
+Nothing here follows a symlink at the path it is given: files are opened with ``O_NOFOLLOW``
+(new ones with ``O_EXCL``), checked on the opened descriptor (a regular file, one link, owned
+by you or root: :mod:`resumable._trust`), and written through a descriptor of their directory,
+itself opened without following links. The directories above were checked once, when the store
+or backup directory was opened (:func:`makedirs`, :func:`_trust.resolve_dir`).
+
 Tests inject faults here: :data:`_fault`, when set, is called with the name of each
 operation and its path just before the operation runs, and may raise (``EIO``, ``ENOSPC``)
 or end the process (``tests/fault_worker.py``). Only status queries (``stat``) bypass it.
@@ -12,13 +18,18 @@ or end the process (``tests/fault_worker.py``). Only status queries (``stat``) b
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
+
+from . import _trust
+from ._trust import UnsafePath
 
 __all__ = [
     "TEMP_MARK",
@@ -32,6 +43,8 @@ __all__ = [
     "list_names",
     "locked",
     "makedirs",
+    "open_dir",
+    "open_lock",
     "read_bytes",
     "remove",
     "remove_tree",
@@ -47,23 +60,70 @@ TEMP_MARK = ".tmp-"
 _fault: Callable[[str, Path], None] | None = None
 
 
-def makedirs(path: Path) -> None:
-    """Create ``path`` and any missing parents, each owner-only."""
+#: Flags of every open: never through a symlink, never inherited by a child process.
+NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+#: Flags of a new file: created here, never an existing one, never through a symlink.
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW
+#: Opening a FIFO for reading waits for a writer; with this it does not wait (and fstat
+#: then refuses it).
+_NOWAIT = os.O_NONBLOCK
+
+
+def _refused(path: Path | str, exc: OSError) -> OSError:
+    """``exc`` from an ``O_NOFOLLOW`` open, as UnsafePath if the path is a symlink."""
+    if exc.errno == errno.ELOOP:
+        return UnsafePath(path, "it is a symbolic link", "remove the link")
+    return exc
+
+
+def makedirs(path: Path) -> Path:
+    """Create directory ``path`` and any missing parents, each owner-only; return its real path.
+
+    Every existing directory on the way is checked (:func:`_trust.resolve_dir`): owned by
+    you or root, not writable by others; a symlink on the way only if you or root made it.
+    Each directory created is checked again once made (someone may have been first).
+
+    Raises:
+        UnsafePath: a directory on the way is another user's, or writable by others.
+    """
+    real = _trust.resolve_dir(path)
     missing = []
-    while not path.is_dir():
-        missing.append(path)
-        if path.parent == path:
-            break
-        path = path.parent
+    probe = real
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = probe.parent
     for folder in reversed(missing):
         if _fault is not None:
             _fault("mkdir", folder)
         with contextlib.suppress(FileExistsError):
             os.mkdir(folder, 0o700)
+        _trust.check_dir(folder, os.lstat(folder))
+    return real
+
+
+def open_dir(path: Path) -> int:
+    """A descriptor of directory ``path`` (not through a symlink), checked as in ``makedirs``.
+
+    Raises:
+        FileNotFoundError: there is no ``path``.
+        UnsafePath: it is a symlink, not a directory, another user's, or writable by others.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            _trust.check_dir(path, os.lstat(path))  # says what it is instead
+        raise _refused(path, exc) from None
+    try:
+        _trust.check_dir(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _fsync(path: Path, flags: int) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
+    fd = os.open(path, os.O_RDONLY | NOFOLLOW | flags)
     try:
         os.fsync(fd)
     finally:
@@ -87,41 +147,91 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool) ->
     """
     chunks = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
     tmp = temp_path(path)
-    fd = -1
-    try:  # the open inside: an interrupt right after it must not leak the descriptor
-        if _fault is not None:
-            _fault("create", tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
+    folder = open_dir(path.parent)
+    try:
+        fd = -1
+        try:  # the open inside: an interrupt right after it must not leak the descriptor
             if _fault is not None:
-                _fault("write", tmp)
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            if durable:
+                _fault("create", tmp)
+            fd = os.open(tmp.name, _NEW, 0o600, dir_fd=folder)
+            try:
                 if _fault is not None:
-                    _fault("fsync", tmp)
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        if _fault is not None:
-            _fault("replace", path)
-        os.replace(tmp, path)
+                    _fault("write", tmp)
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                if durable:
+                    if _fault is not None:
+                        _fault("fsync", tmp)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if _fault is not None:
+                _fault("replace", path)
+            os.replace(tmp.name, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp.name, dir_fd=folder)
+            raise
+        if durable:
+            if _fault is not None:
+                _fault("fsync_dir", path.parent)
+            os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _check_same(path: Path, before: os.stat_result, st: os.stat_result) -> None:
+    if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+        raise UnsafePath(path, "it was replaced while it was opened", "try again")
+    _trust.check_file(path, st)
+
+
+def open_file(path: Path, flags: int = os.O_RDONLY) -> int:
+    """A descriptor of the existing file ``path``, checked: regular, one link, yours or root's.
+
+    Never through a symlink, never a FIFO or a device (the status is looked at before the
+    open, and the opened descriptor's is compared with it).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        UnsafePath: anything but a regular file of yours with one link.
+    """
+    before = os.lstat(path)
+    _trust.check_file(path, before)
+    try:
+        fd = os.open(path, flags | NOFOLLOW | _NOWAIT)
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    try:
+        _check_same(path, before, os.fstat(fd))
     except BaseException:
-        with contextlib.suppress(OSError):
-            remove(tmp)
+        os.close(fd)
         raise
-    if durable:
-        fsync_dir(path.parent)
+    return fd
 
 
-def read_bytes(path: Path) -> bytes:
-    """The whole content of ``path``."""
+def read_bytes(path: Path, *, limit: int) -> bytes:
+    """The whole content of the regular file ``path``, at most ``limit`` bytes.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        UnsafePath: a symlink, FIFO, device, hard link or another user's file, or a file
+            larger than ``limit`` (checked before anything is read).
+    """
     if _fault is not None:
         _fault("read", path)
-    with open(path, "rb") as f:
-        return f.read()
+    fd = open_file(path)
+    try:
+        _trust.check_record(path, os.fstat(fd), limit)
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:  # grew since fstat
+            raise UnsafePath(path, f"it holds more than {limit} bytes", "move it aside")
+        return data
+    finally:
+        os.close(fd)
 
 
 def remove(path: Path, *, missing_ok: bool = True) -> None:
@@ -165,7 +275,30 @@ def create_new(path: Path) -> None:
     """Create ``path`` empty and owner-only; it must not exist yet."""
     if _fault is not None:
         _fault("create", path)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    os.close(os.open(path, _NEW, 0o600))
+
+
+def _open_regular(path: Path) -> int:
+    """A descriptor for reading ``path``: a regular file of anyone's, not through a symlink.
+
+    Its status is looked at first: a FIFO or a device is never opened.
+    """
+    before = os.lstat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise (
+            _refused(path, OSError(errno.ELOOP, ""))
+            if stat.S_ISLNK(before.st_mode)
+            else (UnsafePath(path, "it is not a regular file", "read regular files only"))
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | _NOWAIT)
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+        os.close(fd)
+        raise UnsafePath(path, "it was replaced while it was opened", "try again")
+    return fd
 
 
 def copy_file(
@@ -175,27 +308,33 @@ def copy_file(
     durable: bool,
     hasher: Hasher | None = None,
     mode: int = 0o600,
+    trusted: bool = False,
 ) -> tuple[os.stat_result, os.stat_result]:
     """Copy ``src`` into the new file ``dst`` in one pass, feeding each chunk to ``hasher``.
 
-    ``dst`` must not exist; it is created with permissions ``mode`` and fsynced when
-    ``durable``. On any failure ``dst`` is removed.
+    ``src`` must be a regular file, not reached through a final symlink (with ``trusted``:
+    also yours or root's, with one link). ``dst`` must not exist; it is created (never through
+    a symlink) with the permission bits of ``mode`` (``& 0o777``: never setuid, setgid or
+    sticky), and fsynced when ``durable``. On any failure ``dst`` is removed.
 
     Returns:
         The status of the open source before and after the copy: if they differ, the source
         changed while it was read and the copy may mix two versions.
+
+    Raises:
+        UnsafePath: ``src`` is not a regular file (or, with ``trusted``, not a safe one).
     """
     if _fault is not None:
         _fault("read", src)
-    with open(src, "rb", buffering=0) as fin:
+    with open(open_file(src) if trusted else _open_regular(src), "rb", buffering=0) as fin:
         before = os.fstat(fin.fileno())
         if _fault is not None:
             _fault("create", dst)
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(dst, _NEW, 0o600)
         try:
             try:
-                if mode != 0o600:
-                    os.fchmod(fd, mode)
+                if mode & 0o777 != 0o600:
+                    os.fchmod(fd, mode & 0o777)
                 buf = bytearray(CHUNK)
                 view = memoryview(buf)
                 while n := fin.readinto(buf):
@@ -224,7 +363,7 @@ def hash_file(path: Path, hasher: Hasher) -> int:
     size = 0
     if _fault is not None:
         _fault("read", path)
-    with open(path, "rb", buffering=0) as f:
+    with open(_open_regular(path), "rb", buffering=0) as f:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):
@@ -258,9 +397,9 @@ def link_or_copy(src: Path, dst: Path) -> None:
     try:
         if _fault is not None:
             _fault("link", dst)
-        os.link(src, dst)
+        os.link(src, dst, follow_symlinks=False)
     except OSError:  # no hard links on this file system (or too many): copy instead
-        copy_file(src, dst, durable=False, mode=os.stat(src).st_mode & 0o7777)
+        copy_file(src, dst, durable=False, mode=os.lstat(src).st_mode & 0o777)
 
 
 def list_names(path: Path) -> list[str]:
@@ -268,9 +407,32 @@ def list_names(path: Path) -> list[str]:
     try:
         if _fault is not None:
             _fault("listdir", path)
-        return os.listdir(path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def open_lock(path: Path) -> int:
+    """A descriptor of lock file ``path``, created owner-only if missing; checked as a record.
+
+    Raises:
+        UnsafePath: ``path`` is a symlink, FIFO, device, hard link or another user's file.
+    """
+    for _ in range(3):  # created or opened; removed between the two: again
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                return open_file(path, os.O_RDWR)
+        except OSError as exc:
+            raise _refused(path, exc) from None
+    raise FileNotFoundError(f"{path} keeps disappearing while it is opened")
 
 
 @contextlib.contextmanager
@@ -283,7 +445,7 @@ def locked(path: Path, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
     """
     if _fault is not None:
         _fault("lock", path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = open_lock(path)
     try:
         kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:
@@ -294,3 +456,13 @@ def locked(path: Path, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
         yield held
     finally:
         os.close(fd)
+
+
+def same_file(fd: int, path: Path) -> bool:
+    """Whether descriptor ``fd`` is the file at ``path`` now (not a symlink to it, not replaced).
+
+    Raises:
+        FileNotFoundError: there is no ``path``.
+    """
+    a, b = os.fstat(fd), os.lstat(path)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

@@ -95,10 +95,10 @@ class FileLock:
 
     def _try_once(self) -> bool:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = _fs.open_lock(self.path)
         except FileNotFoundError:
             _fs.makedirs(self.path.parent)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = _fs.open_lock(self.path)
         # Owned from here on: release() closes it, whatever interrupts us below.
         self._fd = fd
         _HELD_FDS.add(fd)
@@ -108,7 +108,7 @@ class FileLock:
             self.release()
             return False
         try:
-            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            same = _fs.same_file(fd, self.path)
         except FileNotFoundError:
             same = False
         if not same:  # the file was replaced after we opened it: the lock guards nothing
@@ -198,10 +198,10 @@ class LockFile:
         if self._fd >= 0 and not forked:
             self._close()
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = _fs.open_lock(self.path)
         except FileNotFoundError:
             _fs.makedirs(self.path.parent)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = _fs.open_lock(self.path)
         _HELD_FDS.add(fd)  # closed in forked children (their locks are the parent's)
         self._fd, self._pid = fd, os.getpid()
         # Closed when this object is collected: every RangeLock refers to it, so by then no
@@ -224,7 +224,7 @@ class LockFile:
     def current(self, fd: int) -> bool:
         """Whether ``fd`` is still the file at the path (not removed and recreated)."""
         try:
-            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            return _fs.same_file(fd, self.path)
         except FileNotFoundError:
             return False
 

@@ -49,6 +49,8 @@ from .base import DEFAULT_HISTORY, Durability, Store, Stored, Swept
 __all__ = ["FileStore"]
 
 _SEQ_WIDTH = 12
+#: The largest record file read: a checkpoint of up to 4 GiB of payload, base64-encoded.
+RECORD_LIMIT = 6 << 30
 
 
 def _encode_payload(serializer: str, payload: bytes) -> dict[str, Any]:
@@ -179,7 +181,7 @@ class FileStore(Store):
             ValueError, TypeError: it is not a JSON object (see :func:`_parse`).
         """
         try:
-            data = _fs.read_bytes(path)
+            data = _fs.read_bytes(path, limit=RECORD_LIMIT)
         except FileNotFoundError:
             return None
         return _parse(data)
