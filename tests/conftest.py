@@ -46,6 +46,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RESUMABLE_STORE", raising=False)
     monkeypatch.delenv("RESUMABLE_SECRET", raising=False)
+    monkeypatch.delenv("RESUMABLE_SHARED_DIRS", raising=False)
     previous = resumable.configure(store=None, serializer=None, secret=None)
     stores._cache.clear()  # memory:// and cached URLs start empty in every test
     yield
@@ -199,3 +200,55 @@ __all__ = [
     "url_for",
     "with_query",
 ]
+
+
+#: The uid and gid that play another local user in the security tests (``nobody``).
+ATTACKER = 65534
+
+
+class Attacker:
+    """Plants files as another local user would: owned by uid 65534 (``nobody``).
+
+    Needs root (CI runs as root) to give files away; the fixture skips the test otherwise.
+    """
+
+    uid = ATTACKER
+
+    def own(self, path: Path) -> Path:
+        """Give ``path`` (a link itself, not its target) to the attacker."""
+        os.lchown(path, ATTACKER, ATTACKER)
+        return path
+
+    def symlink(self, link: Path, target: Path | str) -> Path:
+        """``link`` -> ``target``, made by the attacker."""
+        link.symlink_to(target)
+        return self.own(link)
+
+    def file(self, path: Path, data: bytes = b"", mode: int = 0o644) -> Path:
+        """A regular file of the attacker's holding ``data``."""
+        path.write_bytes(data)
+        path.chmod(mode)
+        return self.own(path)
+
+    def dir(self, path: Path, mode: int = 0o755) -> Path:
+        """A directory of the attacker's."""
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+        return self.own(path)
+
+    def fifo(self, path: Path) -> Path:
+        """A FIFO of the attacker's (a reader that opens it without care waits forever)."""
+        os.mkfifo(path, 0o666)
+        return self.own(path)
+
+
+@pytest.fixture
+def attacker() -> Attacker:
+    """Another local user (uid 65534), for the tests of hostile stores and backup folders."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(
+                "the hostile-user tests need root to give files to uid 65534; CI runs as root"
+            )
+        pytest.skip("needs root to give files to another user (uid 65534); CI runs as root")
+    return Attacker()
