@@ -224,11 +224,12 @@ def read_bytes(path: Path, *, limit: int) -> bytes:
         _fault("read", path)
     fd = open_file(path)
     try:
-        _trust.check_record(path, os.fstat(fd), limit)
+        st = os.fstat(fd)
+        _trust.check_record(path, st, limit)
         with open(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:  # grew since fstat
-            raise UnsafePath(path, f"it holds more than {limit} bytes", "move it aside")
+            data = f.read(st.st_size + 1)  # read(n) allocates n bytes: never the limit itself
+        if len(data) > st.st_size:  # records are renamed into place, never appended to
+            raise UnsafePath(path, "it grew while it was read", "read it again when it is whole")
         return data
     finally:
         os.close(fd)
