@@ -356,7 +356,7 @@ def verify_backups(backup_dir: Path) -> tuple[int, list[Bad]]:
             checked -= 1  # deleted meanwhile
             continue
         except _backup_files.BackupRefused as exc:
-            bad.append(Bad("backup", backup_id, f"manifest {name}", f"is refused: {exc}"))
+            bad.append(Bad("backup", backup_id, f"manifest {name}", f"{exc.reason}; {exc.fix}"))
             continue
         problem = backups._check(m)  # what is wrong, not just whether
         if problem is not None:

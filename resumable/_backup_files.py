@@ -86,12 +86,14 @@ class BackupRefused(ResumableError, ValueError):
         backup_id: The refused backup.
         path: Its manifest.
         reason: Why, in words ("is owned by uid 65534, ...").
+        fix: What to do.
     """
 
     def __init__(self, backup_id: str, path: Path, reason: str, fix: str) -> None:
         self.backup_id = backup_id
         self.path = str(path)
         self.reason = reason
+        self.fix = fix
         super().__init__(f"backup {backup_id} is refused: its manifest {path} {reason}; {fix}")
 
 
