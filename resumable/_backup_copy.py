@@ -19,6 +19,7 @@ yours or root's with one link; a symlink there is refused, not followed and not 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -205,13 +206,10 @@ def destination(target: Path, name: str) -> tuple[Path, os.stat_result | None]:
     full = Path(os.path.normpath(Path.cwd() / target))
     st = _lstat(full)
     if st is not None and stat.S_ISLNK(st.st_mode):
-        try:  # refuses another user's link, naming it
+        with contextlib.suppress(NotADirectoryError):  # another user's link: refused, named
             real = _trust.resolve_dir(full)
-        except NotADirectoryError:
-            real = None
-        found = None if real is None else _lstat(real)
-        if real is not None and found is not None and stat.S_ISDIR(found.st_mode):
-            full, st = real, found
+            if (found := _lstat(real)) is not None and stat.S_ISDIR(found.st_mode):
+                full, st = real, found
     if st is not None and stat.S_ISDIR(st.st_mode):
         dest = _fs.makedirs(full) / name
     else:

@@ -651,3 +651,28 @@ def test_a_manifest_that_is_a_fifo_or_a_link_to_dev_zero_does_not_hang_the_cli(
     )  # fmt: skip
     assert proc.returncode == 0, proc
     assert [b["backup_id"] for b in json.loads(proc.stdout)["backups"]] == [info.backup_id]
+
+
+def test_a_symlink_to_a_directory_as_restore_path_only_if_yours(
+    tmp_path: Path, public: Path, attacker: Attacker
+) -> None:
+    """Your (or root's) symlink to a directory as restore_path receives the file, as the
+    directory would; the attacker's symlink to a directory is refused, and nothing lands in
+    the directory it points to."""
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"notes\n")
+    backups = Backups(tmp_path / "backups")
+    info = backups.create(source)
+    mine = tmp_path / "restored"
+    mine.mkdir()
+    (tmp_path / "to-restored").symlink_to(mine)
+    assert backups.restore(info.backup_id, tmp_path / "to-restored") == str(mine / "notes.txt")
+    assert (mine / "notes.txt").read_bytes() == b"notes\n"
+
+    target = tmp_path / "root-dir"
+    target.mkdir()
+    link = attacker.symlink(public / "to-root-dir", target)
+    err = attempt(backups.restore, info.backup_id, link)
+    assert list(target.iterdir()) == []
+    assert isinstance(err, UnsafePath)
+    assert re.search(f"{link}.*symbolic link owned by", str(err))
