@@ -9,6 +9,7 @@ reset, verify, statistics and garbage collection. Each is a function over a
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -335,7 +336,10 @@ def verify_store(store: Store) -> tuple[dict[str, int], list[Bad]]:
 
 
 def verify_backups(backup_dir: Path) -> tuple[int, list[Bad]]:
-    """Check every backup in ``backup_dir``: its manifest reads and its copy hashes right."""
+    """Check every backup in ``backup_dir``: its manifest is trusted, its copy hashes right.
+
+    Trusted: signed when a secret is set, else yours (see ``_backup_files.read``).
+    """
     from . import _backup_files, _fs
     from .backup import Backups
 
@@ -346,13 +350,17 @@ def verify_backups(backup_dir: Path) -> tuple[int, list[Bad]]:
         if not (name.endswith(".json") and _backup_files.ID_RE.fullmatch(backup_id)):
             continue
         checked += 1
-        m = _backup_files.read(backups.dir, backup_id)
-        if m is None:
-            bad.append(Bad("backup", backup_id, f"manifest {name}", "cannot be read"))
-        elif not (backups.dir / m.data_file).exists():
-            bad.append(Bad("backup", backup_id, f"copy {m.data_file}", "is missing"))
-        elif not backups.verify(backup_id):
-            bad.append(Bad("backup", backup_id, f"copy {m.data_file}", "failed its checksum"))
+        try:
+            m = _backup_files.read(backups.dir, backup_id)
+        except FileNotFoundError:
+            checked -= 1  # deleted meanwhile
+            continue
+        except _backup_files.BackupRefused as exc:
+            bad.append(Bad("backup", backup_id, f"manifest {name}", f"{exc.reason}; {exc.fix}"))
+            continue
+        problem = backups._check(m)  # what is wrong, not just whether
+        if problem is not None:
+            bad.append(Bad("backup", backup_id, f"copy {m.data_file}", problem))
     return checked, bad
 
 
@@ -518,7 +526,9 @@ class _Collector:
         """Copies no manifest commits, and temp files, while no backup is being made."""
         from . import _backup_files, _fs
 
-        if not backup_dir.is_dir():
+        try:  # never through a symlink; yours or root's, not writable by others
+            os.close(_fs.open_dir(backup_dir))
+        except (FileNotFoundError, NotADirectoryError):
             return
         strays = _backup_files.strays(_fs.list_names(backup_dir))
         if not strays:
@@ -535,8 +545,13 @@ class _Collector:
                 return
             for name in _backup_files.strays(_fs.list_names(backup_dir)):
                 found = self._stray(backup_dir, name, note)
-                _fs.remove(backup_dir / name)
-                self.removed.append(found)
+                try:  # unlink: a link goes, never what it points to
+                    _fs.remove(backup_dir / name)
+                except OSError as exc:  # a directory of that name, say: not ours to remove
+                    why = f"cannot be removed ({exc.strerror or exc})"
+                    self.kept.append(dataclasses.replace(found, note=why))
+                else:
+                    self.removed.append(found)
 
     def _stray(self, backup_dir: Path, name: str, note: str) -> GcItem:
         try:

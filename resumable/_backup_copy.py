@@ -11,21 +11,27 @@ there) while its WAL frames, found by name, get applied to the new one. Instead 
 copy is written into the database with SQLite's online backup API: one write transaction on
 the database, taken under SQLite's locks, so every connection sees the old content or the
 restored one, and a failure rolls the whole restore back.
+
+A restore never writes through a symlink (:func:`destination`): the directories on the way
+are checked as a store's are, and the destination itself must be absent or a regular file of
+yours or root's with one link; a symlink there is refused, not followed and not replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import xxhash
 
-from . import _fs
+from . import _fs, _trust
 from ._log import log
 from .errors import ResumableError
 from .operation import Owner
@@ -35,6 +41,7 @@ __all__ = [
     "Copied",
     "CorruptBackup",
     "copy_into",
+    "destination",
     "digest",
     "open_database",
     "restore_into",
@@ -64,10 +71,10 @@ class Copied:
     source_digest: str | None
 
 
-def digest(path: Path) -> str:
-    """The xxh3-128 hex digest of the file at ``path``."""
+def digest(path: Path, *, trusted: bool = False) -> str:
+    """The xxh3-128 hex digest of the file at ``path`` (see :func:`_fs.hash_file`)."""
     hasher = xxhash.xxh3_128()
-    _fs.hash_file(path, hasher)
+    _fs.hash_file(path, hasher, trusted=trusted)
     return hasher.hexdigest()
 
 
@@ -173,6 +180,67 @@ def copy_into(source: Path, tmp: Path, db: sqlite3.Connection | None, *, durable
     return Copied(size, hasher.hexdigest(), "sqlite", None)
 
 
+#: The files SQLite keeps beside a database, and opens by name (following symlinks).
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def destination(target: Path, name: str) -> tuple[Path, os.stat_result | None]:
+    """Where a restore to ``target`` writes, and the status of the file there now (None: none).
+
+    The directories on the way are created (0700) or checked (:func:`_fs.makedirs`: yours or
+    root's, not writable by others; a symlink on the way only if you or root made it). The
+    last component is never followed: an existing directory there (or your or root's
+    symlink to one) receives the file as ``name``; any other symlink is refused, as is
+    anything but a regular file of yours or root's with one link.
+
+    Raises:
+        UnsafePath: see above; nothing was written (missing directories may have been made).
+    """
+    full = Path(os.path.normpath(Path.cwd() / target))
+    st = _lstat(full)
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        with contextlib.suppress(NotADirectoryError):  # another user's link: refused, named
+            real = _trust.resolve_dir(full)
+            if (found := _lstat(real)) is not None and stat.S_ISDIR(found.st_mode):
+                full, st = real, found
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        dest = _fs.makedirs(full) / name
+    else:
+        dest = _fs.makedirs(full.parent) / full.name
+    # First: a killed restore's safety link would count as a second link of the file.
+    _remove_dead_temps(dest)
+    current = _lstat(dest)
+    if current is not None and stat.S_ISLNK(current.st_mode):
+        raise _trust.UnsafePath(
+            dest,
+            "it is a symbolic link, and a restore never writes through one (nor replaces it)",
+            "remove the link, or restore to another path",
+        )
+    if current is not None:
+        _trust.check_file(dest, current)
+    return dest, current
+
+
+def _check_sidecars(dest: Path) -> None:
+    """Refuse a database at ``dest`` whose WAL, shm or journal SQLite would open unsafely.
+
+    SQLite opens them by name, through a symlink if there is one: each must be absent or a
+    regular file of yours or root's with one link.
+    """
+    for suffix in _SIDECARS:
+        side = dest.with_name(dest.name + suffix)
+        st = _lstat(side)
+        if st is not None:
+            _trust.check_file(side, st)
+
+
 def _settle_database(dest: Path) -> None:
     """Fold a leftover WAL or journal of the database at ``dest`` into it, or refuse.
 
@@ -181,11 +249,11 @@ def _settle_database(dest: Path) -> None:
     sidecars = [dest.with_name(dest.name + s) for s in ("-wal", "-journal")]
 
     def pending() -> list[Path]:
-        return [p for p in sidecars if p.exists() and p.stat().st_size > 0]
+        return [p for p in sidecars if (st := _lstat(p)) is not None and st.st_size > 0]
 
     if not pending():
         return
-    if dest.exists():
+    if _lstat(dest) is not None:  # checked by destination(): a regular file of yours
         try:
             con = sqlite3.connect(f"{dest.as_uri()}?mode=rw", uri=True, timeout=1)
             try:
@@ -247,7 +315,7 @@ def _fetch(
     Returns whether the copy is an SQLite database (by its 16-byte header).
     """
     seen = _Head()
-    _fs.copy_file(data, tmp, durable=durable, hasher=seen, mode=mode)
+    _fs.copy_file(data, tmp, durable=durable, hasher=seen, mode=mode, trusted=True)
     if seen.hasher.hexdigest() != checksum:
         log.error("resumable.backup.corrupt", backup_id=backup_id, path=str(data))
         raise CorruptBackup(backup_id)
@@ -255,17 +323,28 @@ def _fetch(
 
 
 def restore_into(
-    data: Path, dest: Path, *, checksum: str, backup_id: str, mode: int, durable: bool
+    data: Path,
+    dest: Path,
+    current: os.stat_result | None,
+    *,
+    checksum: str,
+    backup_id: str,
+    mode: int,
+    durable: bool,
 ) -> str:
     """Put the backup copy ``data`` at ``dest``, verified first; return how (for the log).
 
-    The copy goes to a temp file beside ``dest`` and is hashed on the way: nothing at
-    ``dest`` changes unless it matches ``checksum``. If the copy is an SQLite database and
-    ``dest`` is one SQLite can open, the copy is written into it through SQLite
-    (``"sqlite"``); otherwise the temp file replaces ``dest`` atomically (``"swap"``).
+    ``dest`` and ``current`` (its status, None if absent) come from :func:`destination`,
+    which checked them. The copy (a regular file of yours or root's with one link) goes to
+    a temp file created beside ``dest`` with the permission bits of ``mode`` and is hashed
+    on the way: nothing at ``dest`` changes unless it matches ``checksum``. If the copy is
+    an SQLite database and ``dest`` is one SQLite can open, the copy is written into it
+    through SQLite (``"sqlite"``); otherwise the temp file replaces ``dest`` atomically
+    (``"swap"``).
 
     Raises:
         CorruptBackup: the copy does not match ``checksum``; ``dest`` is untouched.
+        UnsafePath: the copy, or a file SQLite keeps beside the database, is unsafe.
         ResumableError: ``dest`` is a database that stayed locked, or that SQLite failed to
             write; the message says whether it changed.
     """
@@ -274,12 +353,14 @@ def restore_into(
         database = _fetch(
             data, tmp, checksum=checksum, backup_id=backup_id, mode=mode, durable=durable
         )
-        live = open_database(dest, dest.stat().st_size) if database and dest.is_file() else None
+        if database:
+            _check_sidecars(dest)
+        live = open_database(dest, current.st_size) if database and current is not None else None
     except BaseException:
         _fs.remove(tmp)
         raise
     if live is None:
-        _swap_in(tmp, dest, database=database, durable=durable)
+        _swap_in(tmp, dest, existing=current is not None, database=database, durable=durable)
         how = "swap"
     else:
         try:
@@ -288,24 +369,21 @@ def restore_into(
             live.close()
             _fs.remove(tmp)
         how = "sqlite"
-    try:  # restored: a failing cleanup must not make the restore fail
-        _remove_dead_temps(dest)
-    except OSError as exc:
-        log.warning("resumable.backup.cleanup_failed", path=str(dest), error=repr(exc))
+    _remove_dead_temps(dest)
     return how
 
 
-def _swap_in(tmp: Path, dest: Path, *, database: bool, durable: bool) -> None:
+def _swap_in(tmp: Path, dest: Path, *, existing: bool, database: bool, durable: bool) -> None:
     """Replace ``dest`` with the verified temp file ``tmp``, atomically, rolled back on error.
 
-    The current file is kept aside (a hard link, or a copy) until ``tmp`` has replaced it; if
-    that step fails it is put back.
+    The current file (``existing``) is kept aside (a hard link, or a copy; never through a
+    symlink) until ``tmp`` has replaced it; if that step fails it is put back.
     """
     safety = None
     try:
         if database:
             _settle_database(dest)
-        if dest.exists():
+        if existing:
             safety = _fs.temp_path(dest.with_name(f"{dest.name}.pre-restore"))
             _fs.link_or_copy(dest, safety)
         try:
@@ -412,16 +490,20 @@ def _remove_dead_temps(dest: Path) -> None:
     """Remove the temp copies that restores killed part-way left beside ``dest``.
 
     They carry their writer's pid (see :func:`_fs.temp_path`); only a dead writer's are
-    removed, so a restore running now in another process keeps its own.
+    removed, so a restore running now in another process keeps its own. Names only (unlink
+    never follows a link). A failure is logged: it must not make a restore fail.
     """
     prefixes = (f"{dest.name}{_fs.TEMP_MARK}", f"{dest.name}.pre-restore{_fs.TEMP_MARK}")
-    for name in _fs.list_names(dest.parent):
-        if not name.startswith(prefixes):
-            continue
-        pid = name.rpartition(".")[2]
-        if (
-            pid.isdigit()
-            and int(pid) != os.getpid()
-            and Owner(socket.gethostname(), int(pid), None).is_alive() is False
-        ):
-            _fs.remove(dest.parent / name)
+    try:
+        for name in _fs.list_names(dest.parent):
+            if not name.startswith(prefixes):
+                continue
+            pid = name.rpartition(".")[2]
+            if (
+                pid.isdigit()
+                and int(pid) != os.getpid()
+                and Owner(socket.gethostname(), int(pid), None).is_alive() is False
+            ):
+                _fs.remove(dest.parent / name)
+    except OSError as exc:
+        log.warning("resumable.backup.cleanup_failed", path=str(dest), error=repr(exc))

@@ -46,6 +46,7 @@ __all__ = [
     "open_dir",
     "open_lock",
     "read_bytes",
+    "read_with_status",
     "remove",
     "remove_tree",
     "replace",
@@ -220,6 +221,16 @@ def read_bytes(path: Path, *, limit: int) -> bytes:
         UnsafePath: a symlink, FIFO, device, hard link or another user's file, or a file
             larger than ``limit`` (checked before anything is read).
     """
+    return read_with_status(path, limit=limit)[0]
+
+
+def read_with_status(path: Path, *, limit: int) -> tuple[bytes, os.stat_result]:
+    """:func:`read_bytes`, and the status of the opened file (whose owner may decide more).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        UnsafePath: see :func:`read_bytes`.
+    """
     if _fault is not None:
         _fault("read", path)
     fd = open_file(path)
@@ -230,7 +241,7 @@ def read_bytes(path: Path, *, limit: int) -> bytes:
             data = f.read(st.st_size + 1)  # read(n) allocates n bytes: never the limit itself
         if len(data) > st.st_size:  # records are renamed into place, never appended to
             raise UnsafePath(path, "it grew while it was read", "read it again when it is whole")
-        return data
+        return data, st
     finally:
         os.close(fd)
 
@@ -359,12 +370,16 @@ def copy_file(
     return before, after
 
 
-def hash_file(path: Path, hasher: Hasher) -> int:
-    """Feed the content of ``path`` to ``hasher``; return its size in bytes."""
+def hash_file(path: Path, hasher: Hasher, *, trusted: bool = False) -> int:
+    """Feed the content of ``path`` to ``hasher``; return its size in bytes.
+
+    ``path`` must be a regular file, not reached through a final symlink (with ``trusted``:
+    also yours or root's, with one link, as :func:`copy_file`).
+    """
     size = 0
     if _fault is not None:
         _fault("read", path)
-    with open(_open_regular(path), "rb", buffering=0) as f:
+    with open(open_file(path) if trusted else _open_regular(path), "rb", buffering=0) as f:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from . import _backup_files as files
-from . import _fs
-from ._backup_copy import copy_into, digest, open_database, restore_into
-from ._backup_files import ID_RE, LOCK, Manifest
+from . import _fs, _trust
+from ._backup_copy import copy_into, destination, digest, open_database, restore_into
+from ._backup_files import ID_RE, LOCK, BackupRefused, Manifest
 from ._backup_watch import AutoBackup, SourceState, source_state
 from ._log import log
 
-__all__ = ["BackupInfo", "Backups"]
+__all__ = ["BackupInfo", "BackupRefused", "Backups"]
 
 #: How long ``stop_auto()`` waits for the thread (a copy in progress finishes on its own).
 STOP_WAIT = 0.9
@@ -62,8 +62,8 @@ class BackupInfo:
     checksum: str
 
 
-def _path_arg(value: object, name: str) -> Path:
-    """``value`` as an absolute path with symlinks resolved, or a TypeError/ValueError."""
+def _str_arg(value: object, name: str) -> str:
+    """``value`` as a non-empty str path, or a TypeError/ValueError."""
     if not isinstance(value, str | os.PathLike):
         raise TypeError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
     raw = os.fspath(value)
@@ -71,14 +71,22 @@ def _path_arg(value: object, name: str) -> Path:
         raise TypeError(f"{name} must be a str path, not bytes; decode it first")
     if not raw:
         raise ValueError(f"{name} is empty; pass the path of a file")
-    return Path(os.path.realpath(raw))
+    return raw
+
+
+def _path_arg(value: object, name: str) -> Path:
+    """``value`` as an absolute path with symlinks resolved, or a TypeError/ValueError."""
+    return Path(os.path.realpath(_str_arg(value, name)))
 
 
 class Backups:
     """Backups of files into one directory, ``max_backups`` kept per source.
 
     Args:
-        backup_dir: Where backups are kept; created (0700) on the first backup.
+        backup_dir: Where backups are kept; created (0700) on the first backup. It and the
+            directories above it must be yours or root's and not writable by others (see
+            docs/backups.md, "Trust"); a symlink on the way is followed only if you or root
+            made it.
         max_backups: Backups kept per source; older ones are removed after each new backup,
             never the newest one that verifies.
         durable: fsync every file and directory change, so a backup survives power loss.
@@ -91,7 +99,7 @@ class Backups:
         max_backups: int = 5,
         durable: bool = True,
     ) -> None:
-        self.dir = _path_arg(backup_dir, "backup_dir")
+        self.dir = _trust.resolve_dir(Path(_str_arg(backup_dir, "backup_dir")))
         if isinstance(max_backups, bool) or not isinstance(max_backups, int):
             raise TypeError(f"max_backups must be an int, not {type(max_backups).__name__}")
         if max_backups < 1:
@@ -216,47 +224,71 @@ class Backups:
     # --- reading and checking -----------------------------------------------------------------
 
     def _get(self, backup_id: object) -> Manifest:
+        """The checked manifest of ``backup_id``.
+
+        Raises:
+            ValueError: there is no such backup.
+            BackupRefused: its manifest cannot be read or trusted (a ValueError too).
+        """
         if not isinstance(backup_id, str):
             raise TypeError(f"backup_id must be a str, not {type(backup_id).__name__}")
-        m = files.read(self.dir, backup_id) if ID_RE.fullmatch(backup_id) else None
-        if m is None:
-            raise ValueError(
-                f"no backup {backup_id!r} in {self.dir}; list() shows the backups there"
-            )
-        return m
+        try:
+            if ID_RE.fullmatch(backup_id):
+                return files.read(self.dir, backup_id)
+        except FileNotFoundError:
+            pass
+        raise ValueError(f"no backup {backup_id!r} in {self.dir}; list() shows the backups there")
 
     def _remember_good(self, backup_id: str, data: Path) -> None:
-        st = data.stat()
+        st = data.lstat()
         self._good[backup_id] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def _is_good(self, m: Manifest) -> bool:
-        """Whether the copy matches its checksum (hashed again only when its status changed)."""
+    def _problem(self, m: Manifest) -> str | None:
+        """What is wrong with the copy of ``m`` (None: it matches its checksum).
+
+        A copy this process wrote or verified is hashed again only when its status changed.
+        The copy must be a regular file of yours or root's with one link, as a restore reads it.
+        """
         data = self.dir / m.data_file
+        problem: str | None = None
         try:
-            st = data.stat()
-        except FileNotFoundError:
-            ok = False
-        else:
+            st = data.lstat()
+            _trust.check_file(data, st)
             key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             if self._good.get(m.backup_id) == key:
-                return True
-            ok = st.st_size == m.size_bytes and digest(data) == m.checksum
-        if ok:
+                return None
+            if st.st_size != m.size_bytes or digest(data, trusted=True) != m.checksum:
+                problem = "failed its checksum"
+        except FileNotFoundError:
+            problem = "is missing"
+        except _trust.UnsafePath as exc:
+            problem = f"is refused ({exc})"
+        if problem is None:
             self._remember_good(m.backup_id, data)
         else:
             self._good.pop(m.backup_id, None)
-            log.error("resumable.backup.corrupt", backup_id=m.backup_id, path=str(data))
-        return ok
+            log.error(
+                "resumable.backup.corrupt", backup_id=m.backup_id, path=str(data), problem=problem
+            )
+        return problem
+
+    def _is_good(self, m: Manifest) -> bool:
+        """Whether the copy matches its checksum (see :meth:`_problem`)."""
+        return self._problem(m) is None
 
     def verify(self, backup_id: str) -> bool:
         """Whether backup ``backup_id`` is whole: its copy hashes to its checksum.
 
         Raises:
             ValueError: there is no backup ``backup_id``.
+            BackupRefused: its manifest cannot be read or trusted (a ValueError too).
         """
-        m = self._get(backup_id)
+        return self._check(self._get(backup_id)) is None
+
+    def _check(self, m: Manifest) -> str | None:
+        """What is wrong with the copy of ``m``, hashed now (None: it is whole)."""
         self._good.pop(m.backup_id, None)
-        return self._is_good(m)
+        return self._problem(m)
 
     def list(self, source_path: str | os.PathLike[str] | None = None) -> builtins.list[BackupInfo]:
         """The backups (of ``source_path`` only, if given), newest first."""
@@ -284,33 +316,37 @@ class Backups:
     def restore(self, backup_id: str, restore_path: str | os.PathLike[str] | None = None) -> str:
         """Put backup ``backup_id`` at ``restore_path`` (default: its source); return that path.
 
-        The copy is verified before anything at the destination changes. A database backup
+        The manifest is checked first (its signature with a secret set, else its owner), and
+        the copy is verified before anything at the destination changes. A database backup
         restored over a database is written into it through SQLite (its online backup API),
         so programs that have it open see one switch and go on with the restored content;
-        SQLite rolls it back if it fails. Any other file is swapped in atomically, the current
-        one kept aside (a hard link) until the swap has succeeded. An existing directory as
-        ``restore_path`` receives the file under the source's name.
+        SQLite rolls it back if it fails. Any other file is swapped in atomically (a temp file
+        beside it, renamed over it), the current one kept aside (a hard link) until the swap
+        has succeeded. An existing directory as ``restore_path`` receives the file under the
+        source's name. A symlink at the destination is never followed: it is refused.
+        Permission bits only are applied (never setuid, setgid or sticky).
 
         Raises:
-            ValueError: no backup ``backup_id``, or its copy is corrupt (nothing changed).
+            ValueError: no backup ``backup_id``, its manifest is refused (``BackupRefused``:
+                unsigned, forged, another user's, damaged), or its copy is corrupt; nothing
+                changed.
+            UnsafePath: the destination is a symlink, not a regular file, a hard link or
+                another user's file, or a directory on its way is unsafe (a ``StoreError``
+                and ``PermissionError``); nothing changed.
             ResumableError: the destination is a database that another program kept locked
                 for 60 s, or that SQLite failed to write; the message says whether it changed.
         """
         m = self._get(backup_id)
-        dest = _path_arg(m.source_path if restore_path is None else restore_path, "restore_path")
-        if dest.is_dir():
-            dest /= Path(m.source_path).name
+        target = m.source_path if restore_path is None else _str_arg(restore_path, "restore_path")
         started = time.perf_counter()
         with self._lock:
-            if not dest.parent.is_dir():
-                _fs.makedirs(dest.parent)
-            try:
-                mode = dest.stat().st_mode & 0o7777  # the current file's permissions stay
-            except FileNotFoundError:
-                mode = m.mode
+            dest, current = destination(Path(target), Path(m.source_path).name)
+            # The current file's permissions stay; never more than permission bits.
+            mode = (m.mode if current is None else current.st_mode) & 0o777
             how = restore_into(
                 self.dir / m.data_file,
                 dest,
+                current,
                 checksum=m.checksum,
                 backup_id=m.backup_id,
                 mode=mode,
@@ -328,13 +364,22 @@ class Backups:
     # --- removing -----------------------------------------------------------------------------
 
     def delete(self, backup_id: str) -> bool:
-        """Remove backup ``backup_id``; False if there is no such backup."""
+        """Remove backup ``backup_id``; False if there is no such backup.
+
+        A backup whose manifest is refused loses its manifest only (never trusted to name
+        its copy); the copy is then a leftover, removed by the next backup or ``gc``.
+        """
         if not isinstance(backup_id, str) or not ID_RE.fullmatch(backup_id):
             return False
         with self._lock:
-            m = files.read(self.dir, backup_id)
-            if m is None:
+            try:
+                m = files.read(self.dir, backup_id)
+            except FileNotFoundError:
                 return False
+            except BackupRefused as exc:
+                _fs.remove(Path(exc.path))
+                log.info("resumable.backup.deleted", backup_id=backup_id, refused=exc.reason)
+                return True
             self._remove([m])
         log.info("resumable.backup.deleted", backup_id=backup_id)
         return True
@@ -364,9 +409,14 @@ class Backups:
         with _fs.locked(self.dir / LOCK, exclusive=True, wait=False) as alone:
             if not alone:
                 return
-            stray = files.strays(_fs.list_names(self.dir))
-            for name in stray:
-                _fs.remove(self.dir / name)
+            stray = []
+            for name in files.strays(_fs.list_names(self.dir)):
+                try:  # unlink: a link goes, never what it points to
+                    _fs.remove(self.dir / name)
+                except OSError as exc:  # a directory of that name, say: not ours to remove
+                    log.warning("resumable.backup.stray_kept", file=name, error=repr(exc))
+                else:
+                    stray.append(name)
         if stray:
             log.info("resumable.backup.strays_removed", files=stray)
 

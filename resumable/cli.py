@@ -163,10 +163,18 @@ def _store() -> Iterator[Store]:
 
 
 def _backup_dir() -> Path:
-    path = Path(os.path.realpath(_settings().backup_dir))
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--backup-dir {path} is not a directory")
-    return path
+    """``--backup-dir``, its directories checked (a symlink followed only if yours or root's).
+
+    Raises:
+        UnsafePath: a directory on the way is another user's or writable by others (a
+            ResumableError: one line).
+    """
+    from . import _trust
+
+    try:
+        return _trust.resolve_dir(Path(_settings().backup_dir))
+    except NotADirectoryError:
+        raise UserError(f"--backup-dir {_settings().backup_dir} is not a directory") from None
 
 
 def _print_json(doc: Any) -> None:
@@ -607,20 +615,19 @@ def backup(path: str) -> None:
 def restore(backup_id: str, to: str | None) -> None:
     """Restore a backup, verified (SQLite: written in, even in use)."""
     from ._backup_copy import CorruptBackup
+    from ._backup_files import ID_RE
     from .backup import Backups
 
     store = Backups(_backup_dir())
-    if backup_id not in {b.backup_id for b in store.list()}:
-        raise UserError(
-            f"no backup {backup_id!r} in {_backup_dir()}; `resumable backups` lists them"
-        )
-    try:
+    if not (ID_RE.fullmatch(backup_id) and os.path.lexists(store.dir / f"{backup_id}.json")):
+        raise UserError(f"no backup {backup_id!r} in {store.dir}; `resumable backups` lists them")
+    try:  # a refused manifest (BackupRefused) is a ValueError that says why
         path = store.restore(backup_id, to)
     except CorruptBackup as exc:
         raise UserError(exc.advice("`resumable backups`")) from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    except OSError as exc:
+    except OSError as exc:  # an unsafe destination (UnsafePath) says which path and why
         raise UserError(f"cannot restore {backup_id}: {exc.strerror or exc}") from None
     if _settings().json:
         _print_json({"restored": {"backup_id": backup_id, "path": path}})

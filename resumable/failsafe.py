@@ -290,7 +290,11 @@ class FailsafeManager:
         programs that have it open see one consistent switch (docs/backups.md).
 
         Raises:
-            ValueError: unknown or corrupt backup; the current file is left as it was.
+            ValueError: unknown or corrupt backup, or one whose manifest is refused
+                (``BackupRefused``: unsigned with a secret set, forged, another user's);
+                the current file is left as it was.
+            UnsafePath: the destination is a symlink, a hard link or another user's file,
+                or a directory on its way is unsafe; nothing changed.
             ResumableError: the destination is an SQLite database that another program kept
                 locked, or that SQLite failed to write; the message says whether it changed.
         """
@@ -312,7 +316,7 @@ class FailsafeManager:
         """True if the backup's file matches its checksum, False if it is damaged.
 
         Raises:
-            ValueError: no backup has this id.
+            ValueError: no backup has this id, or its manifest is refused (``BackupRefused``).
         """
         return self.backups.verify(backup_id)
 

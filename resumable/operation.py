@@ -42,6 +42,8 @@ __all__ = [
     "ProcessState",
     "ResultRecord",
     "checkpoint_id",
+    "manifest_checksum",
+    "manifest_checksum_matches",
     "op_key",
     "signature_hint",
     "transition",
@@ -239,8 +241,14 @@ _CURRENT_OWNER: dict[int, Owner] = {}
 #: over a tag naming the kind of record, the header's length, the header and the payload.
 MAC_MARK: Final = "m1:"
 
-_OP, _CHECKPOINT, _RESULT = 0, 1, 2  # the kinds of record, each signed under its own tag
-_KIND_TAGS: Final = (b"resumable:operation\0", b"resumable:checkpoint\0", b"resumable:result\0")
+#: The kinds of record, each signed under its own tag; a backup manifest is one more kind.
+_OP, _CHECKPOINT, _RESULT, _MANIFEST = 0, 1, 2, 3
+_KIND_TAGS: Final = (
+    b"resumable:operation\0",
+    b"resumable:checkpoint\0",
+    b"resumable:result\0",
+    b"resumable:backup-manifest\0",
+)
 _LENGTH = struct.Struct("<Q")
 
 
@@ -364,6 +372,22 @@ def signature_hint(checksum: object) -> str:
             "operation (resumable reset OP) to start it over"
         )
     return ""
+
+
+def manifest_checksum(body: bytes) -> str:
+    """The checksum of a backup manifest, over ``body``: its canonical JSON without it.
+
+    As a record's: xxh3-128 without a secret; with one, the HMAC-SHA256 tag (:data:`MAC_MARK`)
+    under the manifests' own kind tag, so no record's tag verifies as a manifest's, nor the
+    reverse (:mod:`resumable._backup_files`).
+    """
+    return _hash(_MANIFEST, b"", body)
+
+
+def manifest_checksum_matches(body: bytes, checksum: object) -> bool:
+    """Whether ``checksum`` is :func:`manifest_checksum` of ``body`` (a tag: in constant time)."""
+    computed = _hash(_MANIFEST, b"", body)  # first: it installs the comparison in force
+    return _equal(checksum, computed)
 
 
 def _checkpoint_digest(  # noqa: PLR0917 - the record's fields, in order
