@@ -143,8 +143,10 @@ def _owner_only(path: Path, st: os.stat_result) -> None:
 
     Never a path-based ``chmod`` (it follows a link swapped in meanwhile). Nor ``fchmod`` on a
     descriptor opened for reading: closing that descriptor would drop every POSIX lock this
-    process's SQLite connections hold on the file (SQLite locks with ``fcntl``), so another
-    connection of this process could be mid-transaction and lose its lock. An ``O_PATH``
+    process's SQLite connections hold on the file (SQLite locks with ``fcntl``). Another store
+    of this process may have it open: its connection holds a SHARED lock on the database for
+    as long as it is open in WAL mode, and without it another process takes itself for the
+    last connection and checkpoints and removes the WAL under this one. An ``O_PATH``
     descriptor (Linux) carries no such effect: it is opened without following a link,
     compared with ``st``, and the mode set through ``/proc/self/fd``. Where there is neither
     (other systems, no ``/proc``), the mode is left as it is: a file the library creates is
