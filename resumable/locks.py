@@ -13,7 +13,11 @@ descriptor closes, so by the kernel when the owner dies:
 - :class:`FileLock` (elsewhere): ``fcntl.flock`` on one lock file per operation.
 
 Both compare the lock file's inode with the path's after acquiring, so a lock file removed and
-recreated meanwhile is not trusted. Forked children close inherited lock descriptors, so a
+recreated meanwhile is not trusted. A lock file is never opened through a symlink and must be a
+regular file of yours or root's (:func:`resumable._fs.open_lock`): another user's could be held
+by them forever. Its directory is created or checked once per store
+(:meth:`LockFile.folder`): whoever owns it could remove a held lock file and let a second
+runner in. Forked children close inherited lock descriptors, so a
 process pool started inside a block never keeps its parent's lock alive.
 """
 
@@ -85,20 +89,34 @@ def _sleep_steps(deadline: float) -> bool:
     return True
 
 
-class FileLock:
-    """An exclusive ``flock`` on ``path`` for operation ``op_id``."""
+def _open(path: Path) -> int:
+    """:func:`resumable._fs.open_lock`; a directory removed since it was checked is made again."""
+    try:
+        return _fs.open_lock(path)
+    except FileNotFoundError:
+        _fs.makedirs(path.parent)
+        return _fs.open_lock(path)
 
-    def __init__(self, path: Path, op_id: str) -> None:
+
+class FileLock:
+    """An exclusive ``flock`` on ``path`` for operation ``op_id``.
+
+    ``file`` is the store's :class:`LockFile` in the same directory, which checks the
+    directory once; without it the directory is checked at every attempt.
+    """
+
+    def __init__(self, path: Path, op_id: str, *, file: LockFile | None = None) -> None:
         self.path = path
         self.op_id = op_id
+        self._file = file
         self._fd: int | None = None
 
     def _try_once(self) -> bool:
-        try:
-            fd = _fs.open_lock(self.path)
-        except FileNotFoundError:
+        if self._file is not None:
+            self._file.folder()
+        else:
             _fs.makedirs(self.path.parent)
-            fd = _fs.open_lock(self.path)
+        fd = _open(self.path)
         # Owned from here on: release() closes it, whatever interrupts us below.
         self._fd = fd
         _HELD_FDS.add(fd)
@@ -185,6 +203,7 @@ class LockFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = -1
+        self._folder_checked = False
         self._pid = os.getpid()
         self._closer: weakref.finalize[[int, int], LockFile] | None = None
         #: op key -> the RangeLock holding it in this process (dict.setdefault is atomic)
@@ -197,11 +216,8 @@ class LockFile:
             return self._fd
         if self._fd >= 0 and not forked:
             self._close()
-        try:
-            fd = _fs.open_lock(self.path)
-        except FileNotFoundError:
-            _fs.makedirs(self.path.parent)
-            fd = _fs.open_lock(self.path)
+        self.folder()
+        fd = _open(self.path)
         _HELD_FDS.add(fd)  # closed in forked children (their locks are the parent's)
         self._fd, self._pid = fd, os.getpid()
         # Closed when this object is collected: every RangeLock refers to it, so by then no
@@ -210,6 +226,20 @@ class LockFile:
         if forked:
             self.held = {}  # the parent's claims, copied by fork: not ours
         return fd
+
+    def folder(self) -> None:
+        """Create the lock directory, or check the one there (once per object).
+
+        Whoever owns the directory can remove a lock file while it is held and let a second
+        runner in, so a directory of another user (or writable by others without the
+        sticky bit) is refused, as the store's own (:func:`resumable._fs.makedirs`).
+
+        Raises:
+            UnsafePath: the directory, or one above it, is unsafe.
+        """
+        if not self._folder_checked:
+            _fs.makedirs(self.path.parent)
+            self._folder_checked = True
 
     def close(self) -> None:
         """Close the descriptor if no operation of this process holds a lock through it."""
@@ -300,4 +330,4 @@ def store_lock(lock_file: LockFile, op_id: str, op_key: str) -> Lock:
     """The lock of ``op_id`` in a store whose lock file is ``lock_file``."""
     if _OFD_SETLK is not None:
         return RangeLock(lock_file, op_id, op_key)
-    return FileLock(lock_file.path.with_name(f"{op_key}.lock"), op_id)
+    return FileLock(lock_file.path.with_name(f"{op_key}.lock"), op_id, file=lock_file)

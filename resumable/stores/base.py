@@ -328,6 +328,8 @@ class Store(ABC):
         # Only what was seen: the store answered with an error. Whether an earlier write
         # survived is not known here (decoding a stored record never ends up here: that is
         # CheckpointCorrupt, or a fallback to an older checkpoint).
+        if isinstance(exc, StoreError):  # the library's own refusal: it says what to do
+            return StoreError(f"{self.url}: could not {doing}: {exc}")
         return StoreError(
             f"{self.url}: could not {doing}: {exc}. Fix the cause (disk space, permissions, "
             "a server that is down) and run again"

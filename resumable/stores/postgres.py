@@ -129,6 +129,11 @@ _UNREACHABLE = (
 )  # fmt: skip
 
 
+#: SQLSTATEs of a server that will not hold the tables in the schema asked for: a reserved name
+#: (``pg_catalog``, any ``pg_*``), no privilege to create the schema or tables in it.
+_SCHEMA_REFUSED = frozenset({"42939", "42501"})
+
+
 @dataclass(slots=True)
 class _Held:
     """A lease this store holds: its epoch, and whether the heartbeat found it taken over."""
@@ -342,6 +347,11 @@ class PostgresStore(Store):
             )
         elif any(m in text for m in _UNREACHABLE):
             why = f"could not reach the PostgreSQL server at {self.server} — is it running?"
+        elif getattr(exc, "sqlstate", None) in _SCHEMA_REFUSED:
+            why = (
+                f"the server refused to keep the store's tables in schema {self.schema!r}: "
+                "choose another schema (?schema=NAME), one this user may create tables in"
+            )
         else:
             return self.store_error("open the store", exc)
         return StoreError(f"{self.url}: {why} ({text})")

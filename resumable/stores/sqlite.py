@@ -23,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from resumable import _fs
 from resumable.errors import CheckpointCorrupt, StoreError
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
@@ -33,7 +32,7 @@ from resumable.operation import (
     op_key,
 )
 
-from . import _rows
+from . import _rows, _sqlite_files
 from .base import (
     DEFAULT_HISTORY,
     DEFAULT_LEASE,
@@ -265,20 +264,24 @@ class SQLiteStore(Store):
         if self._conn is not None:
             # Inherited over fork: never use or close it in the child (SQLite forbids both).
             self._abandoned.append(self._conn)
-        _fs.makedirs(self.path.parent)
-        with contextlib.suppress(FileExistsError):  # owner-only from its first instant
-            _fs.create_new(self.path)
+        # The directory, the database and its sidecar files, checked before SQLite opens
+        # them by name (it follows symlinks); the database opened by its real path. Once per
+        # connection: see _sqlite_files.
+        real, checked = _sqlite_files.prepare(self.path)
         conn = None
         try:  # connect inside: an interrupt on any line after it must not leak the connection
             conn = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                real, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
-            self.path.chmod(0o600)
             # connect(timeout=) is SQLite's busy timeout; synchronous is per connection.
             sync = "FULL" if self.durability == "full" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
-            if _schema_version(conn) != SCHEMA_VERSION:
+            version = _schema_version(conn)  # the first read: SQLite opens -wal and -shm
+            # Still the file that was checked, before any record is read or anything written.
+            _sqlite_files.check_opened(real, checked)
+            if version != SCHEMA_VERSION:
                 _create_schema(conn, self.path, self.timeout)
+                _sqlite_files.check_opened(real, checked)  # the WAL files SQLite just made
             # The store owns the connection: close() closes it, and so does dropping the store
             # (or its half-built self, if __init__ is interrupted) without close().
             self._closer = weakref.finalize(self, _close_own, conn, os.getpid())
