@@ -11,8 +11,9 @@ a lock file open. So, as OpenSSH does with ``~/.ssh``:
   owner's private group (one user, as ``umask 002`` systems make them);
 - a file it reads or writes must be a regular file owned by you or root, with one link (a
   hard link is a file someone else may own the other name of);
-- a symlink on the way to a directory is followed only if you or root made it (where others
-  can write, a link they made would point you anywhere); below a store's root, never.
+- a symlink on the way to a directory (or to a file that is only read) is followed only if
+  you or root made it (a link another user made would point you anywhere, shared directory
+  or not); below a store's root, never.
 
 A directory shared on purpose is listed in ``RESUMABLE_SHARED_DIRS`` (``os.pathsep``
 separated): in it and below it, other owners and group/other write access are accepted.
@@ -37,6 +38,7 @@ __all__ = [
     "check_file",
     "check_record",
     "resolve_dir",
+    "resolve_file",
     "shared",
 ]
 
@@ -191,9 +193,28 @@ def resolve_dir(path: Path) -> Path:
         UnsafePath: a directory on the way is unsafe, or a symlink on it is another user's.
         NotADirectoryError: a component is a file.
     """
+    return _walk(path, strict=True)
+
+
+def resolve_file(path: Path) -> Path:
+    """The real path of ``path``, to read it: a symlink on the way only if you or root made it.
+
+    For a file the library only reads (a file to back up): directories on the way are not
+    checked for their owners, but no other user's symlink is followed, the file's own name
+    included, since what is read may be written back there later (a restore).
+
+    Raises:
+        UnsafePath: a symlink on the way is another user's.
+        NotADirectoryError: a component before the last is a file.
+    """
+    return _walk(path, strict=False)
+
+
+def _walk(path: Path, *, strict: bool) -> Path:
     pending = list(reversed(Path(os.path.normpath(Path.cwd() / path)).parts[1:]))
     current = Path("/")
-    check_dir(current, current.lstat())
+    if strict:
+        check_dir(current, current.lstat())
     hops = 0
     while pending:
         name = pending.pop()
@@ -211,11 +232,11 @@ def resolve_dir(path: Path) -> Path:
             hops += 1
             if hops > _MAX_HOPS:
                 raise UnsafePath(nxt, "too many symbolic links on the way", "fix the path")
-            if not _trusted_uid(st.st_uid) and not shared(current):
+            if not _trusted_uid(st.st_uid):
                 raise UnsafePath(
                     nxt,
                     f"it is a symbolic link owned by {_user(st.st_uid)}, not by you or root",
-                    "use the real path of the directory",
+                    "use the real path",
                 )
             target = nxt.readlink()
             if target.is_absolute():
@@ -223,7 +244,10 @@ def resolve_dir(path: Path) -> Path:
             pending.extend(reversed(target.parts[1 if target.is_absolute() else 0 :]))
             continue
         if not stat.S_ISDIR(st.st_mode):
+            if not strict and not pending:
+                return nxt  # the file itself
             raise NotADirectoryError(f"{nxt} is not a directory")
-        check_dir(nxt, st)
+        if strict:
+            check_dir(nxt, st)
         current = nxt
     return current

@@ -79,6 +79,15 @@ def _path_arg(value: object, name: str) -> Path:
     return Path(os.path.realpath(_str_arg(value, name)))
 
 
+def _source_arg(value: object, name: str) -> Path:
+    """A file to back up: its real path, through no other user's symlink (it is restored there).
+
+    Raises:
+        UnsafePath: a symlink on the way, or the file's own name, is another user's link.
+    """
+    return _trust.resolve_file(Path(_str_arg(value, name)))
+
+
 class Backups:
     """Backups of files into one directory, ``max_backups`` kept per source.
 
@@ -130,8 +139,10 @@ class Backups:
         Raises:
             FileNotFoundError: ``path`` does not exist.
             ValueError: ``path`` is a directory or not a regular file.
+            UnsafePath: ``path`` is reached through another user's symlink (a StoreError),
+                or the backup directory is unsafe (see docs/security.md).
         """
-        source = _path_arg(path, "path")
+        source = _source_arg(path, "path")
         try:
             st = source.stat()
         except FileNotFoundError:
@@ -430,7 +441,7 @@ class Backups:
         """
         if isinstance(paths, str | bytes | os.PathLike) or not isinstance(paths, Iterable):
             raise TypeError("paths must be a list of file paths, e.g. ['data/app.db']")
-        targets = tuple(dict.fromkeys(_path_arg(p, "each path") for p in paths))
+        targets = tuple(dict.fromkeys(_source_arg(p, "each path") for p in paths))
         if not targets:
             raise ValueError("paths is empty; pass the files to back up")
         for target in targets:

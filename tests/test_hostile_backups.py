@@ -439,6 +439,29 @@ def test_restore_refuses_a_source_that_became_a_symlink(
     assert re.search(f"{source}.*symbolic link", str(err))
 
 
+def test_a_backup_never_follows_another_users_symlink_to_its_source(
+    tmp_path: Path, public: Path, victim: Path, attacker: Attacker
+) -> None:
+    """The attacker's link in place of the file to back up: following it would record the
+    victim as the source, and a later restore would write the victim. Refused, naming the
+    link; a link of your own is followed (the backup records the real file)."""
+    source = public / "app.db"
+    attacker.symlink(source, victim)
+    backups = Backups(tmp_path / "backups")
+    before = snapshot(victim)
+    err = attempt(backups.create, source)
+    assert isinstance(err, UnsafePath)
+    assert re.search(f"{source}.*symbolic link owned by", str(err))
+    assert backups.list() == []
+    assert snapshot(victim) == before
+
+    mine = tmp_path / "mine.txt"
+    mine.write_bytes(b"mine\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(mine)
+    assert backups.create(link).source_path == str(mine)
+
+
 def test_restore_refuses_a_hard_link_to_a_root_file(
     tmp_path: Path, public: Path, victim: Path
 ) -> None:
