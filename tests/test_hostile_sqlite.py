@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from conftest import ATTACKER, Attacker, postgres_url_for, require_postgres, with_query
 
-from resumable import StoreError
+from resumable import StoreError, checkpointed
 from resumable.operation import CheckpointRecord, ProcessState
 from resumable.stores import _sqlite_files as sqlite_files
 from resumable.stores import open_store
@@ -172,6 +172,28 @@ def test_a_symlinked_database_is_refused_and_its_target_untouched(
     assert "StoreError" in result.refused
     assert f"refusing {db}: it is a symbolic link" in result.refused
     assert sorted(os.listdir(scratch)) == ["jobs.db"]  # no -wal, -shm or lock directory either
+
+
+def test_a_symlink_of_your_own_to_the_database_is_followed(tmp_path: Path) -> None:
+    """data/jobs.db -> big/jobs.db made by you: the store is the real file, its sidecars and
+    lock directory beside it, and the link stays as it was."""
+    (tmp_path / "big").mkdir(mode=0o700)
+    (tmp_path / "data").mkdir(mode=0o700)
+    link = tmp_path / "data" / "jobs.db"
+    link.symlink_to(tmp_path / "big" / "jobs.db")  # dangling until the store creates it
+    store = SQLiteStore(link)
+    try:
+        assert store.get_operation("x") is None
+        with checkpointed("op", store=store) as cp:
+            cp.commit()
+        other = SQLiteStore(tmp_path / "big" / "jobs.db")
+        assert other.lock_dir == store.lock_dir  # one runner, whichever path is used
+        other.close()
+    finally:
+        store.close()
+    assert link.is_symlink()
+    assert (tmp_path / "big" / "jobs.db").is_file()
+    assert sorted(os.listdir(tmp_path / "data")) == ["jobs.db"]
 
 
 @pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])

@@ -9,10 +9,13 @@ database, so whoever plants one writes any record, a pickle included. The Python
 no ``SQLITE_OPEN_NOFOLLOW``. So, before each connection (once per store and process, never per
 commit):
 
-- the directory is created or checked (:func:`resumable._fs.makedirs`), and the database is
-  opened by its real path (no symlink left on the way for SQLite to resolve);
+- a symlink of yours or root's to the database (or on the way to it) is resolved, another
+  user's refused (:func:`resumable._trust.resolve_file`); the directory is created or checked
+  (:func:`resumable._fs.makedirs`), and the database is opened by its real path (no symlink
+  left for SQLite to resolve);
 - the database file is created here if missing (``O_EXCL | O_NOFOLLOW``, 0600), else looked at
-  with ``lstat``: it must be a regular file of yours or root's with one link, never a symlink;
+  with ``lstat``: it must be a regular file of yours or root's with one link (a symlink
+  planted after the resolution is refused);
 - each sidecar that exists passes the same check (a link is refused here with a message that
   names it, rather than by SQLite with one that does not);
 - where other users may add names (a sticky directory such as ``/tmp``, or one listed in
@@ -71,8 +74,11 @@ def prepare(path: Path) -> tuple[Path, os.stat_result]:
     Raises:
         UnsafePath: the directory, the database or a sidecar is unsafe (see the module doc).
     """
-    folder = _fs.makedirs(path.parent)
-    real = folder / path.name
+    # A symlink of yours or root's (on the way, or as the database's own name) is followed,
+    # so SQLite gets a path with none; another user's is refused.
+    target = _trust.resolve_file(path)
+    folder = _fs.makedirs(target.parent)
+    real = folder / target.name
     st = _lstat(real)
     created = False
     if st is None:

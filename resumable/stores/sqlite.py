@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from resumable import _trust
 from resumable.errors import CheckpointCorrupt, StoreError
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
@@ -248,7 +249,12 @@ class SQLiteStore(Store):
         self.path = Path(path).absolute()
         self.timeout = float(timeout)
         self.url = f"sqlite:///{self.path}"
-        self.lock_dir = self.path.with_name(self.path.name + ".locks")
+        # Beside the real database: processes that reach it through different links of yours
+        # share one lock directory. (Another user's link is refused when connecting.)
+        real = self.path
+        with contextlib.suppress(OSError):
+            real = _trust.resolve_file(self.path)
+        self.lock_dir = real.with_name(real.name + ".locks")
         self._lock_file = LockFile(self.lock_dir / "operations.lock")
         self._guard = threading.RLock()
         self._pid = -1
