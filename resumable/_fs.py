@@ -504,9 +504,11 @@ def _read_checked(folder: int | None, path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
-def _open_below(folder: int, path: Path, name: str, *, create: bool) -> int:
-    """Directory ``name`` in ``folder`` (whose path is ``path``), not through a symlink."""
-    where = path / name
+def _open_below(folder: int, name: str, where: str, *, create: bool) -> int:
+    """Directory ``name`` in ``folder``, not through a symlink; ``where`` is its path.
+
+    (Paths here are strings: a pathlib join costs more than the open.)
+    """
     try:
         return os.open(name, _DIR, dir_fd=folder)
     except FileNotFoundError:
@@ -514,33 +516,33 @@ def _open_below(folder: int, path: Path, name: str, *, create: bool) -> int:
             raise
     except OSError as exc:
         # ENOTDIR for a symlink, a file, a FIFO (never opened: O_DIRECTORY is checked first).
-        raise _refused_below(folder, where, exc) from None
+        raise _refused_below(folder, name, where, exc) from None
     if _fault is not None:
-        _fault("mkdir", where)
+        _fault("mkdir", Path(where))
     with contextlib.suppress(FileExistsError):  # someone else may be first: checked below
         os.mkdir(name, 0o700, dir_fd=folder)
     try:
         return os.open(name, _DIR, dir_fd=folder)
     except OSError as exc:
-        raise _refused_below(folder, where, exc) from None
+        raise _refused_below(folder, name, where, exc) from None
 
 
-def _refused_below(folder: int, path: Path, exc: OSError) -> OSError:
-    """Why directory ``path`` in ``folder`` could not be opened, as UnsafePath if it is unsafe."""
+def _refused_below(folder: int, name: str, where: str, exc: OSError) -> OSError:
+    """Why directory ``name`` in ``folder`` could not be opened, as UnsafePath if it is unsafe."""
     if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
         return exc
     try:
-        st = os.stat(path.name, dir_fd=folder, follow_symlinks=False)
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
     except OSError:
         return exc
     if stat.S_ISLNK(st.st_mode):
         return UnsafePath(
-            path,
+            where,
             "it is a symbolic link, and nothing below a store's directory is reached through one",
             "remove the link",
         )
     try:
-        _trust.check_dir(path, st)
+        _trust.check_dir(where, st)
     except UnsafePath as unsafe:
         return unsafe
     return exc
@@ -588,19 +590,19 @@ class Dir:
             UnsafePath: a component is a symlink, not a directory, another user's, or
                 writable by others.
         """
-        fd, path = self.fd, self.path
+        fd, where = self.fd, str(self.path)
         try:
             for name in parts:
-                above, fd = fd, _open_below(fd, path, name, create=create)
+                where = f"{where}/{name}"
+                above, fd = fd, _open_below(fd, name, where, create=create)
                 if above != self.fd:
                     os.close(above)
-                path = path / name
-                _trust.check_dir(path, os.fstat(fd))
+                _trust.check_dir(where, os.fstat(fd))
         except BaseException:
             if fd != self.fd:
                 os.close(fd)
             raise
-        return Dir(fd if fd != self.fd else os.dup(fd), path)
+        return Dir(fd if fd != self.fd else os.dup(fd), self.path.joinpath(*parts))
 
     def read(self, name: str, *, limit: int) -> bytes:
         """The whole content of file ``name``, as :func:`read_bytes` reads it.
