@@ -155,7 +155,7 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool) ->
         os.close(folder)
 
 
-def _check_same(path: Path, before: os.stat_result, st: os.stat_result) -> None:
+def _check_same(path: Path | str, before: os.stat_result, st: os.stat_result) -> None:
     if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
         raise UnsafePath(path, "it was replaced while it was opened", "try again")
     _trust.check_file(path, st)
@@ -171,7 +171,7 @@ def open_file(path: Path, flags: int = os.O_RDONLY) -> int:
         FileNotFoundError: there is no such file.
         UnsafePath: anything but a regular file of yours with one link.
     """
-    return _open_checked(None, path, flags)
+    return _open_checked(None, path, path, flags)
 
 
 def read_bytes(path: Path, *, limit: int) -> bytes:
@@ -182,7 +182,7 @@ def read_bytes(path: Path, *, limit: int) -> bytes:
         UnsafePath: a symlink, FIFO, device, hard link or another user's file, or a file
             larger than ``limit`` (checked before anything is read).
     """
-    return _read_checked(None, path, limit)
+    return _read_checked(None, path, path, limit)
 
 
 def remove(path: Path, *, missing_ok: bool = True) -> None:
@@ -469,9 +469,11 @@ def _write_in(folder: int, path: Path, data: bytes | Iterable[bytes], *, durable
         os.fsync(folder)
 
 
-def _open_checked(folder: int | None, path: Path, flags: int) -> int:
-    """:func:`open_file` of ``path``; relative to directory ``folder`` if given."""
-    name = path if folder is None else path.name
+def _open_checked(folder: int | None, name: str | Path, path: str | Path, flags: int) -> int:
+    """:func:`open_file` of ``name``, relative to directory ``folder`` if given.
+
+    ``path`` names it in messages (a string: a pathlib join costs more than the open).
+    """
     before = os.stat(name, dir_fd=folder, follow_symlinks=False)
     _trust.check_file(path, before)
     try:
@@ -486,11 +488,14 @@ def _open_checked(folder: int | None, path: Path, flags: int) -> int:
     return fd
 
 
-def _read_checked(folder: int | None, path: Path, limit: int) -> bytes:
-    """:func:`read_bytes` of ``path``; relative to directory ``folder`` if given."""
+def _read_checked(folder: int | None, name: str | Path, path: str | Path, limit: int) -> bytes:
+    """:func:`read_bytes` of ``name``, relative to directory ``folder`` if given.
+
+    ``path`` names it in messages, as in :func:`_open_checked`.
+    """
     if _fault is not None:
-        _fault("read", path)
-    fd = _open_checked(folder, path, os.O_RDONLY)
+        _fault("read", Path(path))
+    fd = _open_checked(folder, name, path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         _trust.check_record(path, st, limit)
@@ -555,11 +560,13 @@ class Dir:
     symlink (see the section comment). A context manager that closes the descriptor.
     """
 
-    __slots__ = ("fd", "path")
+    __slots__ = ("fd", "path", "where")
 
-    def __init__(self, fd: int, path: Path) -> None:
+    def __init__(self, fd: int, path: Path, where: str = "") -> None:
         self.fd = fd
         self.path = path
+        #: ``path`` as a string (messages of reads: a pathlib join costs more than the read)
+        self.where = where or str(path)
 
     @classmethod
     def open(cls, path: Path) -> Dir:
@@ -590,7 +597,7 @@ class Dir:
             UnsafePath: a component is a symlink, not a directory, another user's, or
                 writable by others.
         """
-        fd, where = self.fd, str(self.path)
+        fd, where = self.fd, self.where
         try:
             for name in parts:
                 where = f"{where}/{name}"
@@ -602,7 +609,7 @@ class Dir:
             if fd != self.fd:
                 os.close(fd)
             raise
-        return Dir(fd if fd != self.fd else os.dup(fd), self.path.joinpath(*parts))
+        return Dir(fd if fd != self.fd else os.dup(fd), self.path.joinpath(*parts), where)
 
     def read(self, name: str, *, limit: int) -> bytes:
         """The whole content of file ``name``, as :func:`read_bytes` reads it.
@@ -611,7 +618,7 @@ class Dir:
             FileNotFoundError: there is no such file.
             UnsafePath: not a regular file of yours with one link, or larger than ``limit``.
         """
-        return _read_checked(self.fd, self.path / name, limit)
+        return _read_checked(self.fd, name, f"{self.where}/{name}", limit)
 
     def write(self, name: str, data: bytes | Iterable[bytes], *, durable: bool) -> None:
         """Replace file ``name`` with ``data`` atomically, as :func:`atomic_write` does.

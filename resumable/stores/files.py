@@ -566,12 +566,12 @@ class FileStore(Store):
 
     # --- store-wide reads and upkeep (see base.py) --------------------------------------------
 
-    def _parse_file(self, folder: _fs.Dir, name: str, kind: str) -> _Found | None:
+    def _parse_file(self, folder: _fs.Dir, name: str, kind: str, where: str) -> _Found | None:
         """The record in file ``name`` of ``folder``; None if there is no such file.
 
-        ``kind`` says which: ``operation``, ``checkpoint`` or ``result``.
+        ``kind`` says which: ``operation``, ``checkpoint`` or ``result``; ``where`` is the
+        file's path relative to the root.
         """
-        where = str((folder.path / name).relative_to(self.root))
         try:
             doc = self._read(folder, name)
             if doc is None:
@@ -592,15 +592,17 @@ class FileStore(Store):
 
         A folder on the way that is refused comes as one found thing with no record.
         """
+        rel = f"ops/{name}"
         try:
             folder = ops.sub(name)
         except FileNotFoundError:
             return  # deleted meanwhile
         except UnsafePath as exc:
-            yield _Found(f"ops/{name}", None, _refusal(exc))
+            yield _Found(rel, None, _refusal(exc))
             return
         with folder:
-            if (found := self._parse_file(folder, "operation.json", "operation")) is not None:
+            found = self._parse_file(folder, "operation.json", "operation", f"{rel}/operation.json")
+            if found is not None:
                 yield found
             for sub, kind in (("checkpoints", "checkpoint"), ("results", "result")):
                 try:
@@ -608,13 +610,14 @@ class FileStore(Store):
                 except FileNotFoundError:
                     continue
                 except UnsafePath as exc:
-                    yield _Found(f"ops/{name}/{sub}", None, _refusal(exc))
+                    yield _Found(f"{rel}/{sub}", None, _refusal(exc))
                     continue
                 with inner:
                     for file in sorted(inner.names()):
                         if _fs.TEMP_MARK in file:
                             continue
-                        if (found := self._parse_file(inner, file, kind)) is not None:
+                        where = f"{rel}/{sub}/{file}"
+                        if (found := self._parse_file(inner, file, kind, where)) is not None:
                             yield found
 
     @staticmethod
@@ -648,7 +651,7 @@ class FileStore(Store):
     def _record_in(self, ops: _fs.Dir, name: str) -> str:
         """The op id of folder ``name`` from its operation record ("" if that cannot tell)."""
         with contextlib.suppress(OSError, *DAMAGE), ops.sub(name) as folder:
-            found = self._parse_file(folder, "operation.json", "operation")
+            found = self._parse_file(folder, "operation.json", "operation", "")
             return self._folder_id(name, [found] if found is not None else [])
         return ""
 
