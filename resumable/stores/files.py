@@ -394,12 +394,13 @@ class FileStore(Store):
             for name in self._checkpoint_names(folder):
                 try:
                     rec = self._read_checkpoint(folder, name)
+                except _BAD_FILE as exc:
+                    rec = _damaged(op_id, folder, name, _why(exc))
+                else:
                     if rec is None:
                         continue  # dropped from the history meanwhile
                     if why := _misnamed(name, rec):
-                        raise _Misnamed(why)
-                except _BAD_FILE as exc:
-                    rec = _damaged(op_id, folder, name, exc)
+                        rec = _damaged(op_id, folder, name, why)
                 yield rec
                 del rec
 
@@ -447,7 +448,7 @@ class FileStore(Store):
             except _BAD_FILE as exc:
                 # Cut short, damaged or refused: a record that fails its checksum, so it
                 # counts as missing (as in iter_results), never as a store that cannot be read.
-                _refused(op_id, folder, _result_name(key), exc)
+                _note(op_id, folder, _result_name(key), _why(exc))
                 return _rows.damaged_result(op_id, key)
 
     # --- writes ---------------------------------------------------------------------------
@@ -533,7 +534,7 @@ class FileStore(Store):
                     rec = self._result_from(doc)
                 except _BAD_FILE as exc:
                     # Unreadable: as if missing (the item runs again), as a failed checksum is.
-                    _refused(op_id, folder, name, exc)
+                    _note(op_id, folder, name, _why(exc))
                     log.warning(
                         "resumable.result.corrupt", op_id=op_id, file=str(folder.path / name)
                     )
@@ -792,10 +793,6 @@ class _Found(NamedTuple):
     problem: str  # why it was refused, or why its name does not fit it ("" if neither)
 
 
-class _Misnamed(ValueError):
-    """A checkpoint file whose name says another seq than the record in it."""
-
-
 #: What makes a record file count as damaged where the module doc says so.
 _BAD_FILE = (*DAMAGE, UnsafePath)
 
@@ -830,17 +827,20 @@ def _refusal(exc: UnsafePath) -> str:
     return f"refused: {exc.why}; {exc.fix}"
 
 
-def _refused(op_id: str, folder: _fs.Dir, name: str, exc: BaseException) -> None:
-    """Log why file ``name`` counts as damaged, if it was refused or misnamed."""
-    if isinstance(exc, UnsafePath | _Misnamed):
-        log.warning(
-            "resumable.record.refused", op_id=op_id, file=str(folder.path / name), why=str(exc)
-        )
+def _why(exc: BaseException) -> str:
+    """Why a record file was refused ("" if it merely does not parse: nothing to add)."""
+    return str(exc) if isinstance(exc, UnsafePath) else ""
 
 
-def _damaged(op_id: str, folder: _fs.Dir, name: str, exc: BaseException) -> CheckpointRecord:
+def _note(op_id: str, folder: _fs.Dir, name: str, why: str) -> None:
+    """Log why file ``name`` counts as damaged, if there is more to say than that."""
+    if why:
+        log.warning("resumable.record.refused", op_id=op_id, file=f"{folder.where}/{name}", why=why)
+
+
+def _damaged(op_id: str, folder: _fs.Dir, name: str, why: str) -> CheckpointRecord:
     """A stand-in for checkpoint file ``name`` that cannot be used: it never verifies."""
-    _refused(op_id, folder, name, exc)
+    _note(op_id, folder, name, why)
     return _rows.damaged_checkpoint(op_id, _seq(name))
 
 
