@@ -325,7 +325,9 @@ def verify_store(store: Store) -> tuple[dict[str, int], list[Bad]]:
         checked["unreadable" if rec is None else kind + "s"] += 1
         if found.ok():
             continue
-        if rec is None:
+        if found.problem:
+            problem = found.problem
+        elif rec is None:
             problem = "cannot be parsed"
         elif not rec.verify():
             problem = "failed its checksum"
@@ -487,6 +489,9 @@ class _Collector:
             if op_id in with_record:
                 continue
             with store.errors(f"read operation {op_id!r}"):
+                # A record that is there but was not listed (the file store refused or could
+                # not parse it) is not gone: verify names it, reset removes it.
+                unreadable = store.record_counts(op_id)["operations"] > 0
                 times = [c.timestamp for c in store.iter_checkpoints(op_id)]
                 results = list(store.iter_results(op_id, ""))
             times += [r.created for r in results]
@@ -494,7 +499,9 @@ class _Collector:
             # claims anything, so they belong to no run.
             age = self.now - max(times) if times else None
             why: str | None
-            if any(r.key.startswith(_CALL_RESULT) for r in results):
+            if unreadable:
+                why = "its operation record cannot be read: resumable verify names it"
+            elif any(r.key.startswith(_CALL_RESULT) for r in results):
                 why = "a finished @resumable call's result: calls still return it; reset removes it"
             elif age is not None and age < self.min_age:
                 why = "younger than --min-age"

@@ -8,7 +8,9 @@ Nothing here follows a symlink at the path it is given: files are opened with ``
 (new ones with ``O_EXCL``), checked on the opened descriptor (a regular file, one link, owned
 by you or root: :mod:`resumable._trust`), and written through a descriptor of their directory,
 itself opened without following links. The directories above were checked once, when the store
-or backup directory was opened (:func:`makedirs`, :func:`_trust.resolve_dir`).
+or backup directory was opened (:func:`makedirs`, :func:`_trust.resolve_dir`). Below a file
+store's root, not even a directory is named by path: each is opened relative to the one above
+(:class:`Dir`).
 
 Tests inject faults here: :data:`_fault`, when set, is called with the name of each
 operation and its path just before the operation runs, and may raise (``EIO``, ``ENOSPC``)
@@ -33,6 +35,7 @@ from ._trust import UnsafePath
 
 __all__ = [
     "TEMP_MARK",
+    "Dir",
     "atomic_write",
     "copy_file",
     "create_new",
@@ -146,44 +149,14 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool) ->
     so the write survives power loss. On any failure the temp file is removed and the old
     file is untouched.
     """
-    chunks = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
-    tmp = temp_path(path)
     folder = open_dir(path.parent)
     try:
-        fd = -1
-        try:  # the open inside: an interrupt right after it must not leak the descriptor
-            if _fault is not None:
-                _fault("create", tmp)
-            fd = os.open(tmp.name, _NEW, 0o600, dir_fd=folder)
-            try:
-                if _fault is not None:
-                    _fault("write", tmp)
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                if durable:
-                    if _fault is not None:
-                        _fault("fsync", tmp)
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            if _fault is not None:
-                _fault("replace", path)
-            os.replace(tmp.name, path.name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp.name, dir_fd=folder)
-            raise
-        if durable:
-            if _fault is not None:
-                _fault("fsync_dir", path.parent)
-            os.fsync(folder)
+        _write_in(folder, path, data, durable=durable)
     finally:
         os.close(folder)
 
 
-def _check_same(path: Path, before: os.stat_result, st: os.stat_result) -> None:
+def _check_same(path: Path | str, before: os.stat_result, st: os.stat_result) -> None:
     if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
         raise UnsafePath(path, "it was replaced while it was opened", "try again")
     _trust.check_file(path, st)
@@ -199,18 +172,7 @@ def open_file(path: Path, flags: int = os.O_RDONLY) -> int:
         FileNotFoundError: there is no such file.
         UnsafePath: anything but a regular file of yours with one link.
     """
-    before = os.lstat(path)
-    _trust.check_file(path, before)
-    try:
-        fd = os.open(path, flags | NOFOLLOW | _NOWAIT)
-    except OSError as exc:
-        raise _refused(path, exc) from None
-    try:
-        _check_same(path, before, os.fstat(fd))
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _open_checked(None, path, path, flags)
 
 
 def read_bytes(path: Path, *, limit: int) -> bytes:
@@ -221,7 +183,7 @@ def read_bytes(path: Path, *, limit: int) -> bytes:
         UnsafePath: a symlink, FIFO, device, hard link or another user's file, or a file
             larger than ``limit`` (checked before anything is read).
     """
-    return read_with_status(path, limit=limit)[0]
+    return _read_checked(None, path, path, limit)[0]
 
 
 def read_with_status(path: Path, *, limit: int) -> tuple[bytes, os.stat_result]:
@@ -231,19 +193,7 @@ def read_with_status(path: Path, *, limit: int) -> tuple[bytes, os.stat_result]:
         FileNotFoundError: there is no such file.
         UnsafePath: see :func:`read_bytes`.
     """
-    if _fault is not None:
-        _fault("read", path)
-    fd = open_file(path)
-    try:
-        st = os.fstat(fd)
-        _trust.check_record(path, st, limit)
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(st.st_size + 1)  # read(n) allocates n bytes: never the limit itself
-        if len(data) > st.st_size:  # records are renamed into place, never appended to
-            raise UnsafePath(path, "it grew while it was read", "read it again when it is whole")
-        return data, st
-    finally:
-        os.close(fd)
+    return _read_checked(None, path, path, limit)
 
 
 def remove(path: Path, *, missing_ok: bool = True) -> None:
@@ -482,3 +432,280 @@ def same_file(fd: int, path: Path) -> bool:
     """
     a, b = os.fstat(fd), os.lstat(path)
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+# --- below an open directory: the file store's records ---------------------------------------
+#
+# A path handed to the kernel is resolved through every symlink on it. The file store
+# therefore never names a file below its root by path: it opens the root (checked when the
+# store opened), then each directory below it relative to the one above (O_NOFOLLOW, checked
+# as open_dir checks), and reads, writes, renames, lists and removes by name relative to the
+# last one. A symlink planted at any component (ops/<key>, checkpoints/, a record) is refused,
+# never followed. (Like coreutils' rm and install: openat and friends, never a full path.)
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW
+
+
+def _write_in(folder: int, path: Path, data: bytes | Iterable[bytes], *, durable: bool) -> None:
+    """:func:`atomic_write` of ``path``, whose directory is open as ``folder``."""
+    chunks = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
+    tmp = temp_path(path)
+    fd = -1
+    try:  # the open inside: an interrupt right after it must not leak the descriptor
+        if _fault is not None:
+            _fault("create", tmp)
+        fd = os.open(tmp.name, _NEW, 0o600, dir_fd=folder)
+        try:
+            if _fault is not None:
+                _fault("write", tmp)
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            if durable:
+                if _fault is not None:
+                    _fault("fsync", tmp)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if _fault is not None:
+            _fault("replace", path)
+        try:
+            os.replace(tmp.name, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except IsADirectoryError:
+            raise UnsafePath(path, "it is a directory, not a file", "move it aside") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name, dir_fd=folder)
+        raise
+    if durable:
+        if _fault is not None:
+            _fault("fsync_dir", path.parent)
+        os.fsync(folder)
+
+
+def _open_checked(folder: int | None, name: str | Path, path: str | Path, flags: int) -> int:
+    """:func:`open_file` of ``name``, relative to directory ``folder`` if given.
+
+    ``path`` names it in messages (a string: a pathlib join costs more than the open).
+    """
+    before = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    _trust.check_file(path, before)
+    try:
+        fd = os.open(name, flags | NOFOLLOW | _NOWAIT, dir_fd=folder)
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    try:
+        _check_same(path, before, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_checked(
+    folder: int | None, name: str | Path, path: str | Path, limit: int
+) -> tuple[bytes, os.stat_result]:
+    """:func:`read_with_status` of ``name``, relative to directory ``folder`` if given.
+
+    ``path`` names it in messages, as in :func:`_open_checked`.
+    """
+    if _fault is not None:
+        _fault("read", Path(path))
+    fd = _open_checked(folder, name, path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        _trust.check_record(path, st, limit)
+        with open(fd, "rb", closefd=False) as f:
+            # Its size, not the limit: a buffered read of n bytes allocates n bytes first.
+            data = f.read(st.st_size + 1)
+        if len(data) > st.st_size:  # grew since fstat: no record is written in place
+            raise UnsafePath(path, "it grew while it was read", "try again")
+        return data, st
+    finally:
+        os.close(fd)
+
+
+def _open_below(folder: int, name: str, where: str, *, create: bool) -> int:
+    """Directory ``name`` in ``folder``, not through a symlink; ``where`` is its path.
+
+    (Paths here are strings: a pathlib join costs more than the open.)
+    """
+    try:
+        return os.open(name, _DIR, dir_fd=folder)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        # ENOTDIR for a symlink, a file, a FIFO (never opened: O_DIRECTORY is checked first).
+        raise _refused_below(folder, name, where, exc) from None
+    if _fault is not None:
+        _fault("mkdir", Path(where))
+    with contextlib.suppress(FileExistsError):  # someone else may be first: checked below
+        os.mkdir(name, 0o700, dir_fd=folder)
+    try:
+        return os.open(name, _DIR, dir_fd=folder)
+    except OSError as exc:
+        raise _refused_below(folder, name, where, exc) from None
+
+
+def _refused_below(folder: int, name: str, where: str, exc: OSError) -> OSError:
+    """Why directory ``name`` in ``folder`` could not be opened, as UnsafePath if it is unsafe."""
+    if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+        return exc
+    try:
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except OSError:
+        return exc
+    if stat.S_ISLNK(st.st_mode):
+        return UnsafePath(
+            where,
+            "it is a symbolic link, and nothing below a store's directory is reached through one",
+            "remove the link",
+        )
+    try:
+        _trust.check_dir(where, st)
+    except UnsafePath as unsafe:
+        return unsafe
+    return exc
+
+
+class Dir:
+    """An open directory: its descriptor, and its path (for messages and the fault hook).
+
+    Everything below it is reached by name relative to the descriptor, never through a
+    symlink (see the section comment). A context manager that closes the descriptor.
+    """
+
+    __slots__ = ("fd", "path", "where")
+
+    def __init__(self, fd: int, path: Path, where: str = "") -> None:
+        self.fd = fd
+        self.path = path
+        #: ``path`` as a string (messages of reads: a pathlib join costs more than the read)
+        self.where = where or str(path)
+
+    @classmethod
+    def open(cls, path: Path) -> Dir:
+        """Directory ``path``, opened and checked as :func:`open_dir` does."""
+        return cls(open_dir(path), path)
+
+    def __enter__(self) -> Dir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the descriptor (once)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def sub(self, *parts: str, create: bool = False) -> Dir:
+        """The directory ``parts`` below this one, never reached through a symlink.
+
+        Each component is opened relative to the one above (``O_NOFOLLOW``) and checked as
+        :func:`open_dir` checks (owner, write access). With ``create``, a missing component is
+        made owner-only (and checked once made).
+
+        Raises:
+            FileNotFoundError: a component is missing (without ``create``).
+            UnsafePath: a component is a symlink, not a directory, another user's, or
+                writable by others.
+        """
+        fd, where = self.fd, self.where
+        try:
+            for name in parts:
+                where = f"{where}/{name}"
+                above, fd = fd, _open_below(fd, name, where, create=create)
+                if above != self.fd:
+                    os.close(above)
+                _trust.check_dir(where, os.fstat(fd))
+        except BaseException:
+            if fd != self.fd:
+                os.close(fd)
+            raise
+        return Dir(fd if fd != self.fd else os.dup(fd), self.path.joinpath(*parts), where)
+
+    def read(self, name: str, *, limit: int) -> bytes:
+        """The whole content of file ``name``, as :func:`read_bytes` reads it.
+
+        Raises:
+            FileNotFoundError: there is no such file.
+            UnsafePath: not a regular file of yours with one link, or larger than ``limit``.
+        """
+        return _read_checked(self.fd, name, f"{self.where}/{name}", limit)[0]
+
+    def write(self, name: str, data: bytes | Iterable[bytes], *, durable: bool) -> None:
+        """Replace file ``name`` with ``data`` atomically, as :func:`atomic_write` does.
+
+        The new file is renamed over the name: a symlink there is replaced, never followed.
+        """
+        _write_in(self.fd, self.path / name, data, durable=durable)
+
+    def names(self) -> list[str]:
+        """The names of the entries of this directory."""
+        if _fault is not None:
+            _fault("listdir", self.path)
+        return os.listdir(self.fd)
+
+    def lstat(self, name: str) -> os.stat_result:
+        """The status of entry ``name`` itself (a symlink's own, not its target's)."""
+        return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+
+    def remove(self, name: str, *, missing_ok: bool = True) -> None:
+        """Unlink entry ``name`` (a symlink itself, never its target)."""
+        try:
+            if _fault is not None:
+                _fault("unlink", self.path / name)
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def remove_tree(self, name: str) -> None:
+        """Remove entry ``name`` and, if it is a directory, everything in it, as far as possible.
+
+        Never through a symlink (one is removed itself), never opening a FIFO.
+        """
+        if _fault is not None:
+            _fault("rmtree", self.path / name)
+        _remove_entry(self.fd, name)
+
+    def replace(self, src: str, dst: str, *, durable: bool) -> None:
+        """Rename entry ``src`` over ``dst`` atomically; with ``durable``, fsync this directory."""
+        if _fault is not None:
+            _fault("replace", self.path / dst)
+        os.replace(src, dst, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        if durable:
+            self.fsync()
+
+    def fsync(self) -> None:
+        """Make a rename or unlink in this directory durable."""
+        if _fault is not None:
+            _fault("fsync_dir", self.path)
+        os.fsync(self.fd)
+
+
+def _remove_entry(folder: int, name: str) -> None:
+    """Remove ``name`` in ``folder`` and all below it; errors are ignored (as far as possible)."""
+    try:
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=folder)
+            return
+        fd = os.open(name, _DIR, dir_fd=folder)
+    except OSError:
+        return
+    try:
+        opened = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino):  # not swapped meanwhile
+            for entry in os.listdir(fd):
+                _remove_entry(fd, entry)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(name, dir_fd=folder)

@@ -57,6 +57,7 @@ class UnsafePath(StoreError, PermissionError):
 
     def __init__(self, path: str | os.PathLike[str], why: str, fix: str) -> None:
         self.path = os.fspath(path)
+        self.why, self.fix = why, fix  # the parts of the message, for reports (verify)
         super().__init__(
             f"refusing {self.path}: {why}; {fix}. (To share a directory with other users on "
             f"purpose, list it in {SHARED_ENV}; see docs/security.md)"

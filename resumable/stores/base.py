@@ -75,11 +75,17 @@ class Stored:
     what: str
     #: The record; None if it could not even be parsed.
     record: OperationRecord | CheckpointRecord | ResultRecord | None
+    #: What is wrong beyond the record's own checks, in words ("" if nothing): a file the
+    #: store refused to read, a checkpoint stored under another seq than its own.
+    problem: str = ""
 
     def ok(self) -> bool:
-        """Whether the record was parsed, passes its checksum and belongs to ``op_id``."""
+        """Whether the record was parsed, passes its checksum and belongs to ``op_id``.
+
+        And the store saw nothing else wrong with it (``problem``).
+        """
         rec = self.record
-        return rec is not None and rec.op_id == self.op_id and rec.verify()
+        return rec is not None and not self.problem and rec.op_id == self.op_id and rec.verify()
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,9 +319,15 @@ class Store(ABC):
 
     @contextlib.contextmanager
     def errors(self, doing: str) -> Iterator[None]:
-        """Turn driver errors raised inside the block into StoreError."""
+        """Turn driver errors raised inside the block into StoreError.
+
+        A StoreError raised inside (an UnsafePath naming the file and what to do) goes through
+        as it is: it is an OSError too, but already says everything.
+        """
         try:
             yield
+        except StoreError:
+            raise
         except self.driver_errors as exc:
             raise self.store_error(doing, exc) from exc
 
@@ -435,6 +447,8 @@ class Store(ABC):
         """A stored result that passes its checksum; None if missing or corrupt (logged)."""
         try:  # the hit path of every @resumable call: no context manager, no message
             rec = self.get_result(op_id, key)
+        except StoreError:
+            raise  # already says everything (see errors())
         except self.driver_errors as exc:
             raise self.store_error(f"read result {key!r} of {op_id!r}", exc) from exc
         if rec is not None and not (rec.verify() and rec.op_id == op_id and rec.key == key):
