@@ -13,6 +13,7 @@ from ._progress import Progress
 from ._state import State
 from .checkpoint import Checkpoint, checkpointed
 from .errors import (
+    BackupRefused,
     CheckpointCorrupt,
     InvalidTransition,
     LeaseLost,
@@ -20,6 +21,7 @@ from .errors import (
     ResumableError,
     SerializationError,
     StoreError,
+    UnsafePath,
 )
 from .operation import CheckpointRecord, OperationRecord, ProcessState
 from .serializers import Serializer, register_serializer
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackupInfo",
+    "BackupRefused",
     "Checkpoint",
     "CheckpointCorrupt",
     "CheckpointData",
@@ -51,6 +54,7 @@ __all__ = [
     "State",
     "Store",
     "StoreError",
+    "UnsafePath",
     "checkpointed",
     "configure",
     "get_failsafe_manager",

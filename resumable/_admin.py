@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from ._backup_files import iso_time
 from ._explain import effective_state
 from ._log import log
-from .errors import OperationLocked
+from .errors import BackupRefused, OperationLocked
 from .operation import CheckpointRecord, OperationRecord, ProcessState
 
 if TYPE_CHECKING:
@@ -357,7 +357,7 @@ def verify_backups(backup_dir: Path) -> tuple[int, list[Bad]]:
         except FileNotFoundError:
             checked -= 1  # deleted meanwhile
             continue
-        except _backup_files.BackupRefused as exc:
+        except BackupRefused as exc:
             bad.append(Bad("backup", backup_id, f"manifest {name}", f"{exc.reason}; {exc.fix}"))
             continue
         problem = backups._check(m)  # what is wrong, not just whether

@@ -33,7 +33,7 @@ import xxhash
 
 from . import _fs, _trust
 from ._log import log
-from .errors import ResumableError
+from .errors import ResumableError, UnsafePath
 from .operation import Owner
 
 __all__ = [
@@ -218,14 +218,30 @@ def destination(target: Path, name: str) -> tuple[Path, os.stat_result | None]:
     _remove_dead_temps(dest)
     current = _lstat(dest)
     if current is not None and stat.S_ISLNK(current.st_mode):
-        raise _trust.UnsafePath(
+        raise UnsafePath(
             dest,
             "it is a symbolic link, and a restore never writes through one (nor replaces it)",
             "remove the link, or restore to another path",
         )
     if current is not None:
-        _trust.check_file(dest, current)
+        _trust.check_file(dest, current, links=1 + _safety_links(dest, current))
     return dest, current
+
+
+def _safety_links(dest: Path, st: os.stat_result) -> int:
+    """How many of the file's other names are restores' own safety links beside ``dest``.
+
+    A restore that failed in a process still alive (an interrupt at the wrong instant) can
+    leave one; it is this file under our own temp name, not another user's.
+    """
+    if st.st_nlink == 1:
+        return 0
+    prefix = f"{dest.name}.pre-restore{_fs.TEMP_MARK}"
+    found = 0
+    for name in _fs.list_names(dest.parent):
+        if name.startswith(prefix) and (link := _lstat(dest.parent / name)) is not None:
+            found += (link.st_dev, link.st_ino) == (st.st_dev, st.st_ino)
+    return found
 
 
 def _check_sidecars(dest: Path) -> None:

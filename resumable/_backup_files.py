@@ -32,7 +32,7 @@ import xxhash
 from . import _config, _fs, _trust
 from ._backup_watch import SourceState
 from ._log import log
-from .errors import ResumableError
+from .errors import BackupRefused, UnsafePath
 from .operation import MAC_MARK, manifest_checksum, manifest_checksum_matches
 
 __all__ = [
@@ -73,28 +73,6 @@ _RESIGN = (
     "back the file up again with the secret set, to get a signed backup; if you made this "
     "backup yourself, you can restore it with RESUMABLE_SECRET unset"
 )
-
-
-class BackupRefused(ResumableError, ValueError):
-    """A backup whose manifest cannot be read or trusted; nothing in it was used.
-
-    A ``ValueError``, as the specification asks of an unknown or corrupt backup, and a
-    :class:`~resumable.errors.ResumableError`. The message names the manifest, says why it
-    was refused and what to do.
-
-    Attributes:
-        backup_id: The refused backup.
-        path: Its manifest.
-        reason: Why, in words ("is owned by uid 65534, ...").
-        fix: What to do.
-    """
-
-    def __init__(self, backup_id: str, path: Path, reason: str, fix: str) -> None:
-        self.backup_id = backup_id
-        self.path = str(path)
-        self.reason = reason
-        self.fix = fix
-        super().__init__(f"backup {backup_id} is refused: its manifest {path} {reason}; {fix}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -174,7 +152,7 @@ def read(directory: Path, backup_id: str) -> Manifest:
         raw, st = _fs.read_with_status(path, limit=MANIFEST_LIMIT)
     except FileNotFoundError:
         raise
-    except _trust.UnsafePath as exc:
+    except UnsafePath as exc:
         raise BackupRefused(
             backup_id, path, f"is unsafe to read ({exc})", "move it aside"
         ) from None

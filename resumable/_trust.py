@@ -29,7 +29,7 @@ import pwd
 import stat
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import SHARED_ENV, UnsafePath
 
 __all__ = [
     "SHARED_ENV",
@@ -42,26 +42,8 @@ __all__ = [
     "shared",
 ]
 
-#: Directories shared on purpose (``os.pathsep`` separated absolute paths).
-SHARED_ENV = "RESUMABLE_SHARED_DIRS"
 #: Symlinks followed on the way to one directory before giving up (as the kernel's ELOOP).
 _MAX_HOPS = 40
-
-
-class UnsafePath(StoreError, PermissionError):
-    """A path another user could have put there, or could change under the library.
-
-    A :class:`~resumable.errors.StoreError` (and a ``PermissionError``): the message names the
-    path, why it is refused, and what to do.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], why: str, fix: str) -> None:
-        self.path = os.fspath(path)
-        self.why, self.fix = why, fix  # the parts of the message, for reports (verify)
-        super().__init__(
-            f"refusing {self.path}: {why}; {fix}. (To share a directory with other users on "
-            f"purpose, list it in {SHARED_ENV}; see docs/security.md)"
-        )
 
 
 def _user(uid: int) -> str:
@@ -138,11 +120,12 @@ def check_dir(path: str | os.PathLike[str], st: os.stat_result) -> None:
         )
 
 
-def check_file(path: str | os.PathLike[str], st: os.stat_result) -> None:
+def check_file(path: str | os.PathLike[str], st: os.stat_result, *, links: int = 1) -> None:
     """Refuse file ``path`` unless it is a regular file of yours or root's with one link.
 
     ``st`` is the status of the opened descriptor, or ``lstat``'s. In a shared directory
-    another owner is accepted.
+    another owner is accepted. ``links``: how many names it may have (more than one only
+    when the caller knows the others are its own).
 
     Raises:
         UnsafePath: a symlink, not a regular file, a hard link, or another user's file.
@@ -152,7 +135,7 @@ def check_file(path: str | os.PathLike[str], st: os.stat_result) -> None:
         raise UnsafePath(path, "it is a symbolic link", "remove the link")
     if not stat.S_ISREG(mode):
         raise UnsafePath(path, "it is not a regular file", "move it aside")
-    if st.st_nlink > 1:
+    if st.st_nlink > links:
         raise UnsafePath(
             path,
             f"it has {st.st_nlink} hard links, so another name may belong to someone else",

@@ -29,9 +29,10 @@ from typing import Any
 from . import _backup_files as files
 from . import _fs, _trust
 from ._backup_copy import copy_into, destination, digest, open_database, restore_into
-from ._backup_files import ID_RE, LOCK, BackupRefused, Manifest
+from ._backup_files import ID_RE, LOCK, Manifest
 from ._backup_watch import AutoBackup, SourceState, source_state
 from ._log import log
+from .errors import BackupRefused, UnsafePath
 
 __all__ = ["BackupInfo", "BackupRefused", "Backups"]
 
@@ -272,7 +273,7 @@ class Backups:
                 problem = "failed its checksum"
         except FileNotFoundError:
             problem = "is missing"
-        except _trust.UnsafePath as exc:
+        except UnsafePath as exc:
             problem = f"is refused ({exc})"
         if problem is None:
             self._remember_good(m.backup_id, data)

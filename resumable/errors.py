@@ -8,14 +8,20 @@ Every error says what to do next. The tree::
     ├── CheckpointCorrupt           a record failed its checksum or signature (ValueError)
     ├── SerializationError          state or a result could not be serialized (TypeError)
     ├── InvalidTransition           a ProcessState change the table forbids
+    ├── BackupRefused               a backup's manifest cannot be read or trusted (ValueError)
     └── StoreError                  the store could not be opened or written (OSError)
+        └── UnsafePath              a path another local user could have put or could change
 
 Bad arguments raise plain ``ValueError``/``TypeError`` at the call that got them.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 __all__ = [
+    "BackupRefused",
     "CheckpointCorrupt",
     "InvalidTransition",
     "LeaseLost",
@@ -23,6 +29,7 @@ __all__ = [
     "ResumableError",
     "SerializationError",
     "StoreError",
+    "UnsafePath",
 ]
 
 
@@ -99,3 +106,51 @@ class StoreError(ResumableError, OSError):
     Its message says what failed and what to do, and claims nothing it did not check. A
     record that was read but does not decode is not this: that is :class:`CheckpointCorrupt`.
     """
+
+
+#: The environment variable that lists directories shared with other users on purpose.
+SHARED_ENV = "RESUMABLE_SHARED_DIRS"
+
+
+class UnsafePath(StoreError, PermissionError):
+    """A path another local user could have put there, or could change under the library.
+
+    A symlink where the library would write, a FIFO or a device where it would read, a hard
+    link, another user's file or directory, or a directory others can write without the
+    sticky bit (docs/security.md). A :class:`StoreError` and a ``PermissionError``: the
+    message names the path, why it is refused, and what to do.
+
+    Attributes:
+        path: The refused path.
+        why: Why, in words ("it is a symbolic link").
+        fix: What to do.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], why: str, fix: str) -> None:
+        self.path = os.fspath(path)
+        self.why, self.fix = why, fix  # the parts of the message, for reports (verify)
+        super().__init__(
+            f"refusing {self.path}: {why}; {fix}. (To share a directory with other users on "
+            f"purpose, list it in {SHARED_ENV}; see docs/security.md)"
+        )
+
+
+class BackupRefused(ResumableError, ValueError):
+    """A backup whose manifest cannot be read or trusted; nothing in it was used.
+
+    A ``ValueError``, as the specification asks of an unknown or corrupt backup. The message
+    names the manifest, says why it was refused and what to do.
+
+    Attributes:
+        backup_id: The refused backup.
+        path: Its manifest.
+        reason: Why, in words ("is owned by uid 65534, ...").
+        fix: What to do.
+    """
+
+    def __init__(self, backup_id: str, path: Path, reason: str, fix: str) -> None:
+        self.backup_id = backup_id
+        self.path = str(path)
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"backup {backup_id} is refused: its manifest {path} {reason}; {fix}")

@@ -30,8 +30,8 @@ from conftest import ATTACKER, Attacker
 
 import resumable
 from resumable import _fs
-from resumable._trust import UnsafePath
 from resumable.backup import Backups
+from resumable.errors import UnsafePath
 
 SECRET = "the team's backup secret"
 #: The id of every forged backup: a well-formed id no real backup here has.
@@ -478,6 +478,20 @@ def test_restore_refuses_a_hard_link_to_a_root_file(
     assert snapshot(victim) == before
     assert isinstance(err, UnsafePath)
     assert re.search(f"{dest}.*2 hard links", str(err))
+
+
+def test_a_restores_own_safety_link_left_behind_is_not_a_foreign_link(tmp_path: Path) -> None:
+    """A restore interrupted in a process still alive leaves its safety link (the same file
+    under ``<name>.pre-restore.tmp-...<pid>``): the next restore goes through. (Found by
+    test_properties' FailsafeMachine: crash_during_restore, then restore.)"""
+    source = tmp_path / "data.txt"
+    source.write_bytes(b"backed up\n")
+    backups = Backups(tmp_path / "backups")
+    info = backups.create(source)
+    source.write_bytes(b"changed\n")
+    os.link(source, tmp_path / f"data.txt.pre-restore{_fs.TEMP_MARK}0123456789ab.{os.getpid()}")
+    assert backups.restore(info.backup_id) == str(source)
+    assert source.read_bytes() == b"backed up\n"
 
 
 def _database(path: Path, rows: int) -> None:

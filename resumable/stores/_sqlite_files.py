@@ -44,7 +44,7 @@ import stat
 from pathlib import Path
 
 from resumable import _fs, _trust
-from resumable._trust import UnsafePath
+from resumable.errors import UnsafePath
 
 __all__ = ["SIDECARS", "check_opened", "prepare"]
 

@@ -66,8 +66,7 @@ import xxhash
 from resumable import _fs
 from resumable._admin import iso_time
 from resumable._log import log
-from resumable._trust import UnsafePath
-from resumable.errors import CheckpointCorrupt, StoreError
+from resumable.errors import CheckpointCorrupt, StoreError, UnsafePath
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
     CheckpointRecord,
