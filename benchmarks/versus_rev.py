@@ -2,18 +2,22 @@
 
     python benchmarks/versus_rev.py REV            # e.g. main~5, a tag, a commit id
     python benchmarks/versus_rev.py REV --rounds 9
+    python benchmarks/versus_rev.py REV --write docs/security.md   # the table into a page
 
 For a change that must not make the hot paths slower (the file checks of issue 13, say): the
 other revision is checked out into a temporary git worktree; a child process measures
 ``cp.commit()`` on SQLite and on the file store, and an ``@resumable`` hit and miss on SQLite,
 with one tree or the other first on its path, the two alternating round by round so the
 machine's noise falls on both. Each figure is the median of the rounds' medians; the ratio is
-this checkout's over the other's (below 1: faster now).
+this checkout's over the other's (below 1: faster now). ``--write PAGE`` puts the table, with
+the command and the machine, between the page's ``<!-- versus_rev -->`` and
+``<!-- /versus_rev -->`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -93,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev", help="the other revision (anything git rev-parse takes)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--write", metavar="PAGE", help="write the table into PAGE's block")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         other = Path(tmp) / "other"
@@ -111,13 +116,32 @@ def main() -> None:
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)],
                 check=False,
             )
-    print(f"this checkout against {args.rev}, {args.rounds} alternating rounds (medians):")
-    print(f"| figure | this | {args.rev} | ratio |")
-    print("|---|---|---|---|")
+    command = "python benchmarks/versus_rev.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"This checkout against `{args.rev}`, {args.rounds} alternating rounds (medians of "
+        f"each round's medians), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, nproc "
+        f"{os.cpu_count()}, Python {sys.version.split()[0]}; written by `{command}`:",
+        "",
+        f"| figure | this checkout | `{args.rev}` | ratio |",
+        "|---|---|---|---|",
+    ]
     for key in rounds["this"][0]:
         now = statistics.median(r[key] for r in rounds["this"])
         then = statistics.median(r[key] for r in rounds["other"])
-        print(f"| {key} | {now:.1f} | {then:.1f} | {now / then:.2f}x |")
+        lines.append(f"| {key} | {now:.1f} | {then:.1f} | {now / then:.2f}x |")
+    print("\n".join(lines))
+    if args.write:
+        _write(Path(args.write), lines)
+
+
+def _write(page: Path, lines: list[str]) -> None:
+    """Replace what stands between the page's markers with ``lines``."""
+    text = page.read_text()
+    begin, end = "<!-- versus_rev -->\n", "<!-- /versus_rev -->"
+    head, found, rest = text.partition(begin)
+    if not found or end not in rest:
+        raise SystemExit(f"{page} has no {begin.strip()} ... {end} block to write into")
+    page.write_text(head + begin + "\n".join(lines) + "\n" + end + rest.partition(end)[2])
 
 
 if __name__ == "__main__":

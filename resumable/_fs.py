@@ -240,6 +240,33 @@ def create_new(path: Path) -> None:
     os.close(os.open(path, _NEW, 0o600))
 
 
+def _write_all(
+    fd: int,
+    chunks: Iterable[bytes | bytearray | memoryview],
+    path: Path,
+    *,
+    durable: bool,
+    each_chunk: bool = False,
+) -> None:
+    """Write every chunk to ``fd`` (the file ``path``, for the fault hook); fsync if durable.
+
+    The fault hook sees one ``write`` before the first chunk, or before each with
+    ``each_chunk``.
+    """
+    if _fault is not None and not each_chunk:
+        _fault("write", path)
+    for chunk in chunks:
+        if _fault is not None and each_chunk:
+            _fault("write", path)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+    if durable:
+        if _fault is not None:
+            _fault("fsync", path)
+        os.fsync(fd)
+
+
 def _open_regular(path: Path) -> int:
     """A descriptor for reading ``path``: a regular file of anyone's, not through a symlink.
 
@@ -299,18 +326,14 @@ def copy_file(
                     os.fchmod(fd, mode & 0o777)
                 buf = bytearray(CHUNK)
                 view = memoryview(buf)
-                while n := fin.readinto(buf):
-                    chunk = view[:n]
-                    if hasher is not None:
-                        hasher.update(chunk)
-                    if _fault is not None:
-                        _fault("write", dst)
-                    while chunk:
-                        chunk = chunk[os.write(fd, chunk) :]
-                if durable:
-                    if _fault is not None:
-                        _fault("fsync", dst)
-                    os.fsync(fd)
+
+                def chunks() -> Iterator[memoryview]:
+                    while n := fin.readinto(buf):
+                        if hasher is not None:
+                            hasher.update(view[:n])
+                        yield view[:n]
+
+                _write_all(fd, chunks(), dst, durable=durable, each_chunk=True)
             finally:
                 os.close(fd)
         except BaseException:
@@ -456,16 +479,7 @@ def _write_in(folder: int, path: Path, data: bytes | Iterable[bytes], *, durable
             _fault("create", tmp)
         fd = os.open(tmp.name, _NEW, 0o600, dir_fd=folder)
         try:
-            if _fault is not None:
-                _fault("write", tmp)
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            if durable:
-                if _fault is not None:
-                    _fault("fsync", tmp)
-                os.fsync(fd)
+            _write_all(fd, chunks, tmp, durable=durable)
         finally:
             os.close(fd)
         if _fault is not None:

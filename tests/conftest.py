@@ -242,6 +242,13 @@ class Attacker:
         return self.own(path)
 
 
+def sticky_dir(path: Path) -> Path:
+    """A new directory every user can add names to, with the sticky bit (1777, as /tmp)."""
+    path.mkdir()
+    path.chmod(0o1777)
+    return path
+
+
 @pytest.fixture
 def attacker() -> Attacker:
     """Another local user (uid 65534), for the tests of hostile stores and backup folders."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import structlog
 import xxhash
-from conftest import ATTACKER, Attacker
+from conftest import ATTACKER, Attacker, sticky_dir
 
 import resumable
 from resumable import _fs
@@ -96,10 +96,7 @@ def forge(
 @pytest.fixture
 def sticky(tmp_path: Path) -> Path:
     """A backup directory every user can add files to (mode 1777, as /tmp): accepted."""
-    folder = tmp_path / "public-backups"
-    folder.mkdir()
-    folder.chmod(0o1777)
-    return folder
+    return sticky_dir(tmp_path / "public-backups")
 
 
 @pytest.fixture
@@ -391,10 +388,7 @@ def test_format_1_manifests_restore_without_a_secret_and_are_refused_with_one(
 @pytest.fixture
 def public(tmp_path: Path) -> Path:
     """A directory files are restored to that every user can add names to (1777, as /tmp)."""
-    folder = tmp_path / "public"
-    folder.mkdir()
-    folder.chmod(0o1777)
-    return folder
+    return sticky_dir(tmp_path / "public")
 
 
 @pytest.mark.parametrize("link_owner", ["attacker", "root"])

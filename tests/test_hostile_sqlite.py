@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ATTACKER, Attacker, postgres_url_for, require_postgres, with_query
+from conftest import ATTACKER, Attacker, postgres_url_for, require_postgres, sticky_dir, with_query
 
 from resumable import StoreError, checkpointed
 from resumable.operation import CheckpointRecord, ProcessState
@@ -146,10 +146,7 @@ def outside(tmp_path: Path) -> Path:
 @pytest.fixture
 def scratch(tmp_path: Path) -> Path:
     """A directory every user may write, with the sticky bit (as /tmp): where stores are shared."""
-    folder = tmp_path / "scratch"
-    folder.mkdir()
-    folder.chmod(0o1777)
-    return folder
+    return sticky_dir(tmp_path / "scratch")
 
 
 VICTIMS: dict[str, Callable[[Path], bytes | None]] = {
