@@ -28,8 +28,10 @@ import pytest
 from conftest import Attacker
 
 from resumable import CheckpointCorrupt, StoreError, checkpointed, configure, open_store
-from resumable._trust import SHARED_ENV, UnsafePath
+from resumable._trust import SHARED_ENV
+from resumable.errors import UnsafePath
 from resumable.operation import CheckpointRecord, op_key
+from resumable.stores import files
 from resumable.stores.files import RECORD_LIMIT
 
 OP = "job"
@@ -477,3 +479,21 @@ def test_gc_removes_planted_leftovers_without_following_them(
     )
     assert not any(os.path.lexists(p) for p in leftovers)
     assert outside.snapshot() == before
+
+
+def test_a_record_too_large_to_read_back_is_never_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads stop at RECORD_LIMIT, so writes stop at PAYLOAD_LIMIT (4/3 of it, base64, fits):
+    a larger state fails its commit with StoreError, and the last commit stays the newest.
+    (The limit is lowered here: 4 GiB of state is too much for a test.)"""
+    assert files.PAYLOAD_LIMIT * 4 // 3 + 4096 < RECORD_LIMIT
+    monkeypatch.setattr(files, "PAYLOAD_LIMIT", 1000)
+    url = f"file://{tmp_path / 'store'}"
+    too_large = pytest.raises(StoreError, match=r"at most 1000 per record.*nothing was written")
+    with too_large, checkpointed("big", store=url, state={"blob": b""}) as cp:
+        cp.commit()
+        cp.state.blob = b"x" * 2000
+        cp.commit()
+    with checkpointed("big", store=url) as cp:
+        assert cp.state.blob == b""

@@ -84,6 +84,8 @@ from .base import DEFAULT_HISTORY, Durability, Store, Stored, Swept
 __all__ = ["FileStore"]
 
 _SEQ_WIDTH = 12
+#: The largest payload written: base64 makes it 4/3 as large, under RECORD_LIMIT.
+PAYLOAD_LIMIT = 4 << 30
 #: The largest record file read: a checkpoint of up to 4 GiB of payload, base64-encoded.
 RECORD_LIMIT = 6 << 30
 
@@ -92,7 +94,17 @@ def _encode_payload(serializer: str, payload: bytes) -> dict[str, Any]:
     """The payload fields of a document: readable JSON under ``data``, or raw bytes.
 
     Raw bytes go under ``payload``; :meth:`FileStore._write` streams them out as base64.
+
+    Raises:
+        StoreError: the payload is over :data:`PAYLOAD_LIMIT` (it could not be read back).
     """
+    if len(payload) > PAYLOAD_LIMIT:
+        raise StoreError(
+            f"cannot write a record of {len(payload)} bytes: the file store holds at most "
+            f"{PAYLOAD_LIMIT} per record (a larger file would be refused when read back); "
+            "nothing was written. Keep large data in files of its own and their paths in the "
+            "state"
+        )
     if serializer == "json":
         return {"data": json.loads(payload)}
     return {"data": None, "payload": payload}
