@@ -93,6 +93,15 @@ def forge(
     return manifest
 
 
+def cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m resumable ARGS`` in a process of its own (extra environment: ``env``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "resumable", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, **env},
+    )  # fmt: skip
+
+
 @pytest.fixture
 def sticky(tmp_path: Path) -> Path:
     """A backup directory every user can add files to (mode 1777, as /tmp): accepted."""
@@ -313,11 +322,9 @@ def test_a_manifest_of_another_user_is_refused_without_a_secret(
         with pytest.raises(ValueError, match=r"owned by .*uid 65534.*no secret is set"):
             call(info.backup_id)
     assert source.read_bytes() == b"changed\n"
-    proc = subprocess.run(
-        [sys.executable, "-m", "resumable", "verify", "--backup-dir", str(shared),
-         "--store", f"sqlite:///{tmp_path}/none.db", "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    proc = cli(
+        "verify", "--backup-dir", str(shared), "--store", f"sqlite:///{tmp_path}/n.db", "--json"
+    )
     assert proc.returncode == 1, proc
     bad = json.loads(proc.stdout)["bad"]
     assert [b["name"] for b in bad] == [info.backup_id]
@@ -571,31 +578,25 @@ def test_cli_restore_of_a_forged_manifest_and_to_a_symlink(
     forge(shared, source_path=target)
     # (the CLI inherits RESUMABLE_SHARED_DIRS from the environment)
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "resumable", *args],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-
-    proc = run("restore", FORGED_ID, "--backup-dir", str(shared))
+    proc = cli("restore", FORGED_ID, "--backup-dir", str(shared))
     assert not target.exists()
     assert setuid_files(tmp_path) == []
     assert proc.returncode == 1, proc
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("resumable: error: backup " + FORGED_ID)
     assert f"{FORGED_ID}.json" in proc.stderr
-    listed = run("backups", "--backup-dir", str(shared), "--json")
+    listed = cli("backups", "--backup-dir", str(shared), "--json")
     assert listed.returncode == 0, listed
     assert json.loads(listed.stdout)["count"] == 0
 
     source = tmp_path / "notes.txt"
     source.write_bytes(b"notes\n")
     folder = tmp_path / "backups"
-    made = run("backup", str(source), "--backup-dir", str(folder), "--json")
+    made = cli("backup", str(source), "--backup-dir", str(folder), "--json")
     backup_id = json.loads(made.stdout)["backup"]["backup_id"]
     dest = attacker.symlink(public / "notes.txt", victim)
     before = snapshot(victim)
-    proc = run("restore", backup_id, "--backup-dir", str(folder), "--to", str(dest))
+    proc = cli("restore", backup_id, "--backup-dir", str(folder), "--to", str(dest))
     assert proc.returncode == 1, proc
     assert len(proc.stderr.splitlines()) == 1
     assert str(dest) in proc.stderr and "symbolic link" in proc.stderr
@@ -654,11 +655,7 @@ def test_a_planted_lock_and_planted_strays_never_lead_outside(
     temp = sticky / f"x.{FORGED_ID}.bak{_fs.TEMP_MARK}0123456789ab.1"
     attacker.symlink(temp, victim)
     before = snapshot(victim)
-    proc = subprocess.run(
-        [sys.executable, "-m", "resumable", "gc", "--backup-dir", str(sticky),
-         "--store", f"sqlite:///{tmp_path}/none.db", "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    proc = cli("gc", "--backup-dir", str(sticky), "--store", f"sqlite:///{tmp_path}/n.db", "--json")
     assert proc.returncode == 0, proc
     assert not stray.is_symlink() and not temp.is_symlink()
     assert snapshot(victim) == before
@@ -675,11 +672,8 @@ def test_a_manifest_that_is_a_fifo_or_a_link_to_dev_zero_does_not_hang_the_cli(
     info = Backups(shared).create(source)
     attacker.fifo(shared / "20261201T000000.000000Z-00000001.json")
     attacker.symlink(shared / "20261201T000000.000000Z-00000002.json", "/dev/zero")
-    proc = subprocess.run(
-        [sys.executable, "-m", "resumable", "backups", "--backup-dir", str(shared), "--json"],
-        capture_output=True, text=True, timeout=30, check=False,
-        env={**os.environ, "RESUMABLE_SHARED_DIRS": str(shared)},
-    )  # fmt: skip
+    shared_dirs = {"RESUMABLE_SHARED_DIRS": str(shared)}
+    proc = cli("backups", "--backup-dir", str(shared), "--json", timeout=30, **shared_dirs)
     assert proc.returncode == 0, proc
     assert [b["backup_id"] for b in json.loads(proc.stdout)["backups"]] == [info.backup_id]
 
