@@ -35,6 +35,7 @@ from . import _fs, _trust
 from ._log import log
 from .errors import ResumableError, UnsafePath
 from .operation import Owner
+from .stores._sqlite_files import check_sidecars
 
 __all__ = [
     "SQLITE_BUSY_SECONDS",
@@ -180,17 +181,6 @@ def copy_into(source: Path, tmp: Path, db: sqlite3.Connection | None, *, durable
     return Copied(size, hasher.hexdigest(), "sqlite", None)
 
 
-#: The files SQLite keeps beside a database, and opens by name (following symlinks).
-_SIDECARS = ("-wal", "-shm", "-journal")
-
-
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
-
-
 def destination(target: Path, name: str) -> tuple[Path, os.stat_result | None]:
     """Where a restore to ``target`` writes, and the status of the file there now (None: none).
 
@@ -204,11 +194,11 @@ def destination(target: Path, name: str) -> tuple[Path, os.stat_result | None]:
         UnsafePath: see above; nothing was written (missing directories may have been made).
     """
     full = Path(os.path.normpath(Path.cwd() / target))
-    st = _lstat(full)
+    st = _fs.lstat_or_none(full)
     if st is not None and stat.S_ISLNK(st.st_mode):
         with contextlib.suppress(NotADirectoryError):  # another user's link: refused, named
             real = _trust.resolve_dir(full)
-            if (found := _lstat(real)) is not None and stat.S_ISDIR(found.st_mode):
+            if (found := _fs.lstat_or_none(real)) is not None and stat.S_ISDIR(found.st_mode):
                 full, st = real, found
     if st is not None and stat.S_ISDIR(st.st_mode):
         dest = _fs.makedirs(full) / name
@@ -216,7 +206,7 @@ def destination(target: Path, name: str) -> tuple[Path, os.stat_result | None]:
         dest = _fs.makedirs(full.parent) / full.name
     # First: a killed restore's safety link would count as a second link of the file.
     _remove_dead_temps(dest)
-    current = _lstat(dest)
+    current = _fs.lstat_or_none(dest)
     if current is not None and stat.S_ISLNK(current.st_mode):
         raise UnsafePath(
             dest,
@@ -239,22 +229,9 @@ def _safety_links(dest: Path, st: os.stat_result) -> int:
     prefix = f"{dest.name}.pre-restore{_fs.TEMP_MARK}"
     found = 0
     for name in _fs.list_names(dest.parent):
-        if name.startswith(prefix) and (link := _lstat(dest.parent / name)) is not None:
-            found += (link.st_dev, link.st_ino) == (st.st_dev, st.st_ino)
+        if name.startswith(prefix) and (link := _fs.lstat_or_none(dest.parent / name)) is not None:
+            found += os.path.samestat(link, st)
     return found
-
-
-def _check_sidecars(dest: Path) -> None:
-    """Refuse a database at ``dest`` whose WAL, shm or journal SQLite would open unsafely.
-
-    SQLite opens them by name, through a symlink if there is one: each must be absent or a
-    regular file of yours or root's with one link.
-    """
-    for suffix in _SIDECARS:
-        side = dest.with_name(dest.name + suffix)
-        st = _lstat(side)
-        if st is not None:
-            _trust.check_file(side, st)
 
 
 def _settle_database(dest: Path) -> None:
@@ -265,11 +242,11 @@ def _settle_database(dest: Path) -> None:
     sidecars = [dest.with_name(dest.name + s) for s in ("-wal", "-journal")]
 
     def pending() -> list[Path]:
-        return [p for p in sidecars if (st := _lstat(p)) is not None and st.st_size > 0]
+        return [p for p in sidecars if (st := _fs.lstat_or_none(p)) is not None and st.st_size > 0]
 
     if not pending():
         return
-    if _lstat(dest) is not None:  # checked by destination(): a regular file of yours
+    if _fs.lstat_or_none(dest) is not None:  # checked by destination(): a regular file of yours
         try:
             con = sqlite3.connect(f"{dest.as_uri()}?mode=rw", uri=True, timeout=1)
             try:
@@ -370,7 +347,7 @@ def restore_into(
             data, tmp, checksum=checksum, backup_id=backup_id, mode=mode, durable=durable
         )
         if database:
-            _check_sidecars(dest)
+            check_sidecars(dest)
         live = open_database(dest, current.st_size) if database and current is not None else None
     except BaseException:
         _fs.remove(tmp)

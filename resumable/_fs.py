@@ -45,6 +45,7 @@ __all__ = [
     "link_or_copy",
     "list_names",
     "locked",
+    "lstat_or_none",
     "makedirs",
     "open_dir",
     "open_lock",
@@ -68,6 +69,8 @@ _fault: Callable[[str, Path], None] | None = None
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 #: Flags of a new file: created here, never an existing one, never through a symlink.
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW
+#: Flags of a directory opened to work in: never through a symlink.
+_DIR = os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW
 #: Opening a FIFO for reading waits for a writer; with this it does not wait (and fstat
 #: then refuses it).
 _NOWAIT = os.O_NONBLOCK
@@ -113,7 +116,7 @@ def open_dir(path: Path) -> int:
         UnsafePath: it is a symlink, not a directory, another user's, or writable by others.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+        fd = os.open(path, _DIR)
     except OSError as exc:
         if exc.errno == errno.ENOTDIR:
             _trust.check_dir(path, os.lstat(path))  # says what it is instead
@@ -156,10 +159,26 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool) ->
         os.close(folder)
 
 
-def _check_same(path: Path | str, before: os.stat_result, st: os.stat_result) -> None:
-    if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+def _check_status(
+    path: Path | str,
+    st: os.stat_result,
+    *,
+    trusted: bool,
+    before: os.stat_result | None = None,
+) -> None:
+    """Refuse what a checked open must not open: anything but a regular file.
+
+    With ``trusted``, also anything :func:`_trust.check_file` refuses (a hard link, another
+    user's file); with ``before`` (the status looked at before the open), another file.
+    """
+    if before is not None and not os.path.samestat(st, before):
         raise UnsafePath(path, "it was replaced while it was opened", "try again")
-    _trust.check_file(path, st)
+    if trusted:
+        _trust.check_file(path, st)
+    elif stat.S_ISLNK(st.st_mode):
+        raise UnsafePath(path, "it is a symbolic link", "remove the link")
+    elif not stat.S_ISREG(st.st_mode):
+        raise UnsafePath(path, "it is not a regular file", "read regular files only")
 
 
 def open_file(path: Path, flags: int = os.O_RDONLY) -> int:
@@ -172,7 +191,7 @@ def open_file(path: Path, flags: int = os.O_RDONLY) -> int:
         FileNotFoundError: there is no such file.
         UnsafePath: anything but a regular file of yours with one link.
     """
-    return _open_checked(None, path, path, flags)
+    return _open_checked(None, path, path, flags)[0]
 
 
 def read_bytes(path: Path, *, limit: int) -> bytes:
@@ -267,29 +286,6 @@ def _write_all(
         os.fsync(fd)
 
 
-def _open_regular(path: Path) -> int:
-    """A descriptor for reading ``path``: a regular file of anyone's, not through a symlink.
-
-    Its status is looked at first: a FIFO or a device is never opened.
-    """
-    before = os.lstat(path)
-    if not stat.S_ISREG(before.st_mode):
-        raise (
-            _refused(path, OSError(errno.ELOOP, ""))
-            if stat.S_ISLNK(before.st_mode)
-            else (UnsafePath(path, "it is not a regular file", "read regular files only"))
-        )
-    try:
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW | _NOWAIT)
-    except OSError as exc:
-        raise _refused(path, exc) from None
-    st = os.fstat(fd)
-    if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
-        os.close(fd)
-        raise UnsafePath(path, "it was replaced while it was opened", "try again")
-    return fd
-
-
 def copy_file(
     src: Path,
     dst: Path,
@@ -315,7 +311,8 @@ def copy_file(
     """
     if _fault is not None:
         _fault("read", src)
-    with open(open_file(src) if trusted else _open_regular(src), "rb", buffering=0) as fin:
+    src_fd = _open_checked(None, src, src, os.O_RDONLY, trusted=trusted)[0]
+    with open(src_fd, "rb", buffering=0) as fin:
         before = os.fstat(fin.fileno())
         if _fault is not None:
             _fault("create", dst)
@@ -352,7 +349,8 @@ def hash_file(path: Path, hasher: Hasher, *, trusted: bool = False) -> int:
     size = 0
     if _fault is not None:
         _fault("read", path)
-    with open(open_file(path) if trusted else _open_regular(path), "rb", buffering=0) as f:
+    fd = _open_checked(None, path, path, os.O_RDONLY, trusted=trusted)[0]
+    with open(fd, "rb", buffering=0) as f:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):
@@ -396,7 +394,7 @@ def list_names(path: Path) -> list[str]:
     try:
         if _fault is not None:
             _fault("listdir", path)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+        fd = os.open(path, _DIR)
     except FileNotFoundError:
         return []
     except OSError as exc:
@@ -447,14 +445,21 @@ def locked(path: Path, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
+def lstat_or_none(path: Path) -> os.stat_result | None:
+    """The status of ``path`` itself (a symlink's own), or None if there is nothing there."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 def same_file(fd: int, path: Path) -> bool:
     """Whether descriptor ``fd`` is the file at ``path`` now (not a symlink to it, not replaced).
 
     Raises:
         FileNotFoundError: there is no ``path``.
     """
-    a, b = os.fstat(fd), os.lstat(path)
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    return os.path.samestat(os.fstat(fd), os.lstat(path))
 
 
 # --- below an open directory: the file store's records ---------------------------------------
@@ -465,8 +470,6 @@ def same_file(fd: int, path: Path) -> bool:
 # as open_dir checks), and reads, writes, renames, lists and removes by name relative to the
 # last one. A symlink planted at any component (ops/<key>, checkpoints/, a record) is refused,
 # never followed. (Like coreutils' rm and install: openat and friends, never a full path.)
-
-_DIR = os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW
 
 
 def _write_in(folder: int, path: Path, data: bytes | Iterable[bytes], *, durable: bool) -> None:
@@ -498,23 +501,28 @@ def _write_in(folder: int, path: Path, data: bytes | Iterable[bytes], *, durable
         os.fsync(folder)
 
 
-def _open_checked(folder: int | None, name: str | Path, path: str | Path, flags: int) -> int:
-    """:func:`open_file` of ``name``, relative to directory ``folder`` if given.
+def _open_checked(
+    folder: int | None, name: str | Path, path: str | Path, flags: int, *, trusted: bool = True
+) -> tuple[int, os.stat_result]:
+    """:func:`open_file` of ``name`` (relative to directory ``folder`` if given), and its status.
 
-    ``path`` names it in messages (a string: a pathlib join costs more than the open).
+    ``path`` names it in messages (a string: a pathlib join costs more than the open). The
+    status is looked at before the open (a FIFO or a device is never opened) and compared
+    with the opened descriptor's. Without ``trusted``, any regular file is accepted.
     """
     before = os.stat(name, dir_fd=folder, follow_symlinks=False)
-    _trust.check_file(path, before)
+    _check_status(path, before, trusted=trusted)
     try:
         fd = os.open(name, flags | NOFOLLOW | _NOWAIT, dir_fd=folder)
     except OSError as exc:
         raise _refused(path, exc) from None
     try:
-        _check_same(path, before, os.fstat(fd))
+        st = os.fstat(fd)
+        _check_status(path, st, trusted=trusted, before=before)
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
 
 
 def _read_checked(
@@ -526,10 +534,9 @@ def _read_checked(
     """
     if _fault is not None:
         _fault("read", Path(path))
-    fd = _open_checked(folder, name, path, os.O_RDONLY)
+    fd, st = _open_checked(folder, name, path, os.O_RDONLY)
     try:
-        st = os.fstat(fd)
-        _trust.check_record(path, st, limit)
+        _trust.check_size(path, st, limit)
         with open(fd, "rb", closefd=False) as f:
             # Its size, not the limit: a buffered read of n bytes allocates n bytes first.
             data = f.read(st.st_size + 1)
@@ -714,7 +721,7 @@ def _remove_entry(folder: int, name: str) -> None:
         return
     try:
         opened = os.fstat(fd)
-        if (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino):  # not swapped meanwhile
+        if os.path.samestat(st, opened):  # not swapped meanwhile
             for entry in os.listdir(fd):
                 _remove_entry(fd, entry)
     except OSError:

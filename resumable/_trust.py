@@ -36,7 +36,7 @@ __all__ = [
     "UnsafePath",
     "check_dir",
     "check_file",
-    "check_record",
+    "check_size",
     "resolve_dir",
     "resolve_file",
     "shared",
@@ -149,13 +149,14 @@ def check_file(path: str | os.PathLike[str], st: os.stat_result, *, links: int =
         )
 
 
-def check_record(path: str | os.PathLike[str], st: os.stat_result, limit: int) -> None:
-    """:func:`check_file`, and refuse a file larger than ``limit`` bytes.
+def check_size(path: str | os.PathLike[str], st: os.stat_result, limit: int) -> None:
+    """Refuse a record file larger than ``limit`` bytes, before anything of it is read.
+
+    ``st``: its status, which already passed :func:`check_file`.
 
     Raises:
-        UnsafePath: see :func:`check_file`, or larger than ``limit``.
+        UnsafePath: larger than ``limit``.
     """
-    check_file(path, st)
     if st.st_size > limit:
         raise UnsafePath(
             path,

@@ -46,7 +46,7 @@ from pathlib import Path
 from resumable import _fs, _trust
 from resumable.errors import UnsafePath
 
-__all__ = ["SIDECARS", "check_opened", "prepare"]
+__all__ = ["SIDECARS", "check_opened", "check_sidecars", "prepare"]
 
 #: The files SQLite keeps beside a database, by suffix.
 SIDECARS = ("-wal", "-shm", "-journal")
@@ -55,13 +55,6 @@ SIDECARS = ("-wal", "-shm", "-journal")
 #: the POSIX record locks this process holds on the file (the kernel skips its lock cleanup
 #: for such descriptors), which closing any other descriptor of it would.
 _O_PATH: int | None = getattr(os, "O_PATH", None)
-
-
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
 
 
 def _sidecar(path: Path, suffix: str) -> Path:
@@ -79,7 +72,7 @@ def prepare(path: Path) -> tuple[Path, os.stat_result]:
     target = _trust.resolve_file(path)
     folder = _fs.makedirs(target.parent)
     real = folder / target.name
-    st = _lstat(real)
+    st = _fs.lstat_or_none(real)
     created = False
     if st is None:
         try:
@@ -103,7 +96,7 @@ def prepare(path: Path) -> tuple[Path, os.stat_result]:
                 _fs.create_new(_sidecar(real, suffix))
     for suffix in SIDECARS:
         side = _sidecar(real, suffix)
-        found = _lstat(side)
+        found = _fs.lstat_or_none(side)
         if found is not None:
             _trust.check_file(side, found)
             _owner_only(side, found)
@@ -119,17 +112,29 @@ def check_opened(path: Path, st: os.stat_result) -> None:
     Raises:
         UnsafePath: the file was replaced, or a sidecar is unsafe.
     """
-    now = _lstat(path)
-    if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+    now = _fs.lstat_or_none(path)
+    if now is None or not os.path.samestat(now, st):
         raise UnsafePath(
             path,
             "it was removed or replaced while SQLite opened it, so what SQLite opened is not "
             "the file that was checked",
             "find out who changes files in its directory, then run again",
         )
+    check_sidecars(path)
+
+
+def check_sidecars(path: Path) -> None:
+    """Refuse the database at ``path`` if a sidecar that exists fails :func:`_trust.check_file`.
+
+    SQLite opens them by name, through a symlink if there is one, and replays what a ``-wal``
+    or a hot ``-journal`` holds.
+
+    Raises:
+        UnsafePath: a sidecar is a symlink, not a regular file, a hard link or another's file.
+    """
     for suffix in SIDECARS:
         side = _sidecar(path, suffix)
-        found = _lstat(side)
+        found = _fs.lstat_or_none(side)
         if found is not None:
             _trust.check_file(side, found)
 
@@ -163,7 +168,7 @@ def _owner_only(path: Path, st: os.stat_result) -> None:
     fd = os.open(path, _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         now = os.fstat(fd)
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        if not os.path.samestat(now, st):
             raise UnsafePath(path, "it was replaced while it was checked", "run again")
         with contextlib.suppress(FileNotFoundError):  # no /proc: leave the mode
             Path(f"/proc/self/fd/{fd}").chmod(0o600)
