@@ -30,7 +30,7 @@ from conftest import ATTACKER, Attacker, sticky_dir
 
 import resumable
 from resumable import _fs
-from resumable.backup import Backups
+from resumable.backup import BackupInfo, Backups
 from resumable.errors import UnsafePath
 
 SECRET = "the team's backup secret"
@@ -91,6 +91,13 @@ def forge(
     if owner is not None:
         os.chown(manifest, owner, owner)
     return manifest
+
+
+def backed_up(tmp_path: Path, source: Path, data: bytes) -> tuple[Backups, BackupInfo]:
+    """``source`` holding ``data``, backed up into ``tmp_path/backups``."""
+    source.write_bytes(data)
+    backups = Backups(tmp_path / "backups")
+    return backups, backups.create(source)
 
 
 def cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
@@ -405,9 +412,7 @@ def test_restore_never_follows_a_symlink_at_the_destination(
     """`ln -s VICTIM dest`, then restore to dest: refused, naming dest; VICTIM unchanged, the
     link left as it was."""
     source = tmp_path / "report.txt"
-    source.write_bytes(b"backed up\n")
-    backups = Backups(tmp_path / "backups")
-    info = backups.create(source)
+    backups, info = backed_up(tmp_path, source, b"backed up\n")
     dest = public / "report.txt"
     if link_owner == "attacker":
         attacker.symlink(dest, victim)
@@ -428,9 +433,7 @@ def test_restore_refuses_a_source_that_became_a_symlink(
     """The backed-up file is gone and the attacker put a link to VICTIM in its place: a
     restore to the source path refuses it."""
     source = public / "app.conf"
-    source.write_bytes(b"setting=1\n")
-    backups = Backups(tmp_path / "backups")
-    info = backups.create(source)
+    backups, info = backed_up(tmp_path, source, b"setting=1\n")
     source.unlink()
     attacker.symlink(source, victim)
     before = snapshot(victim)
@@ -469,9 +472,7 @@ def test_restore_refuses_a_hard_link_to_a_root_file(
     """dest is a second name of a root file: overwriting it in place would change that file;
     replacing it would leave a trap. Refused, VICTIM unchanged."""
     source = tmp_path / "data.txt"
-    source.write_bytes(b"backed up\n")
-    backups = Backups(tmp_path / "backups")
-    info = backups.create(source)
+    backups, info = backed_up(tmp_path, source, b"backed up\n")
     dest = public / "data.txt"
     os.link(victim, dest)
     before = snapshot(victim)
@@ -486,9 +487,7 @@ def test_a_restores_own_safety_link_left_behind_is_not_a_foreign_link(tmp_path: 
     under ``<name>.pre-restore.tmp-...<pid>``): the next restore goes through. (Found by
     test_properties' FailsafeMachine: crash_during_restore, then restore.)"""
     source = tmp_path / "data.txt"
-    source.write_bytes(b"backed up\n")
-    backups = Backups(tmp_path / "backups")
-    info = backups.create(source)
+    backups, info = backed_up(tmp_path, source, b"backed up\n")
     source.write_bytes(b"changed\n")
     os.link(source, tmp_path / f"data.txt.pre-restore{_fs.TEMP_MARK}0123456789ab.{os.getpid()}")
     assert backups.restore(info.backup_id) == str(source)
@@ -544,9 +543,7 @@ def test_restore_refuses_another_users_file_at_the_destination(
     """A file the attacker planted at dest (theirs) is not replaced: whoever owns it may hold
     it open, and the restore would take its name."""
     source = tmp_path / "data.txt"
-    source.write_bytes(b"backed up\n")
-    backups = Backups(tmp_path / "backups")
-    info = backups.create(source)
+    backups, info = backed_up(tmp_path, source, b"backed up\n")
     dest = attacker.file(public / "data.txt", b"theirs\n")
     err = attempt(backups.restore, info.backup_id, dest)
     assert dest.read_bytes() == b"theirs\n"
@@ -558,9 +555,7 @@ def test_restore_into_an_attackers_directory_is_refused(tmp_path: Path, attacker
     """A destination directory that another user owns (they could swap names in it) is
     refused before anything is written there."""
     source = tmp_path / "data.txt"
-    source.write_bytes(b"backed up\n")
-    backups = Backups(tmp_path / "backups")
-    info = backups.create(source)
+    backups, info = backed_up(tmp_path, source, b"backed up\n")
     theirs = attacker.dir(tmp_path / "theirs", 0o755)
     err = attempt(backups.restore, info.backup_id, theirs / "data.txt")
     assert list(theirs.iterdir()) == []
@@ -685,9 +680,7 @@ def test_a_symlink_to_a_directory_as_restore_path_only_if_yours(
     directory would; the attacker's symlink to a directory is refused, and nothing lands in
     the directory it points to."""
     source = tmp_path / "notes.txt"
-    source.write_bytes(b"notes\n")
-    backups = Backups(tmp_path / "backups")
-    info = backups.create(source)
+    backups, info = backed_up(tmp_path, source, b"notes\n")
     mine = tmp_path / "restored"
     mine.mkdir()
     (tmp_path / "to-restored").symlink_to(mine)
