@@ -270,6 +270,29 @@ def test_a_folder_every_user_can_write_needs_the_sticky_bit_or_sharing(
     assert (root / "ops" / KEY / "operation.json").is_file()
 
 
+@pytest.mark.parametrize("group", ["private", "shared"])
+def test_a_group_writable_folder_only_if_the_group_is_its_owners_alone(
+    tmp_path: Path, attacker: Attacker, group: str
+) -> None:
+    """Mode 0770 is what ``umask 002`` systems give a user's folders, the group being the
+    user's private one (no other members): used. Group-writable by any other group (here
+    ``nogroup``, uid 65534's, which root is not in): refused, naming the group."""
+    root = tmp_path / "store"
+    root.mkdir()
+    root.chmod(0o770)
+    if group == "shared":
+        os.chown(root, os.geteuid(), attacker.uid)
+    url = f"file://{root}"
+    if group == "private":
+        with checkpointed(OP, store=url) as cp:
+            cp.commit()
+        assert (root / "ops" / KEY / "operation.json").is_file()
+        return
+    with pytest.raises(StoreError, match=r"group .*can write it \(mode 0770\).*chmod g-w"):
+        open_store(url)
+    assert list(root.iterdir()) == []
+
+
 # --- item 7: the command line on a record that is /dev/zero, a FIFO or 100 GB ---------------
 
 
