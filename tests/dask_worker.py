@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from resumable import checkpointed
@@ -51,6 +52,31 @@ def work(log: str, cost: float, fail_item: int | None, marker: str | None, x: in
     note(log, f"END {x} {pid}")
     if x == fail_item and marker is not None and os.path.exists(marker):
         raise ItemBroken(f"item {x} is broken while {marker} exists")
+    return x * x
+
+
+def held_work(log: str, cost: float, hold: str, x: int) -> int:
+    """:func:`work`, except that the process whose pid is in the file ``hold`` keeps its item.
+
+    After its ``START`` line and ``cost`` seconds, an item in that process logs
+    ``HOLD x pid`` and waits (up to a minute) without ever logging ``END``: a test that
+    SIGKILLs the process once it sees that line knows, with no timing involved, which item
+    the kill interrupted.
+    """
+    pid = os.getpid()
+    note(log, f"START {x} {pid}")
+    time.sleep(cost)
+    try:
+        held = int(Path(hold).read_text())
+    except (FileNotFoundError, ValueError):
+        held = None
+    if held == pid:
+        note(log, f"HOLD {x} {pid}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the test kills this process long before
+            time.sleep(0.01)
+        raise TimeoutError(f"item {x} was held and its process never killed")
+    note(log, f"END {x} {pid}")
     return x * x
 
 

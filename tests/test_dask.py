@@ -8,7 +8,8 @@ every thread of a cluster bigger than the driver's CPU count busy.
 
 Items run :func:`dask_worker.work`, which logs ``START``/``END`` lines with the worker's pid
 to a side file (one ``O_APPEND`` write per line). Every wait polls the store or that file
-under a deadline.
+under a deadline. The worker to kill is told to hold its item (:func:`dask_worker.held_work`)
+and is killed only once it says it holds one, so the kill always interrupts a known item.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 import pytest
 from conftest import require_package, url_for
-from dask_worker import ItemBroken, work
+from dask_worker import ItemBroken, held_work, work
 
 from resumable import ProcessState, Store, checkpointed, open_store
 from resumable.serializers import decode
@@ -100,17 +101,32 @@ def unfinished(log: Path, pid: int) -> set[int]:
     """Items that process ``pid`` started and has not (yet) finished."""
     running: set[int] = set()
     for what, item, who in events(log):
-        if who == pid:
-            (running.add if what == "START" else running.discard)(item)
+        if who == pid and what == "START":
+            running.add(item)
+        elif who == pid and what == "END":
+            running.discard(item)
     return running
 
 
-class WorkerKiller(threading.Thread):
-    """SIGKILLs one worker process once ``after`` results are recorded and it is mid-item."""
+def held(log: Path, pid: int) -> set[int]:
+    """Items that process ``pid`` holds (``HOLD`` lines of :func:`dask_worker.held_work`)."""
+    return {item for what, item, who in events(log) if what == "HOLD" and who == pid}
 
-    def __init__(self, url: str, op_id: str, log: Path, victim: int, after: int) -> None:
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs one worker process mid-item once ``after`` results are recorded.
+
+    It then names the victim in the ``hold`` file, waits for the victim's ``HOLD`` line
+    (:func:`dask_worker.held_work`: that item never ends on its own) and kills it: the
+    interrupted item is known exactly, whatever the timing.
+    """
+
+    def __init__(
+        self, url: str, op_id: str, log: Path, hold: Path, victim: int, after: int
+    ) -> None:
         super().__init__(name="worker-killer", daemon=True)
-        self.url, self.op_id, self.log, self.victim, self.after = url, op_id, log, victim, after
+        self.url, self.op_id, self.log, self.hold = url, op_id, log, hold
+        self.victim, self.after = victim, after
         self.stop = threading.Event()
         self.done_at_kill: set[int] | None = None  # what the store held just before the kill
         self.running_at_kill: set[int] = set()
@@ -120,14 +136,20 @@ class WorkerKiller(threading.Thread):
         store = open_store(self.url)  # its own connection: the map's store is in use
         try:
             deadline = time.monotonic() + TIMEOUT
+            named = False
             while not self.stop.is_set():
                 done = recorded(store, self.op_id)
-                if len(done) >= self.after:
-                    running = unfinished(self.log, self.victim)
-                    if running:  # an item is mid-sleep there: the kill interrupts it
-                        os.kill(self.victim, signal.SIGKILL)
-                        self.done_at_kill, self.running_at_kill = done, running
-                        return
+                if not named and len(done) >= self.after:
+                    tmp = self.hold.with_suffix(".tmp")
+                    tmp.write_text(str(self.victim))
+                    tmp.replace(self.hold)  # whole or absent for the worker that reads it
+                    named = True
+                running = held(self.log, self.victim) if named else set()
+                if running:  # that item waits for this kill and never logs END
+                    self.done_at_kill = recorded(store, self.op_id)
+                    os.kill(self.victim, signal.SIGKILL)
+                    self.running_at_kill = running
+                    return
                 if time.monotonic() > deadline:
                     self.error = f"no kill after {TIMEOUT}s: {len(done)} results recorded"
                     return
@@ -161,7 +183,7 @@ def test_a_killed_worker_loses_nothing_and_records_each_item_once(
 ) -> None:
     """SIGKILL one worker mid-map: its work is rescheduled; every item recorded exactly once."""
     n, cost = 120, 0.03
-    url, log = url_for("sqlite", tmp_path), tmp_path / "items.log"
+    url, log, hold = url_for("sqlite", tmp_path), tmp_path / "items.log", tmp_path / "hold"
     pids: dict[str, int] = client.run(os.getpid)
     assert len(set(pids.values())) == 2
     victim = pids[min(pids)]
@@ -176,12 +198,12 @@ def test_a_killed_worker_loses_nothing_and_records_each_item_once(
 
     monkeypatch.setattr(store, "put_results", counting)
 
-    killer = WorkerKiller(url, "dask-kill", log, victim, after=20)
+    killer = WorkerKiller(url, "dask-kill", log, hold, victim, after=20)
     killer.start()
     try:
         with checkpointed("dask-kill", store=url) as cp:
             out = cp.map(
-                functools.partial(work, str(log), cost, None, None),
+                functools.partial(held_work, str(log), cost, str(hold)),
                 range(n),
                 executor=client.get_executor(),
             )
@@ -205,6 +227,7 @@ def test_a_killed_worker_loses_nothing_and_records_each_item_once(
     # The item the kill interrupted was run again, to the end, by another worker process.
     log_events = events(log)
     interrupted = unfinished(log, victim)
+    assert len(killer.running_at_kill) == 1
     assert killer.running_at_kill <= interrupted
     finished_elsewhere = {item for what, item, pid in log_events if what == "END" and pid != victim}
     assert interrupted <= finished_elsewhere
