@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._config import configure
+from ._configure import configure
 from ._progress import Progress
 from ._state import State
 from .checkpoint import Checkpoint, checkpointed

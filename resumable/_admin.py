@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._backup_files import iso_time
 from ._explain import effective_state
 from ._log import log
+from ._time import iso_time
 from .errors import BackupRefused, OperationLocked
 from .operation import CheckpointRecord, OperationRecord, ProcessState
 
@@ -32,7 +32,6 @@ __all__ = [
     "Summary",
     "collect_garbage",
     "describe",
-    "iso_time",
     "recoverable_operations",
     "reset_operation",
     "statistics",
@@ -63,10 +62,10 @@ def store_missing(url: str) -> str | None:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
-        path = Path(stores._sqlite_path(url, parts.netloc, parts.path))
+        path = Path(stores.sqlite_path(url, parts.netloc, parts.path))
         missing = not path.exists()
     elif scheme == "file":
-        path = Path(stores._file_path(url, parts.netloc, parts.path)) / "ops"
+        path = Path(stores.file_path(url, parts.netloc, parts.path)) / "ops"
         missing = not path.is_dir()
     else:
         return None
@@ -128,7 +127,7 @@ def summaries(store: Store, states: Iterable[ProcessState] = ()) -> list[Summary
     wanted = frozenset(states)
     with store.errors("list operations"):
         ops = list(store.list_operations())
-    heads = store.newest_checkpoints()
+    heads = store.checkpoint_heads()
     found = []
     for op in ops:
         head = heads.get(op.op_id)
@@ -138,7 +137,7 @@ def summaries(store: Store, states: Iterable[ProcessState] = ()) -> list[Summary
             if head.op_id == op.op_id and head.verify():
                 ckpt = head
             else:
-                ckpt, corrupt = store.newest_checkpoint(op.op_id)
+                ckpt, corrupt = store.find_good_checkpoint(op.op_id)
         summary = Summary(op, ckpt, corrupt, op.verify())
         if not wanted or summary.state in wanted:
             found.append(summary)

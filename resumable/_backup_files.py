@@ -41,7 +41,6 @@ __all__ = [
     "BackupRefused",
     "Manifest",
     "data_name",
-    "iso_time",
     "new_id",
     "read",
     "scan",
@@ -89,19 +88,6 @@ class Manifest:
     mode: int  # the source's permission bits
     state: SourceState  # the source's state when it was read
     source_digest: str | None  # plain files: digest of the source as copied
-
-
-def iso_time(when: float | dt.datetime, *, timespec: str = "microseconds") -> str:
-    """``when`` (POSIX seconds, or an aware datetime) in the library's one time format.
-
-    Local ISO 8601 with the UTC offset: ``2026-11-30T09:05:12.123456+09:00``. Backup
-    timestamps, operation and checkpoint times (the command line, the FailsafeManager, the
-    file store) all use it; the command line's tables pass ``timespec="seconds"``. It lives
-    here, the lowest module that needs it, and ``_admin`` re-exports it.
-    """
-    if not isinstance(when, dt.datetime):
-        when = dt.datetime.fromtimestamp(when, dt.UTC)
-    return when.astimezone().isoformat(timespec=timespec)
 
 
 def new_id(directory: Path, source: Path, newest: str | None) -> tuple[str, dt.datetime]:

@@ -159,5 +159,5 @@ def explain(store: Store, op_id: str) -> Decision:
         CheckpointCorrupt: the operation record itself fails its checksum.
     """
     op = store.load_operation(op_id)
-    ckpt, corrupt = store.newest_checkpoint(op_id)
+    ckpt, corrupt = store.find_good_checkpoint(op_id)
     return decide(op_id, op, ckpt, corrupt)

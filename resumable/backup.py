@@ -32,6 +32,7 @@ from ._backup_copy import copy_into, destination, digest, open_database, restore
 from ._backup_files import ID_RE, LOCK, Manifest
 from ._backup_watch import AutoBackup, SourceState, source_state
 from ._log import log
+from ._time import iso_time
 from .errors import BackupRefused, UnsafePath
 
 __all__ = ["BackupInfo", "BackupRefused", "Backups"]
@@ -191,7 +192,7 @@ class Backups:
             backup_id=backup_id,
             source_path=str(source),
             data_file=data.name,
-            timestamp=files.iso_time(when),
+            timestamp=iso_time(when),
             size_bytes=copied.size,
             checksum=copied.checksum,
             kind=copied.kind,

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import _admin
+from ._time import iso_time
 from .errors import OperationLocked, ResumableError
 from .operation import Owner, ProcessState
 
@@ -195,11 +196,11 @@ def _n(count: int, word: str) -> str:
 def _when(when: float | str) -> str:
     """A time (POSIX seconds, or an ISO string from ``_admin``) as tables show it.
 
-    The library's one format (``_admin.iso_time``), to the second.
+    The library's one format (``_time.iso_time``), to the second.
     """
     if isinstance(when, str):
-        return _admin.iso_time(dt.datetime.fromisoformat(when), timespec="seconds")
-    return _admin.iso_time(when, timespec="seconds")
+        return iso_time(dt.datetime.fromisoformat(when), timespec="seconds")
+    return iso_time(when, timespec="seconds")
 
 
 def _age(seconds: float | None) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import _admin, serializers
-from ._admin import iso_time as _iso
 from ._log import log
+from ._time import iso_time as _iso
 from .backup import BackupInfo, Backups
 from .errors import ResumableError
 from .operation import CheckpointRecord, OperationRecord, Owner, ProcessState, validate_op_id

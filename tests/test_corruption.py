@@ -187,7 +187,7 @@ def test_file_checkpoint_that_does_not_decode_is_fallen_back_past(
     _fail_at(url, 10, 6)  # checkpoints at 4, 5, 6 (and the FAILED one at 6)
     newest = _newest_file(ops)
     newest.write_bytes(DAMAGES[damage](newest.read_bytes()))
-    rec, bad = store.newest_checkpoint(OP)
+    rec, bad = store.find_good_checkpoint(OP)
     assert rec is not None and bad == (int(newest.stem),)
     ran, n = _resume(url, 10)
     assert n == 10 and ran == 10 - rec.position
@@ -266,7 +266,7 @@ def test_sqlite_checkpoint_with_a_changed_column_is_fallen_back_past(
         ).rowcount
     conn.close()
     assert changed == 1
-    rec, bad = store.newest_checkpoint(OP)
+    rec, bad = store.find_good_checkpoint(OP)
     assert rec is not None and rec.seq < newest.seq and len(bad) == 1
     ran, n = _resume(url, 10)
     assert n == 10 and ran == 10 - rec.position
@@ -328,7 +328,7 @@ def test_postgres_rows_that_do_not_decode_are_corruption(tmp_path: Path) -> None
     newest = store.latest_checkpoint(OP)
     assert newest is not None
     _pg_update(store, f"UPDATE checkpoints SET metadata = '{{bad' WHERE seq = {newest.seq}")
-    rec, bad = store.newest_checkpoint(OP)
+    rec, bad = store.find_good_checkpoint(OP)
     assert rec is not None and bad == (newest.seq,)
     _pg_update(store, "UPDATE operations SET state = 'bogus'")
     with pytest.raises(CheckpointCorrupt, match=f"the record of operation {OP!r}"):

@@ -207,7 +207,7 @@ def test_an_operation_folder_link_is_refused_by_every_read_and_write(
             attempt()
     assert [op.op_id for op in store.list_operations()] == ["other"]
     assert store.stored_op_ids() == ["other"]
-    assert list(store.newest_checkpoints()) == ["other"]
+    assert list(store.checkpoint_heads()) == ["other"]
     assert store.record_counts()["operations"] == 1
     store.sweep(time.time() + 60)
     assert outside.snapshot() == before
@@ -372,7 +372,7 @@ def test_an_older_signed_checkpoint_copied_over_a_newer_one_is_not_taken_for_it(
     shutil.copyfile(oldest, newest)
 
     store = open_store(url)
-    rec, bad = store.newest_checkpoint(OP)
+    rec, bad = store.find_good_checkpoint(OP)
     assert rec is not None
     assert (rec.seq, bad) == (int(middle.stem), (int(newest.stem),))
     proc = cli("verify", "--store", url, secret=SECRET)

@@ -437,7 +437,7 @@ def load(store: Store, rec: Record) -> Record | None:
         if isinstance(rec, OperationRecord):
             return store.load_operation(rec.op_id)
         if isinstance(rec, CheckpointRecord):
-            return store.newest_checkpoint(rec.op_id)[0]
+            return store.find_good_checkpoint(rec.op_id)[0]
         return store.load_result(rec.op_id, rec.key)
     except CheckpointCorrupt as exc:
         refusal = str(exc)
@@ -584,7 +584,7 @@ def test_a_flipped_record_written_to_any_store_is_refused(
                 store.load_operation(changed.op_id)
         elif isinstance(changed, CheckpointRecord):
             store.add_checkpoint(changed)
-            back = store.newest_checkpoint(changed.op_id)[0]
+            back = store.find_good_checkpoint(changed.op_id)[0]
             # Some stores derive checkpoint_id from op id and seq instead of storing it.
             assert back is None or (name == "checkpoint_id" and same(back, rec)), name
         else:

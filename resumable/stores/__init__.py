@@ -60,13 +60,13 @@ def open_store(url: str, **options: Any) -> Store:
     scheme = parts.scheme.lower()
     query: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "sqlite":
-        path = _sqlite_path(url, parts.netloc, parts.path)
+        path = sqlite_path(url, parts.netloc, parts.path)
         return SQLiteStore(path, **_options(SQLiteStore, url, query, options))
     if scheme == "file":
         from .files import FileStore
 
         return FileStore(
-            _file_path(url, parts.netloc, parts.path), **_options(FileStore, url, query, options)
+            file_path(url, parts.netloc, parts.path), **_options(FileStore, url, query, options)
         )
     if scheme == "memory":
         from .memory import MemoryStore
@@ -156,7 +156,7 @@ def _coerce(query: dict[str, Any]) -> None:
                 raise ValueError(f"store option {name}={query[name]!r} is not a number") from None
 
 
-def _sqlite_path(url: str, netloc: str, path: str) -> str:
+def sqlite_path(url: str, netloc: str, path: str) -> str:
     if netloc or not path.startswith("/") or len(path) < 2:
         raise ValueError(
             f"{url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
@@ -164,7 +164,7 @@ def _sqlite_path(url: str, netloc: str, path: str) -> str:
     return unquote(path[1:])
 
 
-def _file_path(url: str, netloc: str, path: str) -> str:
+def file_path(url: str, netloc: str, path: str) -> str:
     if netloc not in ("", "localhost") or not path:
         raise ValueError(f"{url!r}: write file:///absolute/dir or file:relative/dir")
     return unquote(path)

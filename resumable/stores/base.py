@@ -265,7 +265,7 @@ class Store(ABC):
         with self.errors("list operations"):
             return sorted({op.op_id for op in self.list_operations()})
 
-    def newest_checkpoints(self) -> dict[str, CheckpointRecord]:
+    def checkpoint_heads(self) -> dict[str, CheckpointRecord]:
         """The newest stored checkpoint of each operation that has one, unverified, by op id."""
         found: dict[str, CheckpointRecord] = {}
         with self.errors("read checkpoints"):
@@ -383,7 +383,7 @@ class Store(ABC):
         Raises:
             CheckpointCorrupt: checkpoints exist but none is good.
         """
-        rec, bad = self.newest_checkpoint(op_id)
+        rec, bad = self.find_good_checkpoint(op_id)
         if rec is None and bad:
             with self.errors(f"read checkpoints of {op_id!r}"):
                 newest = next(iter(self.iter_checkpoints(op_id)), None)
@@ -405,7 +405,7 @@ class Store(ABC):
             )  # fmt: skip
         return rec
 
-    def newest_checkpoint(self, op_id: str) -> tuple[CheckpointRecord | None, tuple[int, ...]]:
+    def find_good_checkpoint(self, op_id: str) -> tuple[CheckpointRecord | None, tuple[int, ...]]:
         """The newest checkpoint that passes its checksum, and the seqs of newer failed ones.
 
         The checkpoint is None if none passes; nothing is raised for corrupt records. Reads

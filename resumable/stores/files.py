@@ -64,8 +64,8 @@ from typing import Any, ClassVar, NamedTuple
 import xxhash
 
 from resumable import _fs
-from resumable._admin import iso_time
 from resumable._log import log
+from resumable._time import iso_time
 from resumable.errors import CheckpointCorrupt, StoreError, UnsafePath
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
@@ -686,7 +686,7 @@ class FileStore(Store):
         # Fails its checksum: callers fall back.
         return _rows.damaged_checkpoint(self._record_in(ops, name), _seq(names[0]))
 
-    def newest_checkpoints(self) -> dict[str, CheckpointRecord]:
+    def checkpoint_heads(self) -> dict[str, CheckpointRecord]:
         """The newest checkpoint file of each operation folder, unverified, by op id.
 
         One that cannot be parsed, is refused or holds another seq than its name says comes

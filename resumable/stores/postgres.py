@@ -471,7 +471,7 @@ class PostgresStore(Store):
             )
         return sorted(_dec(row[0]) for row in rows)
 
-    def newest_checkpoints(self) -> dict[str, CheckpointRecord]:
+    def checkpoint_heads(self) -> dict[str, CheckpointRecord]:
         """The newest stored checkpoint of each operation, unverified, by op id."""
         with self.errors("read checkpoints"):
             rows = self._fetch(

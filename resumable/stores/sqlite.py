@@ -484,7 +484,7 @@ class SQLiteStore(Store):
             )
         return sorted(_text(row[0]) for row in rows)
 
-    def newest_checkpoints(self) -> dict[str, CheckpointRecord]:
+    def checkpoint_heads(self) -> dict[str, CheckpointRecord]:
         """The newest stored checkpoint of each operation, unverified, by op id."""
         # SQLite takes the bare columns of an aggregate query from the row that has the max.
         columns = _CKPT_COLUMNS.replace("seq,", "max(seq),", 1)
