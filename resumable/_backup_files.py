@@ -33,7 +33,7 @@ from . import _config, _fs, _trust
 from ._backup_watch import SourceState
 from ._log import log
 from .errors import BackupRefused, UnsafePath
-from .operation import MAC_MARK, manifest_checksum, manifest_checksum_matches
+from .operation import MAC_MARK, canonical_json, manifest_checksum, manifest_checksum_matches
 
 __all__ = [
     "ID_RE",
@@ -110,7 +110,7 @@ def data_name(source: Path, backup_id: str) -> str:
 
 def _canonical(doc: dict[str, Any]) -> bytes:
     """The bytes a manifest's seal covers: every field but the seal, in one fixed spelling."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return canonical_json(doc).encode()
 
 
 def write(directory: Path, m: Manifest, *, durable: bool) -> None:

@@ -398,7 +398,7 @@ def _checkpoint_digest(  # noqa: PLR0917 - the record's fields, in order
 
     Strings are length-prefixed; numbers are packed in fixed width.
     """
-    meta = _canonical(metadata)
+    meta = canonical_json(metadata)
     text = (
         f"{len(checkpoint_id)}:{checkpoint_id}\x1f{len(op_id)}:{op_id}\x1f{state}"
         f"\x1f{len(serializer)}:{serializer}\x1f{len(meta)}:{meta}\x00"
@@ -415,7 +415,8 @@ _TIMES = struct.Struct("<ddd")
 _ONE_SHOT = 1 << 16
 
 
-def _canonical(data: dict[str, Any] | None) -> str:
+def canonical_json(data: dict[str, Any] | None) -> str:
+    """``data`` in the one spelling every checksum and stored meta uses ("" for none or empty)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
 
 
@@ -460,7 +461,7 @@ class OperationRecord:
         o = self.owner
         owner = "" if o is None else f"{o.host}|{o.pid}|{o.started!r}"
         error = "\x00" if self.error is None else self.error  # None and "" differ
-        meta = _canonical(self.meta)
+        meta = canonical_json(self.meta)
         text = (
             f"{len(self.op_id)}:{self.op_id}\x1f{len(self.name)}:{self.name}\x1f"
             f"{self.state.value}\x1f{len(owner)}:{owner}\x1f{self.attempts}\x1f"

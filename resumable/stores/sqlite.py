@@ -30,6 +30,7 @@ from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
     ResultRecord,
+    canonical_json,
     op_key,
 )
 
@@ -155,7 +156,7 @@ def _dec(text: str) -> str:
 
 
 def _dumps(data: dict[str, Any] | None) -> str | None:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else None
+    return canonical_json(data) or None
 
 
 # Rows -> records (a damaged row makes a record that never verifies): see _rows.
