@@ -339,27 +339,28 @@ def verify_store(store: Store) -> tuple[dict[str, int], list[Bad]]:
 def verify_backups(backup_dir: Path) -> tuple[int, list[Bad]]:
     """Check every backup in ``backup_dir``: its manifest is trusted, its copy hashes right.
 
-    Trusted: signed when a secret is set, else yours (see ``_backup_files.read``).
+    Trusted: signed when a secret is set, else yours (see ``backup._manifest.read``).
     """
-    from . import _backup_files, _fs
-    from .backup import Backups
+    from . import _fs
+    from .backup import Backups, _manifest
+    from .backup._check import CopyChecks
 
     backups = Backups(backup_dir)
     checked, bad = 0, []
     for name in sorted(_fs.list_names(backups.dir)):
         backup_id = name[:-5]
-        if not (name.endswith(".json") and _backup_files.ID_RE.fullmatch(backup_id)):
+        if not (name.endswith(".json") and _manifest.ID_RE.fullmatch(backup_id)):
             continue
         checked += 1
         try:
-            m = _backup_files.read(backups.dir, backup_id)
+            m = _manifest.read(backups.dir, backup_id)
         except FileNotFoundError:
             checked -= 1  # deleted meanwhile
             continue
         except BackupRefused as exc:
             bad.append(Bad("backup", backup_id, f"manifest {name}", f"{exc.reason}; {exc.fix}"))
             continue
-        problem = backups._check(m)  # what is wrong, not just whether
+        problem = CopyChecks(backups.dir).check(m)  # what is wrong, not just whether
         if problem is not None:
             bad.append(Bad("backup", backup_id, f"copy {m.data_file}", problem))
     return checked, bad
@@ -530,13 +531,14 @@ class _Collector:
 
     def backup_strays(self, backup_dir: Path) -> None:
         """Copies no manifest commits, and temp files, while no backup is being made."""
-        from . import _backup_files, _fs
+        from . import _fs
+        from .backup import _manifest
 
         try:  # never through a symlink; yours or root's, not writable by others
             os.close(_fs.open_dir(backup_dir))
         except (FileNotFoundError, NotADirectoryError):
             return
-        strays = _backup_files.strays(_fs.list_names(backup_dir))
+        strays = _manifest.strays(_fs.list_names(backup_dir))
         if not strays:
             return
         note = "a copy without a manifest, or a temp file: not a backup"
@@ -544,12 +546,12 @@ class _Collector:
             self.removed += [self._stray(backup_dir, name, note) for name in strays]
             return
         # Creators hold this lock shared while they copy; alone, no backup is being made.
-        with _fs.locked(backup_dir / _backup_files.LOCK, exclusive=True, wait=False) as alone:
+        with _fs.locked(backup_dir / _manifest.LOCK, exclusive=True, wait=False) as alone:
             if not alone:
                 why = "a backup is being made now"
                 self.kept += [self._stray(backup_dir, name, why) for name in strays]
                 return
-            for name in _backup_files.strays(_fs.list_names(backup_dir)):
+            for name in _manifest.strays(_fs.list_names(backup_dir)):
                 found = self._stray(backup_dir, name, note)
                 try:  # unlink: a link goes, never what it points to
                     _fs.remove(backup_dir / name)

@@ -233,7 +233,7 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-# --- whole files: the backups (resumable/backup.py) -------------------------------------------
+# --- whole files: the backups (resumable/backup/) ---------------------------------------------
 
 #: Bytes per read of the copy and hash loops: large enough that the per-call cost vanishes,
 #: small enough to stay in the CPU cache between the read, the hash and the write.

@@ -615,9 +615,9 @@ def backup(path: str) -> None:
 @_json_option
 def restore(backup_id: str, to: str | None) -> None:
     """Restore a backup, verified (SQLite: written in, even in use)."""
-    from ._backup_copy import CorruptBackup
-    from ._backup_files import ID_RE
     from .backup import Backups
+    from .backup._manifest import ID_RE
+    from .backup._restore import CorruptBackup
 
     store = Backups(_backup_dir())
     if not (ID_RE.fullmatch(backup_id) and os.path.lexists(store.dir / f"{backup_id}.json")):

@@ -379,7 +379,7 @@ def manifest_checksum(body: bytes) -> str:
 
     As a record's: xxh3-128 without a secret; with one, the HMAC-SHA256 tag (:data:`MAC_MARK`)
     under the manifests' own kind tag, so no record's tag verifies as a manifest's, nor the
-    reverse (:mod:`resumable._backup_files`).
+    reverse (:mod:`resumable.backup._manifest`).
     """
     return _hash(_MANIFEST, b"", body)
 

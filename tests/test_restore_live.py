@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from resumable import ResumableError, _backup_copy
-from resumable.backup import Backups
+from resumable import ResumableError
+from resumable.backup import Backups, _copy
 
 WORKER = Path(__file__).with_name("backup_worker.py")
 SCRIPT = Path(sys.executable).with_name("resumable")
@@ -193,7 +193,7 @@ def test_restore_refused_while_the_database_stays_locked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A database locked past the busy timeout: ResumableError, the database as it was."""
-    monkeypatch.setattr(_backup_copy, "SQLITE_BUSY_SECONDS", 0.5)
+    monkeypatch.setattr(_copy, "SQLITE_BUSY_SECONDS", 0.5)
     db = tmp_path / "live.db"
     make_db(db)
     backups = Backups(tmp_path / "backups")

@@ -1,17 +1,7 @@
-"""Backups of single files: copied and checksummed in one pass, committed by a manifest.
+"""``Backups``: the public calls, their argument checks, locking, dedup and rotation.
 
-``Backups`` is the backup half of the specification's FailsafeManager. A backup is a copy of
-one file plus a small JSON manifest written last, as the commit point: a copy without a
-manifest does not exist, and leftovers of a crash are ignored and later removed. An SQLite
-database is copied with SQLite's online backup API, a consistent snapshot even while other
-processes write to it. A restore verifies the copy before the destination changes. A database
-is restored into the database through the same API, so processes that have it open see one
-consistent switch; any other file is swapped in atomically, with the current file kept aside
-until the swap has succeeded.
-
-The modules behind it: ``_backup_files`` (ids, names, manifests), ``_backup_copy`` (copies,
-snapshots, the restore) and ``_backup_watch`` (change detection, the auto thread).
-``docs/backups.md`` records the decisions.
+The bytes move in ``_copy`` (in) and ``_restore`` (out); ``_manifest`` says what a backup
+directory holds, ``_check`` whether a copy is whole, ``_watch`` what changed since a backup.
 """
 
 from __future__ import annotations
@@ -26,16 +16,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import _backup_files as files
-from . import _fs, _trust
-from ._backup_copy import copy_into, destination, digest, open_database, restore_into
-from ._backup_files import ID_RE, LOCK, Manifest
-from ._backup_watch import AutoBackup, SourceState, source_state
-from ._log import log
-from ._time import iso_time
-from .errors import BackupRefused, UnsafePath
+from resumable import _fs, _trust
+from resumable._log import log
+from resumable._time import iso_time
+from resumable.errors import BackupRefused
 
-__all__ = ["BackupInfo", "BackupRefused", "Backups"]
+from . import _manifest
+from ._check import CopyChecks
+from ._copy import copy_into, digest, open_database
+from ._manifest import ID_RE, LOCK, Manifest
+from ._restore import destination, restore_into
+from ._watch import AutoBackup, SourceState, source_state
+
+__all__ = ["BackupInfo", "Backups"]
 
 #: How long ``stop_auto()`` waits for the thread (a copy in progress finishes on its own).
 STOP_WAIT = 0.9
@@ -120,7 +113,7 @@ class Backups:
         self.max_backups = max_backups
         self.durable = durable
         self._lock = _DIR_LOCKS.setdefault(str(self.dir), threading.RLock())
-        self._good: dict[str, tuple[int, int, int, int]] = {}  # id -> copy's status when good
+        self._copies = CopyChecks(self.dir)
         self._auto: AutoBackup | None = None
 
     def _info(self, m: Manifest) -> BackupInfo:
@@ -167,7 +160,7 @@ class Backups:
     def _create(self, source: Path, st: os.stat_result) -> BackupInfo:
         started = time.perf_counter()
         state = source_state(source)  # before any read: a change during the copy shows later
-        history = files.scan(self.dir, str(source))
+        history = _manifest.scan(self.dir, str(source))
         db = open_database(source, st.st_size)
         try:
             same = self._unchanged(source, state, history, database=db is not None)
@@ -176,8 +169,8 @@ class Backups:
                 self._rotate(str(source))  # one that failed after an earlier backup
                 return self._info(same)
             newest = history[0].backup_id if history else None
-            backup_id, when = files.new_id(self.dir, source, newest)
-            data = self.dir / files.data_name(source, backup_id)
+            backup_id, when = _manifest.new_id(self.dir, source, newest)
+            data = self.dir / _manifest.data_name(source, backup_id)
             tmp = _fs.temp_path(data)
             try:
                 copied = copy_into(source, tmp, db, durable=self.durable)
@@ -201,14 +194,14 @@ class Backups:
             source_digest=copied.source_digest,
         )
         try:
-            files.write(self.dir, m, durable=self.durable)  # the commit point
+            _manifest.write(self.dir, m, durable=self.durable)  # the commit point
         except BaseException:
             # The manifest may be in place already (its directory fsync failed): never leave
             # a listed backup without its data.
             _fs.remove(self.dir / f"{backup_id}.json")
             _fs.remove(data)
             raise
-        self._remember_good(backup_id, data)
+        self._copies.remember(backup_id, data)
         log.info(
             "resumable.backup.created",
             backup_id=backup_id,
@@ -227,9 +220,9 @@ class Backups:
         for m in history:
             if m.state.files != state.files:
                 return None
-            if not self._is_good(m):
+            if not self._copies.is_good(m):
                 continue  # damaged: the one before it decides
-            if database:  # never read raw (see _backup_copy): a non-racy size and mtime decide
+            if database:  # never read raw (see _copy): a non-racy size and mtime decide
                 return None if m.state.racy else m
             return m if digest(source) == m.source_digest else None
         return None
@@ -247,47 +240,10 @@ class Backups:
             raise TypeError(f"backup_id must be a str, not {type(backup_id).__name__}")
         try:
             if ID_RE.fullmatch(backup_id):
-                return files.read(self.dir, backup_id)
+                return _manifest.read(self.dir, backup_id)
         except FileNotFoundError:
             pass
         raise ValueError(f"no backup {backup_id!r} in {self.dir}; list() shows the backups there")
-
-    def _remember_good(self, backup_id: str, data: Path) -> None:
-        st = data.lstat()
-        self._good[backup_id] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    def _problem(self, m: Manifest) -> str | None:
-        """What is wrong with the copy of ``m`` (None: it matches its checksum).
-
-        A copy this process wrote or verified is hashed again only when its status changed.
-        The copy must be a regular file of yours or root's with one link, as a restore reads it.
-        """
-        data = self.dir / m.data_file
-        problem: str | None = None
-        try:
-            st = data.lstat()
-            _trust.check_file(data, st)
-            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            if self._good.get(m.backup_id) == key:
-                return None
-            if st.st_size != m.size_bytes or digest(data, trusted=True) != m.checksum:
-                problem = "failed its checksum"
-        except FileNotFoundError:
-            problem = "is missing"
-        except UnsafePath as exc:
-            problem = f"is refused ({exc})"
-        if problem is None:
-            self._remember_good(m.backup_id, data)
-        else:
-            self._good.pop(m.backup_id, None)
-            log.error(
-                "resumable.backup.corrupt", backup_id=m.backup_id, path=str(data), problem=problem
-            )
-        return problem
-
-    def _is_good(self, m: Manifest) -> bool:
-        """Whether the copy matches its checksum (see :meth:`_problem`)."""
-        return self._problem(m) is None
 
     def verify(self, backup_id: str) -> bool:
         """Whether backup ``backup_id`` is whole: its copy hashes to its checksum.
@@ -296,21 +252,16 @@ class Backups:
             ValueError: there is no backup ``backup_id``.
             BackupRefused: its manifest cannot be read or trusted (a ValueError too).
         """
-        return self._check(self._get(backup_id)) is None
-
-    def _check(self, m: Manifest) -> str | None:
-        """What is wrong with the copy of ``m``, hashed now (None: it is whole)."""
-        self._good.pop(m.backup_id, None)
-        return self._problem(m)
+        return self._copies.check(self._get(backup_id)) is None
 
     def list(self, source_path: str | os.PathLike[str] | None = None) -> builtins.list[BackupInfo]:
         """The backups (of ``source_path`` only, if given), newest first."""
         source = None if source_path is None else str(_path_arg(source_path, "source_path"))
-        return [self._info(m) for m in files.scan(self.dir, source)]
+        return [self._info(m) for m in _manifest.scan(self.dir, source)]
 
     def statistics(self) -> dict[str, Any]:
         """Counts, total size in MiB, sources, and the auto-backup thread's status."""
-        found = files.scan(self.dir)
+        found = _manifest.scan(self.dir)
         auto = self._auto
         return {
             "total": len(found),
@@ -386,7 +337,7 @@ class Backups:
             return False
         with self._lock:
             try:
-                m = files.read(self.dir, backup_id)
+                m = _manifest.read(self.dir, backup_id)
             except FileNotFoundError:
                 return False
             except BackupRefused as exc:
@@ -401,16 +352,16 @@ class Backups:
         for m in gone:  # the manifest first: a crash in between leaves a stray copy, no backup
             _fs.remove(self.dir / f"{m.backup_id}.json")
             _fs.remove(self.dir / m.data_file)
-            self._good.pop(m.backup_id, None)
+            self._copies.forget(m.backup_id)
         if self.durable:
             _fs.fsync_dir(self.dir)
 
     def _rotate(self, source: str) -> None:
-        history = files.scan(self.dir, source)
+        history = _manifest.scan(self.dir, source)
         if len(history) <= self.max_backups:
             return
         keep = {m.backup_id for m in history[: self.max_backups]}
-        newest_good = next((m for m in history if self._is_good(m)), None)
+        newest_good = next((m for m in history if self._copies.is_good(m)), None)
         if newest_good is not None:
             keep.add(newest_good.backup_id)
         gone = [m for m in history if m.backup_id not in keep]
@@ -423,7 +374,7 @@ class Backups:
             if not alone:
                 return
             stray = []
-            for name in files.strays(_fs.list_names(self.dir)):
+            for name in _manifest.strays(_fs.list_names(self.dir)):
                 try:  # unlink: a link goes, never what it points to
                     _fs.remove(self.dir / name)
                 except OSError as exc:  # a directory of that name, say: not ours to remove

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._log import log
+from resumable._log import log
 
 __all__ = ["RACY_NS", "AutoBackup", "SourceState", "source_state"]
 

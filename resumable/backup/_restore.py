@@ -1,11 +1,6 @@
-"""How the bytes of a backup move: one-pass copies, SQLite snapshots, the restore.
+"""How a backup comes back: checked destinations, verified copies, the swap or the SQLite write.
 
-Every file operation goes through ``resumable._fs``. An SQLite database is only ever opened
-through SQLite: a plain descriptor on it, once closed, would drop the POSIX locks that SQLite
-connections of this process hold on the file, and another process could then write under
-them.
-
-A restore over a live SQLite database goes through SQLite too. Swapping the file would not do:
+A restore over a live SQLite database goes through SQLite. Swapping the file would not do:
 a process that has the database open keeps writing to the old file (its descriptors point
 there) while its WAL frames, found by name, get applied to the new one. Instead the verified
 copy is written into the database with SQLite's online backup API: one write transaction on
@@ -20,165 +15,23 @@ yours or root's with one link; a symlink there is refused, not followed and not 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import socket
 import sqlite3
 import stat
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import xxhash
 
-from . import _fs, _trust
-from ._log import log
-from .errors import ResumableError, UnsafePath
-from .operation import Owner
-from .stores._sqlite_files import check_sidecars
+from resumable import _fs, _trust
+from resumable._log import log
+from resumable.errors import ResumableError, UnsafePath
+from resumable.operation import Owner
+from resumable.stores._sqlite_files import check_sidecars
 
-__all__ = [
-    "SQLITE_BUSY_SECONDS",
-    "Copied",
-    "CorruptBackup",
-    "copy_into",
-    "destination",
-    "digest",
-    "open_database",
-    "restore_into",
-]
+from ._copy import BUSY_POLL, SQLITE_HEADER, busy_guard, open_database, snapshot
 
-#: Longest stretch an SQLite database may stay locked by another process before a backup or
-#: a restore of it gives up.
-SQLITE_BUSY_SECONDS = 60.0
-#: Every SQLite database file starts with these 16 bytes.
-SQLITE_HEADER = b"SQLite format 3\x00"
-#: Wait between two attempts at a database another process holds locked.
-_BUSY_POLL = 0.05
-#: Attempts at a plain copy of a file that keeps changing while it is read.
-_COPY_ATTEMPTS = 3
-#: The smallest SQLite page: a file shorter than one page holds no database.
-_MIN_PAGE = 512
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Copied:
-    """What :func:`copy_into` wrote."""
-
-    size: int
-    checksum: str
-    kind: str  # "file" or "sqlite"
-    #: Digest of the source as read (plain files: equal to ``checksum``); None for a database.
-    source_digest: str | None
-
-
-def digest(path: Path, *, trusted: bool = False) -> str:
-    """The xxh3-128 hex digest of the file at ``path`` (see :func:`_fs.hash_file`)."""
-    hasher = xxhash.xxh3_128()
-    _fs.hash_file(path, hasher, trusted=trusted)
-    return hasher.hexdigest()
-
-
-def open_database(path: Path, size: int) -> sqlite3.Connection | None:
-    """A connection to ``path`` if SQLite reads it as a database (by its header), else None."""
-    if size < _MIN_PAGE:
-        return None  # SQLite takes a file this small (even 1 byte) for an empty database
-    try:
-        con = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=10)
-    except sqlite3.Error:
-        return None  # unreadable: the plain copy reports the actual error
-    try:  # may wait out the busy timeout (10 s) for a writer: a likely moment for Ctrl-C
-        pages = con.execute("PRAGMA page_count").fetchone()[0]
-    except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return con  # locked by a writer: a database; the backup waits for it
-        pages = 0
-    except BaseException:
-        con.close()  # the caller never got the connection to close
-        raise
-    if pages == 0:
-        con.close()
-        return None
-    return con
-
-
-Progress = Callable[[int, int, int], object]
-
-
-def _busy_guard(error: Callable[[], BaseException]) -> Progress:
-    """A backup ``progress`` callback: raises ``error()`` once SQLite has been busy too long.
-
-    Too long is :data:`SQLITE_BUSY_SECONDS`; the backup API itself would retry forever.
-    """
-    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
-
-    def progress(status: int, remaining: int, total: int) -> None:
-        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
-            raise error()
-
-    return progress
-
-
-def _snapshot(db: sqlite3.Connection, tmp: Path, progress: Progress) -> None:
-    """Write a consistent copy of database ``db`` into the new file ``tmp``."""
-    _fs.create_new(tmp)
-    dest = sqlite3.connect(tmp, isolation_level=None)
-    try:
-        dest.execute("PRAGMA journal_mode=OFF")  # a temp file, fsynced and renamed by the caller
-        dest.execute("PRAGMA synchronous=OFF")
-        db.backup(dest, pages=-1, progress=progress, sleep=_BUSY_POLL)  # one read transaction
-    finally:
-        dest.close()
-
-
-def _copy_plain(source: Path, tmp: Path, *, durable: bool) -> Copied:
-    """Copy and hash ``source`` in one pass; again (up to 3 times) while it changes under it."""
-    for attempt in range(1, _COPY_ATTEMPTS + 1):
-        hasher = xxhash.xxh3_128()
-        before, after = _fs.copy_file(source, tmp, durable=durable, hasher=hasher)
-        if (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns):
-            break
-        if attempt < _COPY_ATTEMPTS:
-            _fs.remove(tmp)
-            continue
-        log.warning(
-            "resumable.backup.source_changing",
-            source=str(source),
-            attempts=attempt,
-            hint="the copy may mix versions; back the file up when nothing writes to it",
-        )
-    checksum = hasher.hexdigest()
-    return Copied(tmp.stat().st_size, checksum, "file", checksum)
-
-
-def copy_into(source: Path, tmp: Path, db: sqlite3.Connection | None, *, durable: bool) -> Copied:
-    """Copy ``source`` into the new file ``tmp``, fsynced when ``durable``; closes ``db``.
-
-    With a connection ``db`` to the source, the copy is an SQLite online-backup snapshot; a
-    database SQLite cannot read whole is copied byte for byte instead (with a warning).
-    """
-    if db is None:
-        return _copy_plain(source, tmp, durable=durable)
-    locked = _busy_guard(
-        lambda: TimeoutError(
-            f"{source} stayed locked by another process for {SQLITE_BUSY_SECONDS:g} s; "
-            "back it up when its writer pauses"
-        )
-    )
-    try:
-        _snapshot(db, tmp, locked)
-    except sqlite3.DatabaseError as exc:
-        log.warning("resumable.backup.sqlite_unreadable", source=str(source), error=repr(exc))
-        _fs.remove(tmp)
-        db.close()
-        return _copy_plain(source, tmp, durable=durable)
-    finally:
-        db.close()
-    hasher = xxhash.xxh3_128()
-    size = _fs.hash_file(tmp, hasher)
-    if durable:
-        _fs.fsync_file(tmp)
-    return Copied(size, hasher.hexdigest(), "sqlite", None)
+__all__ = ["CorruptBackup", "destination", "restore_into"]
 
 
 def destination(target: Path, name: str) -> tuple[Path, os.stat_result | None]:
@@ -418,9 +271,9 @@ def _write_through_sqlite(
     stays only if a failed restore may have changed the database.
     """
     where = f"cannot restore backup {backup_id} into the database {dest}"
-    locked = _busy_guard(
-        lambda: ResumableError(
-            f"{where}: it stayed locked by another program for {SQLITE_BUSY_SECONDS:g} s (a "
+    locked = busy_guard(
+        lambda seconds: ResumableError(
+            f"{where}: it stayed locked by another program for {seconds:g} s (a "
             "write transaction that does not end, or a program paused with Ctrl-Z); the "
             "database was not changed; let that program finish or stop it, then restore again"
         )
@@ -440,7 +293,7 @@ def _write_through_sqlite(
                 "that file (without the -wal and -shm files) in its place"
             )
         try:
-            _snapshot(live, safety, locked)
+            snapshot(live, safety, locked)
         except sqlite3.Error as exc:
             raise ResumableError(
                 f"{where}: SQLite could not read it to keep a copy of its current content "
@@ -450,10 +303,10 @@ def _write_through_sqlite(
         if durable:
             _fs.fsync_file(safety)
         live.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
-        live.execute(f"PRAGMA busy_timeout={int(_BUSY_POLL * 1000)}")  # the guard bounds it
+        live.execute(f"PRAGMA busy_timeout={int(BUSY_POLL * 1000)}")  # the guard bounds it
         before = _schema_cookie(live)
         try:
-            src.backup(live, pages=-1, progress=locked, sleep=_BUSY_POLL)
+            src.backup(live, pages=-1, progress=locked, sleep=BUSY_POLL)
         except BaseException as exc:
             # A commit bumps the schema cookie: unchanged, nothing was committed.
             if before is None or _schema_cookie(live) != before:

@@ -29,16 +29,21 @@ from typing import Any
 
 import xxhash
 
-from . import _config, _fs, _trust
-from ._backup_watch import SourceState
-from ._log import log
-from .errors import BackupRefused, UnsafePath
-from .operation import MAC_MARK, canonical_json, manifest_checksum, manifest_checksum_matches
+from resumable import _config, _fs, _trust
+from resumable._log import log
+from resumable.errors import BackupRefused, UnsafePath
+from resumable.operation import (
+    MAC_MARK,
+    canonical_json,
+    manifest_checksum,
+    manifest_checksum_matches,
+)
+
+from ._watch import SourceState
 
 __all__ = [
     "ID_RE",
     "LOCK",
-    "BackupRefused",
     "Manifest",
     "data_name",
     "new_id",
@@ -149,7 +154,7 @@ def read(directory: Path, backup_id: str) -> Manifest:
         raise BackupRefused(
             backup_id,
             path,
-            f"is owned by {_trust._user(st.st_uid)}, not by you or root, and no secret is set "
+            f"is owned by {_trust.user_name(st.st_uid)}, not by you or root, and no secret is set "
             "to check its signature",
             "without RESUMABLE_SECRET only your own manifests are trusted: set the secret "
             "that signed it, or remove it if you do not know where it came from",
