@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -47,15 +49,7 @@ class _Group(click.Group):
 def cli(ctx: click.Context, verbose: bool) -> None:
     """See, explain, reset, recover, verify and back up resumable operations."""
     ctx.ensure_object(Settings)
-    logger = logging.getLogger("resumable")
-    if verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("resumable: %(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    else:  # what matters is in the command's own output; no duplicate warnings
-        logger.addHandler(logging.NullHandler())
-    logger.propagate = False
+    ctx.with_resource(_library_log(verbose=verbose))
 
 
 for _command in (list_, show, reset, recover, verify, gc, stats, backups, backup, restore):
@@ -65,3 +59,29 @@ for _command in (list_, show, reset, recover, verify, gc, stats, backups, backup
 def main() -> None:
     """The console script."""
     cli.main(prog_name="resumable")
+
+
+@contextmanager
+def _library_log(*, verbose: bool) -> Iterator[None]:
+    """The ``resumable`` logger for one command: its events on stderr, or none; then as it was.
+
+    One handler, removed when the command ends (with the logger's level and propagation), so
+    that a process calling the command line many times (tests do) gains nothing.
+    """
+    logger = logging.getLogger("resumable")
+    level, propagate = logger.level, logger.propagate
+    handler: logging.Handler
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("resumable: %(levelname)s: %(message)s"))
+        logger.setLevel(logging.INFO)
+    else:  # what matters is in the command's own output; no duplicate warnings
+        handler = logging.NullHandler()
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
