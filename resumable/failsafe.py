@@ -29,10 +29,6 @@ __all__ = ["BackupInfo", "CheckpointData", "FailsafeManager", "get_failsafe_mana
 
 T = TypeVar("T")
 
-_ACTIVE = (
-    ProcessState.INITIALIZED, ProcessState.RUNNING, ProcessState.PAUSED, ProcessState.RECOVERING,
-)  # fmt: skip
-
 
 @dataclass
 class CheckpointData:
@@ -341,7 +337,7 @@ class FailsafeManager:
             "checkpoints": {
                 "total": total,
                 "operations": len(ops),
-                "active_operations": sum(by_state[s.value] for s in _ACTIVE),
+                "active_operations": sum(by_state[s.value] for s in _admin.ACTIVE_STATES),
                 "by_state": by_state,
                 "cached": len(self._cache),
             },

@@ -22,6 +22,8 @@ from typing import Any
 
 import xxhash
 
+from .serializers import short_repr
+
 __all__ = ["CallDigester", "code_fingerprint", "digest_value", "qualified_name"]
 
 _INT = struct.Struct("<q")
@@ -158,18 +160,10 @@ def digest_value(obj: object, name: str = "value") -> str:
         _feed(h, obj, name, 0)
     except _Undigestable as exc:
         raise TypeError(
-            f"{exc.path} = {_short(exc.value)} ({type(exc.value).__name__}) cannot be digested "
+            f"{exc.path} = {short_repr(exc.value)} ({type(exc.value).__name__}) cannot be digested "
             "into a stable operation id"
         ) from None
     return h.hexdigest()
-
-
-def _short(value: object) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a repr that fails must not hide the real message
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def qualified_name(fn: Callable[..., Any]) -> str:
@@ -240,7 +234,7 @@ class CallDigester:
                 _feed(h, value, name, 0)
             except _Undigestable as exc:
                 raise TypeError(
-                    f"{self.name}: argument {exc.path} = {_short(exc.value)} "
+                    f"{self.name}: argument {exc.path} = {short_repr(exc.value)} "
                     f"({type(exc.value).__name__}) cannot be digested into a stable operation "
                     f"id. Leave it out with @resumable(ignore=[{name!r}]), or name the "
                     "operation yourself with @resumable(op_id='...{other_argument}...')"

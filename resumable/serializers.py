@@ -188,7 +188,7 @@ def _explain(obj: Any, what: str, by: str, exc: BaseException) -> SerializationE
         path, value = culprit
         field = f"{what}{path}"
         return SerializationError(
-            f"{field} = {_short(value)} ({type(value).__name__}) cannot be serialized by {by}: "
+            f"{field} = {short_repr(value)} ({type(value).__name__}) cannot be serialized by {by}: "
             f"{exc}. Store something serializable there (e.g. a list instead of a generator), "
             "or leave it out of the state",
             field=field,
@@ -231,6 +231,10 @@ def _serializes(value: Any, by: str) -> bool:
     return True
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
+def short_repr(value: object) -> str:
+    """``repr(value)`` cut to 60 characters, for error messages about a value."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails must not hide the real message
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."

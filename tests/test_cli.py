@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -292,3 +293,24 @@ def test_tables_for_people(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert rows[0].split()[:4] == ["failed", "failed", "40%", "4"]
     assert "nothing to recover" in cli("recover", "--store", "memory://").stdout
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_repeated_calls_in_one_process_leave_the_logger_as_it_was(
+    tmp_path: Path, verbose: list[str]
+) -> None:
+    """Calling the command line 3 times in one process adds no handler to the `resumable`
+    logger and leaves its level and propagation as they were."""
+    from click.testing import CliRunner
+
+    from resumable.cli import cli as command_line
+
+    url = url_for("sqlite", tmp_path)
+    finished_and_failed(url)
+    logger = logging.getLogger("resumable")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    for _ in range(3):
+        result = CliRunner().invoke(command_line, [*verbose, "list", "--store", url])
+        assert result.exit_code == 0, result.output
+        assert "2 operations in" in result.output
+    assert (list(logger.handlers), logger.level, logger.propagate) == before

@@ -1,0 +1,123 @@
+"""How the commands print: aligned tables, ``key  value`` lines, JSON, times, ages, counts.
+
+Text from a store (op ids, hosts, errors, paths) goes through :func:`printable` first: it
+cannot garble a terminal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from resumable._time import iso_time
+
+if TYPE_CHECKING:
+    from resumable.operation import Owner
+
+__all__ = [
+    "age_text",
+    "owner_text",
+    "plural",
+    "print_fields",
+    "print_json",
+    "print_table",
+    "printable",
+    "styled_state",
+    "time_text",
+]
+
+_COLOURS = {
+    "completed": "green", "failed": "red", "running": "cyan", "paused": "yellow",
+    "recovering": "magenta", "initialized": "blue",
+}  # fmt: skip
+
+
+def print_json(doc: Any) -> None:
+    """One JSON document: indented on a terminal, one line otherwise (the fast encoder)."""
+    click.echo(json.dumps(doc, indent=2 if sys.stdout.isatty() else None))
+
+
+def printable(value: object) -> str:
+    """``value`` as text that cannot garble a terminal (control characters escaped)."""
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def plural(count: int, word: str) -> str:
+    """``1 record``, ``2 records``."""
+    return f"{count} {word}{'s' * (count != 1)}"
+
+
+def time_text(when: float | str) -> str:
+    """A time (POSIX seconds, or an ISO string from a JSON-ready dict) as tables show it.
+
+    The library's one format (``_time.iso_time``), to the second.
+    """
+    if isinstance(when, str):
+        return iso_time(dt.datetime.fromisoformat(when), timespec="seconds")
+    return iso_time(when, timespec="seconds")
+
+
+def age_text(seconds: float | None) -> str:
+    """An age in its largest unit: ``2.5 h old``."""
+    if seconds is None:
+        return "age unknown"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} old"
+    return f"{seconds:.0f} s old"
+
+
+def styled_state(value: str) -> str:
+    """A state in its colour (click drops the colour where stdout is no terminal)."""
+    return click.style(value, fg=_COLOURS.get(value), bold=value == "failed")
+
+
+def print_table(
+    head: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+) -> None:
+    """Print aligned columns; the second (a state) coloured when stdout is a terminal."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    tty = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if tty else 0
+    last = len(head) - 1
+    states: dict[str, str] = {}
+    lines = []
+    for n, cells in enumerate([head, *rows]):
+        padded = [
+            c.rjust(widths[i]) if i in right else c if i == last else c.ljust(widths[i])
+            for i, c in enumerate(cells)
+        ]
+        text = "  ".join(padded).rstrip()
+        if width and len(text) > width:  # a terminal: keep one line per row
+            text = text[: width - 1] + "…"
+        if tty and n == 0:
+            text = click.style(text, bold=True)
+        elif tty:
+            start = len(padded[0]) + 2
+            end = start + len(padded[1])
+            if (styled := states.get(padded[1])) is None:
+                styled = states[padded[1]] = styled_state(cells[1]) + padded[1][len(cells[1]) :]
+            text = text[:start] + styled + text[end:]
+        lines.append(text)
+    click.echo("\n".join(lines))
+
+
+def owner_text(owner: Owner | None) -> tuple[str, bool | None]:
+    """The owner in words, and whether it is alive (None: on another host, cannot tell)."""
+    if owner is None:
+        return "none", False
+    alive = owner.is_alive()
+    verdict = {True: "alive", False: "gone", None: "another host: cannot tell"}[alive]
+    return f"pid {owner.pid} on {printable(owner.host)} ({verdict})", alive
+
+
+def print_fields(pairs: Sequence[tuple[str, str]]) -> None:
+    """Print ``key   value`` lines, keys in bold on a terminal."""
+    click.echo("\n".join(f"{click.style(k.ljust(12), bold=True)}{v}" for k, v in pairs))

@@ -1,0 +1,216 @@
+"""The commands about operations: ``list``, ``show``, ``reset``, ``recover``."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from resumable._admin import recoverable_operations, reset_operation
+from resumable._listing import Summary, describe, summaries
+from resumable.errors import OperationLocked
+from resumable.operation import ProcessState
+
+from ._context import UserError, json_option, opened_store, settings, store_option
+from ._format import (
+    owner_text,
+    plural,
+    print_fields,
+    print_json,
+    print_table,
+    printable,
+    styled_state,
+    time_text,
+)
+
+if TYPE_CHECKING:
+    from resumable.stores.base import Store
+
+__all__ = ["list_", "recover", "reset", "show"]
+
+STATES = [s.value for s in ProcessState]
+
+
+@click.command("list")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES), help="Only these.")
+@store_option
+@json_option
+def list_(states: tuple[str, ...]) -> None:
+    """List operations: state, progress, position, attempts."""
+    with opened_store() as store:
+        found = summaries(store, [ProcessState(s) for s in states])
+        url = store.url
+    damaged = [s.op.op_id for s in found if not s.record_ok or s.corrupt]
+    if settings().json:
+        ops = [s.as_json() for s in found]
+        print_json({"store": url, "count": len(ops), "operations": ops, "damaged": damaged})
+        return
+    if not found:
+        click.echo(f"no operations in {url}" + (f" in state {', '.join(states)}" if states else ""))
+        return
+    rows = []
+    for s in found:
+        ckpt = s.checkpoint
+        rows.append([
+            printable(s.op.op_id), s.state.value, f"{ckpt.progress:.0%}" if ckpt else "-",
+            str(ckpt.position) if ckpt else "-", str(s.op.attempts), time_text(s.op.updated),
+            _note(s),
+        ])  # fmt: skip
+    print_table(
+        ["OPERATION", "STATE", "PROGRESS", "POSITION", "ATTEMPTS", "UPDATED", "NOTE"],
+        rows,
+        (2, 3, 4),
+    )
+    click.echo(f"{plural(len(found), 'operation')} in {url}")
+    if damaged:
+        click.secho(
+            f"{len(damaged)} failed a checksum: `resumable verify` names the records, "
+            "`resumable show OP` says what a run does",
+            fg="red", err=False,
+        )  # fmt: skip
+
+
+def _note(s: Summary) -> str:
+    if not s.record_ok:
+        return "record failed its checksum"
+    if s.corrupt:
+        then = f"falls back to seq {s.checkpoint.seq}" if s.checkpoint else "no good one left"
+        return f"checkpoint seq {', '.join(map(str, s.corrupt))} corrupt; {then}"
+    if s.op.state in (ProcessState.RUNNING, ProcessState.RECOVERING) and s.state is s.op.state:
+        text, alive = owner_text(s.op.owner)
+        return f"owner {text}" + (": recoverable" if alive is False else "")
+    return printable(s.op.error or "")
+
+
+@click.command()
+@click.argument("op_id", metavar="OP")
+@store_option
+@json_option
+def show(op_id: str) -> None:
+    """Show one operation and what its next run would do, and why."""
+    with opened_store() as store:
+        doc = describe(store, op_id)
+        if doc is None:
+            raise UserError(f"no operation {op_id!r} in {store.url}")
+        doc = {"store": store.url, **doc}
+    if settings().json:
+        print_json(doc)
+        return
+    owner = doc["owner"]
+    alive = {True: "alive", False: "gone", None: "another host: cannot tell"}[doc["owner_alive"]]
+    checkpoints = ", ".join(
+        f"seq {c['seq']}" + ("" if c["ok"] else " (CORRUPT)") for c in doc["checkpoints"]
+    )
+    decision = doc["decision"]
+    print_fields([
+        ("operation", printable(doc["op_id"])), ("name", printable(doc["name"])),
+        ("state", styled_state(doc["state"])), ("position", str(doc["position"])),
+        ("progress", f"{doc['progress']:.1%}"), ("attempts", str(doc["attempts"])),
+        ("owner", f"pid {owner['pid']} on {printable(owner['host'])} ({alive})"
+         if owner else "none"),
+        ("error", printable(doc["error"] or "-")), ("created", time_text(doc["created"])),
+        ("updated", time_text(doc["updated"])), ("checkpoints", checkpoints or "none"),
+        ("results", str(doc["results"])),
+        ("next run", f"{decision['action']}: {printable(decision['reason'])}"),
+        ("store", doc["store"]),
+    ])  # fmt: skip
+
+
+@click.command()
+@click.argument("op_id", metavar="[OP]", required=False)
+@click.option("--all", "all_", is_flag=True, help="Reset every operation (with --state: those).")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES), help="With --all.")
+@click.option("--yes", is_flag=True, help="Do not ask before --all without --state.")
+@store_option
+@json_option
+def reset(op_id: str | None, all_: bool, states: tuple[str, ...], yes: bool) -> None:
+    """Forget an operation so that its next run starts over.
+
+    Removes its record, checkpoints and results, holding the operation's lock: a running
+    operation is refused.
+    """
+    if (op_id is None) == (not all_):
+        raise click.UsageError("name one operation, or pass --all (with --state to choose)")
+    if states and not all_:
+        raise click.UsageError("--state goes with --all")
+    as_json = settings().json
+    with opened_store() as store:
+        if op_id is not None:
+            counts = _reset_one(store, op_id)
+            if counts is None:
+                raise UserError(f"no operation {op_id!r} in {store.url}")
+            done: list[dict[str, Any]] = [{"op_id": op_id, **counts}]
+            skipped: list[dict[str, Any]] = []
+        else:
+            if not states and not yes:
+                if as_json or not sys.stdin.isatty():
+                    raise UserError("reset --all without --state resets every operation; add --yes")
+                click.confirm(f"reset every operation in {store.url}?", abort=True)
+            done, skipped = _reset_all(store, [ProcessState(x) for x in states])
+        url = store.url
+    if as_json:
+        print_json({"store": url, "reset": done, "skipped": skipped})
+        return
+    for d in done:
+        click.echo(
+            f"reset {printable(repr(d['op_id']))}: removed {plural(d['operations'], 'record')}, "
+            f"{plural(d['checkpoints'], 'checkpoint')} and {plural(d['results'], 'result')}; "
+            "its next run starts over"
+        )
+    for skip in skipped:
+        click.secho(f"skipped {printable(repr(skip['op_id']))}: {skip['reason']}", fg="yellow")
+    if all_ and not done and not skipped:
+        click.echo(f"nothing to reset in {url}")
+
+
+def _reset_all(
+    store: Store, states: list[ProcessState]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    done: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for summary in summaries(store, states):
+        op_id = summary.op.op_id
+        try:
+            counts = _reset_one(store, op_id)
+        except UserError as exc:
+            skipped.append({"op_id": op_id, "reason": exc.message})
+            continue
+        if counts is not None:
+            done.append({"op_id": op_id, **counts})
+    return done, skipped
+
+
+def _reset_one(store: Store, op_id: str) -> dict[str, int] | None:
+    try:
+        return reset_operation(store, op_id)
+    except OperationLocked:
+        raise UserError(
+            f"operation {op_id!r} is running (a live process holds its lock); stop it or let "
+            "it finish, then reset it"
+        ) from None
+
+
+@click.command()
+@store_option
+@json_option
+def recover(**_: Any) -> None:
+    """List unfinished operations whose process is gone."""
+    with opened_store() as store:
+        found = recoverable_operations(store)
+        url = store.url
+    if settings().json:
+        print_json({"store": url, "count": len(found), "operations": found})
+        return
+    if not found:
+        click.echo(f"nothing to recover in {url}")
+        return
+    rows = [
+        [
+            printable(r["operation_id"]), r["state"], r["strategy"], f"{r['progress']:.0%}",
+            time_text(r["timestamp"]), printable(r["error"] or ""),
+        ]
+        for r in found
+    ]  # fmt: skip
+    print_table(["OPERATION", "STATE", "STRATEGY", "PROGRESS", "SINCE", "ERROR"], rows, (3,))
+    click.echo(f"{len(found)} to recover in {url}: run them again to resume")
