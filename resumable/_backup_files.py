@@ -149,7 +149,7 @@ def read(directory: Path, backup_id: str) -> Manifest:
         raise BackupRefused(
             backup_id,
             path,
-            f"is owned by {_trust._user(st.st_uid)}, not by you or root, and no secret is set "
+            f"is owned by {_trust.user_name(st.st_uid)}, not by you or root, and no secret is set "
             "to check its signature",
             "without RESUMABLE_SECRET only your own manifests are trusted: set the secret "
             "that signed it, or remove it if you do not know where it came from",

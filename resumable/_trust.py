@@ -40,13 +40,15 @@ __all__ = [
     "resolve_dir",
     "resolve_file",
     "shared",
+    "user_name",
 ]
 
 #: Symlinks followed on the way to one directory before giving up (as the kernel's ELOOP).
 _MAX_HOPS = 40
 
 
-def _user(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The user ``uid`` is, in words for a message: its name and uid, or the uid alone."""
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
@@ -99,7 +101,7 @@ def check_dir(path: str | os.PathLike[str], st: os.stat_result) -> None:
     if not _trusted_uid(st.st_uid) and not shared(path):
         raise UnsafePath(
             path,
-            f"it is owned by {_user(st.st_uid)}, not by you or root, so its owner could "
+            f"it is owned by {user_name(st.st_uid)}, not by you or root, so its owner could "
             "replace what the library keeps there",
             "use a directory of your own",
         )
@@ -144,7 +146,7 @@ def check_file(path: str | os.PathLike[str], st: os.stat_result, *, links: int =
     if not _trusted_uid(st.st_uid) and not shared(Path(path).parent):
         raise UnsafePath(
             path,
-            f"it is owned by {_user(st.st_uid)}, not by you or root",
+            f"it is owned by {user_name(st.st_uid)}, not by you or root",
             "remove it, or restore it from a backup of your own",
         )
 
@@ -220,7 +222,7 @@ def _walk(path: Path, *, strict: bool) -> Path:
             if not _trusted_uid(st.st_uid):
                 raise UnsafePath(
                     nxt,
-                    f"it is a symbolic link owned by {_user(st.st_uid)}, not by you or root",
+                    f"it is a symbolic link owned by {user_name(st.st_uid)}, not by you or root",
                     "use the real path",
                 )
             target = nxt.readlink()

@@ -23,6 +23,9 @@ The modules:
 - :mod:`.faults`: the tests' fault-injection hook, called with the name of each operation
   and its path just before the operation runs (``tests/fault_worker.py``). Only status
   queries (``stat``) bypass it.
+
+What the rest of resumable uses is re-exported here (``__all__``); the other names without an
+underscore in those modules are for the modules of this package.
 """
 
 from __future__ import annotations

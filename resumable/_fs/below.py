@@ -24,8 +24,6 @@ from . import faults
 from .checked import DIR_FLAGS, open_dir, read_checked
 from .write import write_in
 
-__all__ = ["Dir"]
-
 
 def _open_below(folder: int, name: str, where: str, *, create: bool) -> int:
     """Directory ``name`` in ``folder``, not through a symlink; ``where`` is its path.

@@ -21,24 +21,6 @@ from resumable._trust import UnsafePath
 
 from . import faults
 
-__all__ = [
-    "DIR_FLAGS",
-    "NEW_FLAGS",
-    "NOFOLLOW",
-    "check_status",
-    "list_names",
-    "lstat_or_none",
-    "makedirs",
-    "open_checked",
-    "open_dir",
-    "open_file",
-    "read_bytes",
-    "read_checked",
-    "read_with_status",
-    "refused",
-    "same_file",
-]
-
 #: Flags of every open: never through a symlink, never inherited by a child process.
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 #: Flags of a new file: created here, never an existing one, never through a symlink.

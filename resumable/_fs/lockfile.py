@@ -11,8 +11,6 @@ from pathlib import Path
 from . import faults
 from .checked import NOFOLLOW, open_file, refused
 
-__all__ = ["locked", "open_lock"]
-
 
 def open_lock(path: Path) -> int:
     """A descriptor of lock file ``path``, created owner-only if missing; checked as a record.

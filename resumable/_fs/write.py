@@ -21,25 +21,6 @@ from resumable._trust import UnsafePath
 from . import faults
 from .checked import NEW_FLAGS, NOFOLLOW, open_checked, open_dir
 
-__all__ = [
-    "CHUNK",
-    "TEMP_MARK",
-    "Hasher",
-    "atomic_write",
-    "copy_file",
-    "create_new",
-    "fsync_dir",
-    "fsync_file",
-    "hash_file",
-    "link_or_copy",
-    "remove",
-    "remove_tree",
-    "replace",
-    "temp_path",
-    "write_all",
-    "write_in",
-]
-
 #: Temp files carry this in their name; readers skip them and cleanup removes them.
 TEMP_MARK = ".tmp-"
 
