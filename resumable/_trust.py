@@ -48,7 +48,7 @@ _MAX_HOPS = 40
 
 
 def user_name(uid: int) -> str:
-    """``name (uid N)`` of user ``uid``, or ``uid N`` if it has no name, for messages."""
+    """The user ``uid`` is, in words for a message: its name and uid, or the uid alone."""
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:

@@ -1,5 +1,5 @@
-"""Fault injection for the tests: helpers that set ``resumable._fs._fault``, and the processes
-the crash-point sweeps end at a chosen file operation.
+"""Fault injection for the tests: helpers that set ``resumable._fs.faults.hook``, and the
+processes the crash-point sweeps end at a chosen file operation.
 
     python fault_worker.py save URL OP TOTAL CRASH_AT [PAUSE_AT]
     python fault_worker.py failsafe DIR OP CRASH_AT
@@ -10,7 +10,7 @@ the crash-point sweeps end at a chosen file operation.
     python fault_worker.py append PATH
 
 Every file and directory operation of the file store and the backup code goes through
-``resumable._fs``, which calls ``_fs._fault(operation, path)`` just before it runs. The
+``resumable._fs``, which calls ``_fs.faults.hook(operation, path)`` just before it runs. The
 workers install a hook that counts those calls and ends the process with
 ``os._exit(CRASHED)`` at number CRASH_AT, before it runs, as a power cut or a SIGKILL would at
 that instant (0: never). A run that completes prints ``ops N`` (the operations it made) last
@@ -44,7 +44,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from resumable import _fs
+from resumable._fs import faults
 
 CRASHED = 86
 
@@ -54,11 +54,11 @@ Hook = Callable[[str, Path], None]
 @contextlib.contextmanager
 def injected(hook: Hook) -> Iterator[None]:
     """Install ``hook`` as the fault hook of ``resumable._fs`` for the block."""
-    previous, _fs._fault = _fs._fault, hook
+    previous, faults.hook = faults.hook, hook
     try:
         yield
     finally:
-        _fs._fault = previous
+        faults.hook = previous
 
 
 class Counter:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from resumable import _fs
+from resumable._fs import write as fs_write
 from resumable.backup import BackupInfo, Backups
 
 WORKER = Path(__file__).with_name("backup_worker.py")
@@ -196,7 +197,7 @@ def test_failed_restore_step_rolls_back(
             raise OSError(5, "I/O error (injected)")
         real(path)
 
-    monkeypatch.setattr(_fs, "fsync_dir", failing)
+    monkeypatch.setattr(fs_write, "fsync_dir", failing)
     with pytest.raises(OSError, match="injected"):
         backups.restore(info.backup_id)
     assert dest.read_bytes() == b"current"

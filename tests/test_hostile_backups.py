@@ -30,6 +30,7 @@ from conftest import ATTACKER, Attacker, sticky_dir
 
 import resumable
 from resumable import _fs
+from resumable._fs import faults
 from resumable.backup import BackupInfo, Backups
 from resumable.errors import UnsafePath
 
@@ -236,10 +237,10 @@ def test_forged_data_file_outside_the_backup_dir_is_never_read(
         if op == "read":
             reads.append(Path(path))
 
-    monkeypatch.setattr(_fs, "_fault", record)
+    monkeypatch.setattr(faults, "hook", record)
     with pytest.raises(ValueError, match=r"data_file .* is not a name of this backup's copy"):
         Backups(shared).restore(FORGED_ID)
-    monkeypatch.setattr(_fs, "_fault", None)
+    monkeypatch.setattr(faults, "hook", None)
     assert reads == [shared / f"{FORGED_ID}.json"]  # the manifest only
     assert not loot.exists()
     assert secret_file.stat().st_mode & 0o777 == 0o600

@@ -31,8 +31,8 @@ from resumable import CheckpointCorrupt, StoreError, checkpointed, configure, op
 from resumable._trust import SHARED_ENV
 from resumable.errors import UnsafePath
 from resumable.operation import CheckpointRecord, op_key
-from resumable.stores import files
-from resumable.stores.files import RECORD_LIMIT
+from resumable.stores import _file_records as files
+from resumable.stores._file_records import RECORD_LIMIT
 
 OP = "job"
 KEY = op_key(OP)
