@@ -328,7 +328,7 @@ class FailsafeManager:
         by_state = {s.value: 0 for s in ProcessState}
         for op in ops:
             by_state[op.state.value] += 1
-        total = sum(len(self.store._checkpoint_files(op.op_id)) for op in ops)
+        total = sum(len(self.store.checkpoint_files(op.op_id)) for op in ops)
         backups = self.backups.statistics()
         auto = dict(backups.get("auto_backup", {}))
         if not auto.get("interval"):

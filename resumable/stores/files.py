@@ -179,7 +179,7 @@ class FileStore(Store):
                         found.append(records.op_from(doc))
         return iter(sorted(found, key=lambda op: op.op_id))
 
-    def _checkpoint_files(self, op_id: str) -> list[str]:
+    def checkpoint_files(self, op_id: str) -> list[str]:
         """The names of the operation's checkpoint files, newest first."""
         try:
             with self._open("ops", op_key(op_id), "checkpoints") as folder:
@@ -190,7 +190,7 @@ class FileStore(Store):
     def last_seq(self, op_id: str) -> int:
         """The highest checkpoint seq on disk for ``op_id`` (0 if none), from file names only."""
         with self.errors(f"read checkpoints of {op_id!r}"):
-            names = self._checkpoint_files(op_id)
+            names = self.checkpoint_files(op_id)
         return max(records.seq_of(names[0]), 0) if names else 0
 
     def iter_checkpoints(self, op_id: str) -> Iterator[CheckpointRecord]:
