@@ -14,12 +14,14 @@ has its own (``_sqlite_claims``, ``_pg_claims``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from resumable.operation import ResultRecord
 
-__all__ = ["Claim", "Claims"]
+__all__ = ["Claim", "Claims", "SQLClaims"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +67,40 @@ class Claims(ABC):
     @abstractmethod
     def renew(self, owner: str) -> None:
         """:meth:`Store.renew_claims <resumable.stores.base.Store.renew_claims>`."""
+
+
+class _Rows(Protocol):
+    def fetchall(self) -> Sequence[Any]: ...
+
+
+class _Executes(Protocol):
+    def execute(self, query: Any, params: Any, /) -> _Rows: ...
+
+
+Conn = TypeVar("Conn", bound=_Executes)
+
+
+class SQLClaims(Claims, Generic[Conn]):
+    """Claims in a ``claims`` table, reached through the store's connection.
+
+    Args:
+        connected: the store's connection for one call; a driver error raised in the block
+            is a StoreError saying what was being done.
+        lease: seconds a claim lasts unless renewed.
+    """
+
+    def __init__(
+        self, connected: Callable[[str], AbstractContextManager[Conn]], lease: float
+    ) -> None:
+        self.connected = connected
+        self.lease = lease
+
+    def run(self, doing: str, statement: str, args: Sequence[Any]) -> None:
+        """Run one ``statement`` (its own transaction)."""
+        with self.connected(doing) as conn:
+            conn.execute(statement, args)
+
+    def fetch(self, doing: str, statement: str, args: Sequence[Any]) -> Sequence[Any]:
+        """The rows of one ``statement``."""
+        with self.connected(doing) as conn:
+            return conn.execute(statement, args).fetchall()

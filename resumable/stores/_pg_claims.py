@@ -9,13 +9,12 @@ is read and written on the server's clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from resumable.operation import ResultRecord
 
-from ._claims import Claim, Claims
+from ._claims import Claim, SQLClaims
 from ._pg_sql import NOW, ROWS, UPSERT_RESULT
 
 if TYPE_CHECKING:
@@ -52,21 +51,26 @@ _BATCHES_LEFT = (
     "FROM claims CROSS JOIN now WHERE op_id = %s AND grp = %s"
 )
 
-#: A connection of the store's pool for one call, driver errors told as what was being done.
-Connected = Callable[[str], AbstractContextManager["psycopg.Connection[Any]"]]
+_HOLDERS = (
+    "SELECT DISTINCT owner FROM claims "
+    "WHERE op_id = %s AND grp = %s AND NOT done AND owner IS NOT NULL"
+)
+_REOPEN = (
+    "UPDATE claims SET done = false, failed = false, owner = NULL, expires = 0 "
+    "WHERE op_id = %s AND grp = %s AND done AND failed"
+)
+_RELEASE = (
+    "UPDATE claims SET owner = NULL, expires = 0 WHERE op_id = %s AND grp = %s "
+    "AND owner = %s AND NOT done"
+)
+_RENEW = "UPDATE claims SET expires = " + NOW + " + %s WHERE owner = %s AND NOT done"
 
 
-class PostgresClaims(Claims):
-    """The claims of one PostgreSQL store.
+_Connection: TypeAlias = "psycopg.Connection[Any]"
 
-    Args:
-        connected: a connection of the store's pool (see ``PostgresStore.connected``).
-        lease: seconds a claim lasts unless renewed.
-    """
 
-    def __init__(self, connected: Connected, lease: float) -> None:
-        self.connected = connected
-        self.lease = lease
+class PostgresClaims(SQLClaims[_Connection]):
+    """The claims of one PostgreSQL store (a connection of its pool: ``connected``)."""
 
     def claim(
         self, op_id: str, group: str, batches: int, want: int, owner: str
@@ -111,21 +115,12 @@ class PostgresClaims(Claims):
 
     def reopen_failed(self, op_id: str, group: str) -> None:
         """Make the batches finished with ``failed=True`` claimable again (a new run)."""
-        with self.connected(f"reopen failed batches of {op_id!r}") as conn:
-            conn.execute(
-                "UPDATE claims SET done = false, failed = false, owner = NULL, expires = 0 "
-                "WHERE op_id = %s AND grp = %s AND done AND failed",
-                (_enc(op_id), _enc(group)),
-            )
+        self.run(f"reopen failed batches of {op_id!r}", _REOPEN, (_enc(op_id), _enc(group)))
 
     def release(self, op_id: str, group: str, owner: str) -> None:
         """Give back ``owner``'s unfinished claims in ``group`` (so others take them at once)."""
-        with self.connected(f"release batches of {op_id!r}") as conn:
-            conn.execute(
-                "UPDATE claims SET owner = NULL, expires = 0 WHERE op_id = %s AND grp = %s "
-                "AND owner = %s AND NOT done",
-                (_enc(op_id), _enc(group), _enc(owner)),
-            )
+        args = (_enc(op_id), _enc(group), _enc(owner))
+        self.run(f"release batches of {op_id!r}", _RELEASE, args)
 
     def left(self, op_id: str, group: str) -> tuple[int, float | None]:
         """Unfinished batches of ``group`` and the seconds until one can be claimed.
@@ -144,18 +139,10 @@ class PostgresClaims(Claims):
 
     def holders(self, op_id: str, group: str) -> list[str]:
         """The owners holding unfinished claims of ``group``."""
-        with self.connected(f"read claims of {op_id!r}") as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT owner FROM claims "
-                "WHERE op_id = %s AND grp = %s AND NOT done AND owner IS NOT NULL",
-                (_enc(op_id), _enc(group)),
-            ).fetchall()
+        args = (_enc(op_id), _enc(group))
+        rows = self.fetch(f"read claims of {op_id!r}", _HOLDERS, args)
         return [_dec(row[0]) for row in rows]
 
     def renew(self, owner: str) -> None:
         """Extend the lease of every unfinished claim ``owner`` holds (the heartbeat)."""
-        with self.connected("renew batch claims") as conn:
-            conn.execute(
-                "UPDATE claims SET expires = " + NOW + " + %s WHERE owner = %s AND NOT done",
-                (self.lease, _enc(owner)),
-            )
+        self.run("renew batch claims", _RENEW, (self.lease, _enc(owner)))

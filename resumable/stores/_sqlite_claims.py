@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 
 from resumable.operation import ResultRecord
 
-from ._claims import Claim, Claims
+from ._claims import Claim, SQLClaims
 from ._sqlite_sql import ROWS, UPSERT_RESULT, transaction
 
 __all__ = ["SQLiteClaims"]
@@ -30,21 +29,21 @@ WHERE op_id = ? AND grp = ? AND batch IN (
 RETURNING batch, epoch
 """
 
-#: The store's connection under its guard, driver errors told as what was being done.
-Connected = Callable[[str], AbstractContextManager[sqlite3.Connection]]
+_HOLDERS = (
+    "SELECT DISTINCT owner FROM claims "
+    "WHERE op_id = ? AND grp = ? AND done = 0 AND owner IS NOT NULL"
+)
+_REOPEN = (
+    "UPDATE claims SET done = 0, owner = NULL, expires = 0 WHERE op_id = ? AND grp = ? AND done = 2"
+)
+_RELEASE = (
+    "UPDATE claims SET owner = NULL, expires = 0 "
+    "WHERE op_id = ? AND grp = ? AND owner = ? AND done = 0"
+)
 
 
-class SQLiteClaims(Claims):
-    """The claims of one SQLite store.
-
-    Args:
-        connected: the store's connection, for one call (see ``SQLiteStore.connected``).
-        lease: seconds a claim lasts unless renewed.
-    """
-
-    def __init__(self, connected: Connected, lease: float) -> None:
-        self.connected = connected
-        self.lease = lease
+class SQLiteClaims(SQLClaims[sqlite3.Connection]):
+    """The claims of one SQLite store (its connection under its guard: ``connected``)."""
 
     def claim(
         self, op_id: str, group: str, batches: int, want: int, owner: str
@@ -80,21 +79,12 @@ class SQLiteClaims(Claims):
 
     def reopen_failed(self, op_id: str, group: str) -> None:
         """Make batches finished with failures claimable again."""
-        with self.connected(f"reopen failed work of {op_id!r}") as conn:
-            conn.execute(
-                "UPDATE claims SET done = 0, owner = NULL, expires = 0 "
-                "WHERE op_id = ? AND grp = ? AND done = 2",
-                (_enc(op_id), _enc(group)),
-            )
+        self.run(f"reopen failed work of {op_id!r}", _REOPEN, (_enc(op_id), _enc(group)))
 
     def release(self, op_id: str, group: str, owner: str) -> None:
         """Give back ``owner``'s unfinished claims in ``group``."""
-        with self.connected(f"release claims on {op_id!r}") as conn:
-            conn.execute(
-                "UPDATE claims SET owner = NULL, expires = 0 "
-                "WHERE op_id = ? AND grp = ? AND owner = ? AND done = 0",
-                (_enc(op_id), _enc(group), owner),
-            )
+        args = (_enc(op_id), _enc(group), owner)
+        self.run(f"release claims on {op_id!r}", _RELEASE, args)
 
     def left(self, op_id: str, group: str) -> tuple[int, float | None]:
         """Unfinished batches and the seconds until one can be claimed."""
@@ -112,18 +102,11 @@ class SQLiteClaims(Claims):
 
     def holders(self, op_id: str, group: str) -> list[str]:
         """The owners holding unfinished claims of ``group``."""
-        with self.connected(f"read claims of {op_id!r}") as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT owner FROM claims "
-                "WHERE op_id = ? AND grp = ? AND done = 0 AND owner IS NOT NULL",
-                (_enc(op_id), _enc(group)),
-            ).fetchall()
+        args = (_enc(op_id), _enc(group))
+        rows = self.fetch(f"read claims of {op_id!r}", _HOLDERS, args)
         return [row[0] for row in rows]
 
     def renew(self, owner: str) -> None:
         """Extend the lease of ``owner``'s unfinished claims."""
-        with self.connected("renew claims") as conn:
-            conn.execute(
-                "UPDATE claims SET expires = ? WHERE owner = ? AND done = 0",
-                (time.time() + self.lease, owner),
-            )
+        args = (time.time() + self.lease, owner)
+        self.run("renew claims", "UPDATE claims SET expires = ? WHERE owner = ? AND done = 0", args)

@@ -136,7 +136,6 @@ class Store(ABC):
     def list_operations(self) -> Iterator[OperationRecord]:
         """Every operation record, unverified."""
 
-    @abstractmethod
     def save(
         self,
         op: OperationRecord,
@@ -145,9 +144,20 @@ class Store(ABC):
     ) -> None:
         """Write ``op``, ``checkpoint`` and ``results`` together: all of it or none of it.
 
-        (The file store writes each file atomically, results first and the operation record
-        last; readers tolerate the newer files a crash between them leaves.)
+        The SQL stores write them in one transaction. This default, for stores that write
+        each record atomically on its own (files, memory), writes the results, then the
+        checkpoint, then the operation record (:meth:`put_operation`): a crash between them
+        leaves newer results or a newer checkpoint beside an older operation record, which
+        readers resolve by trusting the checkpoint's state.
         """
+        self.put_results(results)
+        if checkpoint is not None:
+            self.add_checkpoint(checkpoint)
+        self.put_operation(op)
+
+    def put_operation(self, op: OperationRecord) -> None:
+        """Write the operation record ``op`` atomically (the last step of the default save)."""
+        raise NotImplementedError(f"{type(self).__name__} implements save() itself")
 
     @abstractmethod
     def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
