@@ -121,7 +121,8 @@ def read_url(cls: type[Store], url: str, keywords: dict[str, Any]) -> tuple[Targ
         cls, url_shown, (k for k, _ in libpq), also=_libpq_parameters(),
         also_what="libpq's connection parameters (connect_timeout, sslmode, ...)",
     )  # fmt: skip
-    libpq_url = parts._replace(query=urlencode(libpq)).geturl()
+    # (Not urlunsplit: it drops the "//" of a URL without a host, postgresql:///dbname.)
+    libpq_url = f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(libpq)}"
     return _target(libpq_url, url_shown, parts.password or ""), opts
 
 
@@ -146,8 +147,8 @@ def _target(libpq_url: str, url: str, written: str) -> Target:
     port = str(params.get("port") or 5432)
     if not all(p.strip().isdigit() for p in port.split(",") if p.strip()):
         raise ValueError(f"{url}: the port must be a number, not {port!r}")
-    given = [written, *(str(params.get(name) or "") for name in _SECRET_PARAMS)]
-    secrets = {x for p in given if p for x in (p, quote(p, safe=""))}
+    given = [str(params.get(name) or "") for name in _SECRET_PARAMS]
+    secrets = {x for p in given if p for x in (p, quote(p, safe=""))} | ({written} - {""})
     user = str(params.get("user") or _os_user())
     return Target(
         conninfo=make_conninfo("", **params),
