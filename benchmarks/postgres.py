@@ -93,6 +93,7 @@ def _compare(
 def bench_add_checkpoint(url: str, samples: int, *, fenced: bool) -> Row:
     from resumable import ProcessState, open_store
     from resumable.operation import CheckpointRecord
+    from resumable.stores._pg_sql import ROWS
 
     schema = f"bench_{secrets.token_hex(4)}"
     store = open_store(_with_schema(url, schema))
@@ -110,7 +111,7 @@ def bench_add_checkpoint(url: str, samples: int, *, fenced: bool) -> Row:
             )
             for i in range(warmup + samples)
         ]
-        rows = [store._checkpoint_row(r) for r in records]  # type: ignore[attr-defined]
+        rows = [ROWS.checkpoint_row(r, store.history) for r in records]
 
         def lib(i: int) -> None:
             store.add_checkpoint(records[i])

@@ -29,6 +29,7 @@ import os
 import struct
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -37,7 +38,7 @@ import xxhash
 from . import _fs
 from .errors import OperationLocked
 
-__all__ = ["FileLock", "Lock", "LockFile", "RangeLock", "ThreadLock", "store_lock"]
+__all__ = ["FileLock", "Lock", "LockFile", "RangeLock", "ThreadLock", "keep_trying", "store_lock"]
 
 
 class Lock(Protocol):
@@ -80,12 +81,21 @@ def _close_own(fd: int, pid: int) -> None:
             os.close(fd)
 
 
-def _sleep_steps(deadline: float) -> bool:
-    """Sleep a little toward ``deadline``; False once it has passed."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return False
-    time.sleep(min(0.05, remaining))
+def keep_trying(attempt: Callable[[], bool], timeout: float | None, *, most: float = 0.05) -> bool:
+    """Call ``attempt`` until it returns True, for up to ``timeout`` seconds (None: once).
+
+    The one wait of every lock (file, range, in-process, PostgreSQL lease) and of SQLite's
+    switch to WAL. The pauses between attempts grow from 1 ms to ``most`` seconds: a lock given
+    back soon is taken soon, one held long costs few attempts. False once the time is up.
+    """
+    deadline = time.monotonic() + (timeout or 0.0)
+    pause = 0.001
+    while not attempt():
+        remaining = deadline - time.monotonic()
+        if timeout is None or remaining <= 0:
+            return False
+        time.sleep(min(pause, remaining))
+        pause = min(2 * pause, most)
     return True
 
 
@@ -137,11 +147,8 @@ class FileLock:
         """Take the lock; wait up to ``timeout`` seconds (None: fail at once)."""
         if self._fd is not None:
             raise RuntimeError(f"lock for {self.op_id!r} is already held by this object")
-        deadline = time.monotonic() + (timeout or 0.0)
         try:
-            while not (taken := self._try_once()):
-                if timeout is None or not _sleep_steps(deadline):
-                    break
+            taken = keep_trying(self._try_once, timeout)
         except BaseException:
             self.release()  # an interrupt mid-acquire must not leave a descriptor holding it
             raise
@@ -176,12 +183,8 @@ class ThreadLock:
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take the lock; wait up to ``timeout`` seconds (None: fail at once)."""
-        deadline = time.monotonic() + (timeout or 0.0)
-        while True:
-            if self._held.setdefault(self._key, self) is self:
-                return
-            if timeout is None or not _sleep_steps(deadline):
-                raise OperationLocked(self.op_id, "another block in this process", timeout or 0)
+        if not keep_trying(lambda: self._held.setdefault(self._key, self) is self, timeout):
+            raise OperationLocked(self.op_id, "another block in this process", timeout or 0)
 
     def release(self) -> None:
         """Give the lock back."""
@@ -251,6 +254,10 @@ class LockFile:
         if closer is not None:
             closer()
 
+    def opened_here(self) -> bool:
+        """Whether this process opened the descriptor (not a forked child of the opener)."""
+        return self._pid == os.getpid()
+
     def current(self, fd: int) -> bool:
         """Whether ``fd`` is still the file at the path (not removed and recreated)."""
         try:
@@ -303,24 +310,20 @@ class RangeLock:
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take the lock; wait up to ``timeout`` seconds (None: fail at once)."""
-        deadline = time.monotonic() + (timeout or 0.0)
-        in_process = False
         try:
-            while not (taken := self._try_once()):
-                in_process = isinstance(self.file.held.get(self.key), RangeLock)
-                if timeout is None or not _sleep_steps(deadline):
-                    break
+            taken = keep_trying(self._try_once, timeout)
         except BaseException:
             self.release()
             raise
         if not taken:
+            in_process = isinstance(self.file.held.get(self.key), RangeLock)
             where = "another block in this process" if in_process else "another process"
             raise OperationLocked(self.op_id, where, timeout or 0)
 
     def release(self) -> None:
         """Unlock the byte (no-op if not held)."""
         fd, self._fd = self._fd, -1
-        if fd >= 0 and self.file._pid == os.getpid():
+        if fd >= 0 and self.file.opened_here():
             with contextlib.suppress(OSError):
                 self._fcntl(fd, fcntl.F_UNLCK)
         self._drop_claim()

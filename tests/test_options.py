@@ -16,7 +16,8 @@ import pytest
 from conftest import url_for
 
 from resumable import SerializationError, checkpointed, open_store
-from resumable.stores import Store, store_options
+from resumable.stores import Store
+from resumable.stores._options import store_options
 from resumable.stores.files import FileStore
 from resumable.stores.memory import MemoryStore
 from resumable.stores.sqlite import SQLiteStore
@@ -32,7 +33,8 @@ LOCAL: dict[str, type[Store]] = {"sqlite": SQLiteStore, "file": FileStore, "memo
 
 def test_the_valid_options_are_the_constructors_keywords() -> None:
     """Each store's options are read off its constructor: one list, no copy to drift."""
-    from resumable.stores.postgres import _OPTIONS, PostgresStore
+    from resumable.stores._pg_url import OPTIONS as _OPTIONS
+    from resumable.stores.postgres import PostgresStore
 
     assert store_options(SQLiteStore) == ("durability", "history", "timeout", "lease", "heartbeat")
     assert store_options(FileStore) == ("durability", "history")

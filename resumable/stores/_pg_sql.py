@@ -1,30 +1,33 @@
-"""The SQL of the PostgreSQL store: its schema, its statements, and rows <-> records.
+"""The SQL of the PostgreSQL store: its schema, its statements, and large payloads by COPY.
 
 Statements are built from the constants here (column lists, the server clock expression);
-values are always bound parameters. Text PostgreSQL cannot hold is encoded by :func:`_enc`.
+values are always bound parameters. Text PostgreSQL cannot hold is encoded by :data:`ROWS`
+(see :class:`~resumable.stores._sql.SQLRows`). The statements of leases and claims are in
+``_pg_leases`` and ``_pg_claims``.
 """
 
 # ruff: noqa: S608
 
 from __future__ import annotations
 
-from typing import Any
+import struct
+from typing import TYPE_CHECKING, Any
 
-from resumable.operation import (
-    CheckpointRecord,
-    OperationRecord,
-    ResultRecord,
-)
+from ._sql import SQLRows
 
-from . import _rows
+if TYPE_CHECKING:
+    import psycopg
+
+#: Records <-> rows: text holding NUL, starting with \x01 or not UTF-8 is stored \x01 + hex.
+ROWS = SQLRows("\x01", forbidden="\x00", param="%s")
 
 SCHEMA_VERSION = 1
 #: The advisory lock that serializes creating and migrating the tables (b"resumabl").
-_SCHEMA_LOCK = 0x726573756D61626C
+SCHEMA_LOCK = 0x726573756D61626C
 #: The server's clock, in seconds since the epoch: every lease and claim time comes from it.
-_NOW = "extract(epoch from clock_timestamp())::float8"
+NOW = "extract(epoch from clock_timestamp())::float8"
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS resumable_schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS operations (
     op_id TEXT COLLATE "C" PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL, owner TEXT,
@@ -59,60 +62,59 @@ CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner) WHERE NOT done
 
 # --- statements (column lists and clauses are constants; values are always bound) ---------
 
-_OP_COLUMNS = (
+OP_COLUMNS = (
     "op_id, name, state, owner, heartbeat, attempts, created, updated, error, meta, checksum"
 )
-_CKPT_COLUMNS = (
+CKPT_COLUMNS = (
     'op_id, seq, "position", state, progress, "timestamp", serializer, payload, metadata, checksum'
 )
-_RESULT_COLUMNS = "op_id, key, serializer, payload, created, checksum"
+RESULT_COLUMNS = "op_id, key, serializer, payload, created, checksum"
 #: A checkpoint's columns without its payload, and the payload's length, by op id and seq.
-_CKPT_HEAD = (
+CKPT_HEAD = (
     'SELECT op_id, seq, "position", state, progress, "timestamp", serializer, '
     "octet_length(payload), metadata, checksum FROM checkpoints WHERE op_id = %s AND seq = %s"
 )
 #: One slice of a payload (substring counts from 1). Read in slices, a large payload never
 #: passes whole through libpq's buffers, which keep their largest size for the connection.
-_CKPT_SLICE = (
+CKPT_SLICE = (
     "SELECT substring(payload FROM %s FOR %s) FROM checkpoints WHERE op_id = %s AND seq = %s"
 )
 
-_CKPT_INSERT = (
+CKPT_INSERT = (
     'INSERT INTO checkpoints (op_id, slot, seq, "position", state, progress, "timestamp", '
     "serializer, payload, metadata, checksum) "
 )
-_CKPT_CONFLICT = (
+CKPT_CONFLICT = (
     " ON CONFLICT (op_id, slot) DO UPDATE SET seq = excluded.seq, "
     '"position" = excluded."position", state = excluded.state, progress = excluded.progress, '
     '"timestamp" = excluded."timestamp", serializer = excluded.serializer, '
     "payload = excluded.payload, metadata = excluded.metadata, checksum = excluded.checksum"
 )
-_CKPT_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
-_UPSERT_CHECKPOINT = _CKPT_INSERT + "VALUES (" + _CKPT_VALUES + ")" + _CKPT_CONFLICT
+CKPT_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+UPSERT_CHECKPOINT = CKPT_INSERT + "VALUES (" + CKPT_VALUES + ")" + CKPT_CONFLICT
 #: A large payload is streamed into this session's temporary table, then upserted from it.
 #: Stored there uncompressed (EXTERNAL): a pickle's header makes pglz try to compress all of
 #: a payload it then stores as it was, which costs more than the copy itself.
-_UPLOAD_TABLE = (
+UPLOAD_TABLE = (
     "CREATE TEMP TABLE resumable_upload (payload BYTEA NOT NULL) ON COMMIT DROP; "
     "ALTER TABLE pg_temp.resumable_upload ALTER COLUMN payload SET STORAGE EXTERNAL"
 )
-_UPLOAD_COPY = "COPY pg_temp.resumable_upload (payload) FROM STDIN (FORMAT BINARY)"
-_UPSERT_FROM_UPLOAD = (
-    _CKPT_INSERT
+UPLOAD_COPY = "COPY pg_temp.resumable_upload (payload) FROM STDIN (FORMAT BINARY)"
+UPSERT_FROM_UPLOAD = (
+    CKPT_INSERT
     + "SELECT %s, %s, %s, %s, %s, %s, %s, %s, u.payload, %s, %s FROM pg_temp.resumable_upload u"
-    + _CKPT_CONFLICT
+    + CKPT_CONFLICT
 )
 #: The fence: the lease row, still ours, locked FOR SHARE until the write commits, so that a
 #: takeover either waits for this write or makes it see the new epoch and write nothing.
-_FENCE = (
+#: Its arguments: LeasedStore.fence_args.
+FENCE = (
     "WITH fence AS (SELECT FROM leases WHERE op_id = %s AND owner = %s AND epoch = %s FOR SHARE) "
 )
-_FENCED_CHECKPOINT = (
-    _FENCE + _CKPT_INSERT + "SELECT " + _CKPT_VALUES + " FROM fence" + _CKPT_CONFLICT
-)
-_CHECK_FENCE = "SELECT FROM leases WHERE op_id = %s AND owner = %s AND epoch = %s FOR SHARE"
+FENCED_CHECKPOINT = FENCE + CKPT_INSERT + "SELECT " + CKPT_VALUES + " FROM fence" + CKPT_CONFLICT
+CHECK_FENCE = "SELECT FROM leases WHERE op_id = %s AND owner = %s AND epoch = %s FOR SHARE"
 
-_UPSERT_OPERATION = (
+UPSERT_OPERATION = (
     "INSERT INTO operations (op_id, name, state, owner, heartbeat, attempts, created, updated, "
     "error, meta, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (op_id) DO UPDATE SET name = excluded.name, state = excluded.state, "
@@ -120,101 +122,38 @@ _UPSERT_OPERATION = (
     "created = excluded.created, updated = excluded.updated, error = excluded.error, "
     "meta = excluded.meta, checksum = excluded.checksum"
 )
-_UPSERT_RESULT = (
+UPSERT_RESULT = (
     "INSERT INTO results (op_id, key, serializer, payload, created, checksum) "
     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (op_id, key) DO UPDATE SET "
     "serializer = excluded.serializer, payload = excluded.payload, "
     "created = excluded.created, checksum = excluded.checksum"
 )
 
-_TAKE_LEASE = (
-    "INSERT INTO leases AS l (op_id, owner, epoch, expires) "
-    "VALUES (%(op)s, %(owner)s, 1, " + _NOW + " + %(lease)s) "
-    "ON CONFLICT (op_id) DO UPDATE SET owner = excluded.owner, epoch = l.epoch + 1, "
-    "expires = excluded.expires "
-    "WHERE l.owner IS NULL OR l.expires < " + _NOW + " RETURNING epoch"
-)
-_TAKE_DEAD_LEASE = (
-    "UPDATE leases SET owner = %(owner)s, epoch = epoch + 1, expires = " + _NOW + " + %(lease)s "
-    "WHERE op_id = %(op)s AND owner = %(dead)s RETURNING epoch"
-)
-_RENEW_LEASES = (
-    "UPDATE leases SET expires = " + _NOW + " + %s WHERE owner = %s RETURNING op_id, epoch"
-)
-_GIVE_BACK_LEASE = (
-    "UPDATE leases SET owner = NULL, expires = 0 WHERE op_id = %s AND owner = %s AND epoch = %s"
-)
-
-_CREATE_CLAIMS = (
-    "INSERT INTO claims (op_id, grp, batch, owner, epoch, expires, done) "
-    "SELECT %(op)s, %(grp)s, b, NULL, 0, 0, false FROM generate_series(0, %(n)s - 1) AS b "
-    "WHERE NOT EXISTS (SELECT FROM claims WHERE op_id = %(op)s AND grp = %(grp)s "
-    "AND batch = %(n)s - 1) ON CONFLICT DO NOTHING"
-)
-_CLAIM = (
-    "WITH pick AS (SELECT batch FROM claims WHERE op_id = %(op)s AND grp = %(grp)s "
-    "AND NOT done AND (owner IS NULL OR expires < " + _NOW + ") "
-    "ORDER BY batch LIMIT %(want)s FOR UPDATE SKIP LOCKED) "
-    "UPDATE claims AS c SET owner = %(owner)s, epoch = c.epoch + 1, "
-    "expires = " + _NOW + " + %(lease)s FROM pick "
-    "WHERE c.op_id = %(op)s AND c.grp = %(grp)s AND c.batch = pick.batch "
-    "RETURNING c.batch, c.epoch"
-)
-_FINISH_CLAIM = (
-    "UPDATE claims SET done = true, failed = %s WHERE op_id = %s AND grp = %s AND batch = %s "
-    "AND owner = %s AND epoch = %s AND NOT done"
-)
-_BATCHES_LEFT = (
-    "WITH now AS (SELECT " + _NOW + " AS t) "
-    "SELECT count(*) FILTER (WHERE NOT done), count(*), "
-    "coalesce(bool_or(NOT done AND (owner IS NULL OR expires < now.t)), false), "
-    "min(expires - now.t) FILTER (WHERE NOT done AND owner IS NOT NULL) "
-    "FROM claims CROSS JOIN now WHERE op_id = %s AND grp = %s"
-)
-
-#: Text starting with this, or holding NUL, or unencodable, is stored as it + UTF-8 hex.
-_MARK = "\x01"
+#: Bytes of a checkpoint's payload read per query, or written per COPY message.
+SLICE = 4 << 20
+#: A checkpoint whose payload is larger than this is written through COPY in slices (see
+#: put_big_checkpoint), never bound whole.
+BIG_PAYLOAD = 1 << 20
+#: COPY's binary format around one row of one field (the signature, flags and header
+#: extension length; the field count; then the field's length and bytes; the trailer).
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
 
 
-def _enc(text: str) -> str:
-    r"""``text`` as a PostgreSQL TEXT value can hold it.
+def put_big_checkpoint(conn: psycopg.Connection[Any], row: tuple[Any, ...]) -> None:
+    """Upsert checkpoint ``row``, its payload streamed to the server, inside a transaction.
 
-    PostgreSQL text cannot hold NUL or the lone surrogates that ``os.fsdecode`` makes of
-    undecodable file names, so such strings (and any starting with ``\\x01``) are stored as
-    ``\\x01`` + the hex of their surrogate-preserving UTF-8 bytes. The mapping is one-to-one.
-    (SQLite's encoding marks with a leading NUL, which PostgreSQL refuses.)
+    A bound payload is copied by psycopg and again into libpq's output buffer, which keeps
+    that size for the connection's life: for a 100 MB state, two more copies. Here the
+    payload goes through ``COPY ... FROM STDIN`` in slices into a temporary table (dropped
+    at the commit), and the server upserts the row from it.
     """
-    if "\x00" not in text and not text.startswith(_MARK):
-        if text.isascii():
-            return text
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            pass
-        else:
-            return text
-    return _MARK + text.encode("utf-8", "surrogatepass").hex()
-
-
-def _dec(text: str) -> str:
-    """The inverse of :func:`_enc`."""
-    if text.startswith(_MARK):
-        return bytes.fromhex(text[1:]).decode("utf-8", "surrogatepass")
-    return text
-
-
-# Rows -> records (a damaged row makes a record that never verifies): see _rows.
-def _op_from_row(row: tuple[Any, ...]) -> OperationRecord:
-    return _rows.operation(row, _dec)
-
-
-def _ckpt_from_row(row: tuple[Any, ...]) -> CheckpointRecord:
-    return _rows.checkpoint(row, _dec)
-
-
-def _result_row(r: ResultRecord) -> tuple[Any, ...]:
-    return (_enc(r.op_id), _enc(r.key), r.serializer, r.payload, r.created, r.checksum)
-
-
-def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
-    return _rows.result(row, _dec)
+    i = 8  # the payload's place in the row (see SQLRows.checkpoint_row)
+    conn.execute(UPLOAD_TABLE)
+    view = memoryview(row[i])
+    with conn.cursor().copy(UPLOAD_COPY) as copy:
+        copy.write(_COPY_SIGNATURE + struct.pack("!hi", 1, len(view)))
+        for at in range(0, len(view), SLICE):
+            copy.write(view[at : at + SLICE])
+        copy.write(_COPY_TRAILER)
+    conn.execute(UPSERT_FROM_UPLOAD, (*row[:i], *row[i + 1 :]))

@@ -23,6 +23,8 @@ from resumable.operation import (
     signature_hint,
 )
 
+from ._claims import Claim, Claims
+
 __all__ = [
     "DEFAULT_HEARTBEAT",
     "DEFAULT_HISTORY",
@@ -134,7 +136,6 @@ class Store(ABC):
     def list_operations(self) -> Iterator[OperationRecord]:
         """Every operation record, unverified."""
 
-    @abstractmethod
     def save(
         self,
         op: OperationRecord,
@@ -143,9 +144,20 @@ class Store(ABC):
     ) -> None:
         """Write ``op``, ``checkpoint`` and ``results`` together: all of it or none of it.
 
-        (The file store writes each file atomically, results first and the operation record
-        last; readers tolerate the newer files a crash between them leaves.)
+        The SQL stores write them in one transaction. This default, for stores that write
+        each record atomically on its own (files, memory), writes the results, then the
+        checkpoint, then the operation record (:meth:`put_operation`): a crash between them
+        leaves newer results or a newer checkpoint beside an older operation record, which
+        readers resolve by trusting the checkpoint's state.
         """
+        self.put_results(results)
+        if checkpoint is not None:
+            self.add_checkpoint(checkpoint)
+        self.put_operation(op)
+
+    def put_operation(self, op: OperationRecord) -> None:
+        """Write the operation record ``op`` atomically (the last step of the default save)."""
+        raise NotImplementedError(f"{type(self).__name__} implements save() itself")
 
     @abstractmethod
     def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
@@ -177,18 +189,29 @@ class Store(ABC):
 
     # --- sharing one operation among processes (checkpointed(shared=True)) ----------------
     #
-    # The items of a shared map (or a shared step) are cut into numbered batches, the same
-    # in every participant. A participant claims batches under a lease: the claim records
-    # its owner token, a new epoch and an expiry; a heartbeat renews the expiry. Results are
-    # written together with the batch's "done" mark, only if the claim is still the writer's
-    # (same owner and epoch): a participant that was paused past its lease and taken over
-    # writes nothing. Stores that several processes cannot share leave these unimplemented.
+    # Batches of a shared map claimed under leases: see resumable.stores._claims. A store that
+    # several processes can share answers these calls with its claims(); the others raise.
 
     #: True if several processes may share one operation (claims under leases).
     shares: ClassVar[bool] = False
     #: Seconds a claim lasts without renewal, and how often its holder renews it.
     lease: float = DEFAULT_LEASE
     heartbeat: float = DEFAULT_HEARTBEAT
+
+    def claims(self) -> Claims:
+        """The store's batch claims (see :mod:`resumable.stores._claims`).
+
+        Raises:
+            ValueError: the store cannot be shared by several processes.
+        """
+        raise self._cannot_share()
+
+    def _cannot_share(self) -> ValueError:
+        return ValueError(
+            f"{self.url}: this store cannot be shared by several processes at once; use "
+            "sqlite:///path.db (one machine) or postgresql://... (many machines) with "
+            "shared=True"
+        )
 
     def claim_batches(
         self, op_id: str, group: str, batches: int, want: int, owner: str
@@ -199,7 +222,7 @@ class Store(ABC):
         no one holds it or its holder's lease has run out. Returns ``(batch, epoch)`` pairs
         in batch order; empty if nothing is free now.
         """
-        raise self._cannot_share()
+        return self.claims().claim(op_id, group, batches, want, owner)
 
     def finish_batch(  # noqa: PLR0917 - the claim's identity, then what it produced
         self,
@@ -219,15 +242,16 @@ class Store(ABC):
         :meth:`reopen_failed` in the next. Returns False, having written nothing, if the
         claim was taken over.
         """
-        raise self._cannot_share()
+        claim = Claim(op_id, group, batch, epoch, owner)
+        return self.claims().finish(claim, results, failed=failed)
 
     def reopen_failed(self, op_id: str, group: str) -> None:
         """Make the batches finished with ``failed=True`` claimable again (a new run)."""
-        raise self._cannot_share()
+        self.claims().reopen_failed(op_id, group)
 
     def release_batches(self, op_id: str, group: str, owner: str) -> None:
         """Give back ``owner``'s unfinished claims in ``group`` (so others take them at once)."""
-        raise self._cannot_share()
+        self.claims().release(op_id, group, owner)
 
     def batches_left(self, op_id: str, group: str) -> tuple[int, float | None]:
         """Unfinished batches of ``group`` and the seconds until one can be claimed.
@@ -235,22 +259,15 @@ class Store(ABC):
         The seconds: until the soonest lease on an unfinished batch runs out (0 if one is
         free now; None if the group has no claim rows yet).
         """
-        raise self._cannot_share()
+        return self.claims().left(op_id, group)
 
     def claim_holders(self, op_id: str, group: str) -> list[str]:
         """The owners holding unfinished claims of ``group`` (expired or not)."""
-        raise self._cannot_share()
+        return self.claims().holders(op_id, group)
 
     def renew_claims(self, owner: str) -> None:
         """Extend the lease of every unfinished claim ``owner`` holds (the heartbeat)."""
-        raise self._cannot_share()
-
-    def _cannot_share(self) -> ValueError:
-        return ValueError(
-            f"{self.url}: this store cannot be shared by several processes at once; use "
-            "sqlite:///path.db (one machine) or postgresql://... (many machines) with "
-            "shared=True"
-        )
+        self.claims().renew(owner)
 
     # --- store-wide reads and upkeep (the command line: list, verify, stats, gc) ----------
     #

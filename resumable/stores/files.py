@@ -285,21 +285,8 @@ class FileStore(Store):
             elif (old := seq - self.history) >= 0:
                 folder.remove(records.checkpoint_name(old))
 
-    def save(
-        self,
-        op: OperationRecord,
-        checkpoint: CheckpointRecord | None = None,
-        results: Sequence[ResultRecord] = (),
-    ) -> None:
-        """Write the results, then the checkpoint, then the operation record.
-
-        Each file is atomic; a crash between them leaves newer results or a newer checkpoint
-        beside an older operation record, which readers resolve by trusting the checkpoint's
-        state.
-        """
-        self.put_results(results)
-        if checkpoint is not None:
-            self.add_checkpoint(checkpoint)
+    def put_operation(self, op: OperationRecord) -> None:
+        """Write the operation record's file atomically (last: see Store.save)."""
         with (
             self.errors(f"save operation {op.op_id!r}"),
             self._open("ops", op_key(op.op_id), create=True) as folder,

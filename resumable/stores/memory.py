@@ -63,17 +63,9 @@ class MemoryStore(Store):
             kept.insert(0, checkpoint)
             del kept[self.history :]
 
-    def save(
-        self,
-        op: OperationRecord,
-        checkpoint: CheckpointRecord | None = None,
-        results: Sequence[ResultRecord] = (),
-    ) -> None:
-        """Store the operation (with its checkpoint and results)."""
+    def put_operation(self, op: OperationRecord) -> None:
+        """Store the operation record (after its results and checkpoint: see Store.save)."""
         with self._guard:
-            self.put_results(results)
-            if checkpoint is not None:
-                self.add_checkpoint(checkpoint)
             self._ops[op.op_id] = op
 
     def put_results(self, results: Sequence[ResultRecord]) -> None:
