@@ -199,7 +199,7 @@ class Store(ABC):
         no one holds it or its holder's lease has run out. Returns ``(batch, epoch)`` pairs
         in batch order; empty if nothing is free now.
         """
-        raise self.cannot_share()
+        raise self._cannot_share()
 
     def finish_batch(  # noqa: PLR0917 - the claim's identity, then what it produced
         self,
@@ -219,15 +219,15 @@ class Store(ABC):
         :meth:`reopen_failed` in the next. Returns False, having written nothing, if the
         claim was taken over.
         """
-        raise self.cannot_share()
+        raise self._cannot_share()
 
     def reopen_failed(self, op_id: str, group: str) -> None:
         """Make the batches finished with ``failed=True`` claimable again (a new run)."""
-        raise self.cannot_share()
+        raise self._cannot_share()
 
     def release_batches(self, op_id: str, group: str, owner: str) -> None:
         """Give back ``owner``'s unfinished claims in ``group`` (so others take them at once)."""
-        raise self.cannot_share()
+        raise self._cannot_share()
 
     def batches_left(self, op_id: str, group: str) -> tuple[int, float | None]:
         """Unfinished batches of ``group`` and the seconds until one can be claimed.
@@ -235,18 +235,17 @@ class Store(ABC):
         The seconds: until the soonest lease on an unfinished batch runs out (0 if one is
         free now; None if the group has no claim rows yet).
         """
-        raise self.cannot_share()
+        raise self._cannot_share()
 
     def claim_holders(self, op_id: str, group: str) -> list[str]:
         """The owners holding unfinished claims of ``group`` (expired or not)."""
-        raise self.cannot_share()
+        raise self._cannot_share()
 
     def renew_claims(self, owner: str) -> None:
         """Extend the lease of every unfinished claim ``owner`` holds (the heartbeat)."""
-        raise self.cannot_share()
+        raise self._cannot_share()
 
-    def cannot_share(self) -> ValueError:
-        """The error for a shared operation on a store that cannot share one."""
+    def _cannot_share(self) -> ValueError:
         return ValueError(
             f"{self.url}: this store cannot be shared by several processes at once; use "
             "sqlite:///path.db (one machine) or postgresql://... (many machines) with "
