@@ -1,16 +1,16 @@
 """What the next run of an operation will do, and why, in words.
 
 One function, :func:`decide`, turns what a store holds (the operation record, its newest good
-checkpoint, the checkpoints that failed their checksum) into a :class:`Decision`. The library
-logs that decision's reason when it enters a block (``resumable.operation.decided``), and
-``resumable show OP`` prints the same text, so what a user reads before a run is what the run
-then does.
+checkpoint, the checkpoints that failed their checksum) into a :class:`Decision`. Entering a
+block acts on that decision (``_run.Run``) and logs its reason with the
+``resumable.operation.started``, ``.resumed`` or ``.skipped`` event; ``resumable show OP``
+prints the same text, so what a user reads before a run is what the run then does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, overload
 
 from .operation import CheckpointRecord, OperationRecord, ProcessState
 
@@ -26,14 +26,25 @@ Action = Literal["run", "resume", "skip", "blocked"]
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What entering the operation would do now."""
+    """What entering the operation would do now; :attr:`reason` says why, in words."""
 
     op_id: str
     action: Action
-    reason: str
     position: int = 0
     #: Seqs of newer checkpoints that failed their checksum and were passed over.
     corrupt: tuple[int, ...] = ()
+    #: COMPLETED, but its final checkpoint is lost: the run reopens it and resumes.
+    reopen: bool = False
+    op: OperationRecord | None = field(default=None, repr=False)
+    checkpoint: CheckpointRecord | None = field(default=None, repr=False)
+
+    @property
+    def reason(self) -> str:
+        """Why, in the words ``resumable show`` prints.
+
+        Built when asked: it may look up whether the owner process is alive.
+        """
+        return _reason(self)
 
 
 def final_lost(op: OperationRecord | None, ckpt: CheckpointRecord | None) -> bool:
@@ -48,18 +59,31 @@ def final_lost(op: OperationRecord | None, ckpt: CheckpointRecord | None) -> boo
     return op is not None and op.state is done and ckpt is not None and ckpt.state is not done
 
 
-def effective_state(op: OperationRecord, ckpt: CheckpointRecord | None) -> ProcessState:
-    """The state to show: COMPLETED only with a final checkpoint (or none, when stateless).
+@overload
+def effective_state(op: OperationRecord, ckpt: CheckpointRecord | None) -> ProcessState: ...
 
-    COMPLETED if the newest good checkpoint says so (the record may lag behind it); the
-    record's state otherwise, except RECOVERING for a completion whose final checkpoint was
-    lost (see :func:`final_lost`): the next run recovers it.
+
+@overload
+def effective_state(
+    op: OperationRecord | None, ckpt: CheckpointRecord | None
+) -> ProcessState | None: ...
+
+
+def effective_state(
+    op: OperationRecord | None, ckpt: CheckpointRecord | None
+) -> ProcessState | None:
+    """The state an operation is in: the one rule, for runs, ``list`` and ``show``.
+
+    COMPLETED if the newest good checkpoint says so (the record may lag behind it: the file
+    store writes them one after the other); RECOVERING for a completion whose final
+    checkpoint was lost (see :func:`final_lost`): the next run recovers it; else the record's
+    state (None: no record, no final checkpoint).
     """
     if ckpt is not None and ckpt.state is ProcessState.COMPLETED:
         return ProcessState.COMPLETED
     if final_lost(op, ckpt):
         return ProcessState.RECOVERING
-    return op.state
+    return op.state if op is not None else None
 
 
 def decide(
@@ -76,14 +100,28 @@ def decide(
         ckpt: its newest checkpoint that passed its checksum, or None.
         corrupt: seqs of the checkpoints that failed theirs.
     """
-    done = ProcessState.COMPLETED
+    position = ckpt.position if ckpt is not None else 0
     if corrupt and ckpt is None:
-        return Decision(
-            op_id, "blocked",
+        action: Action = "blocked"
+    elif final_lost(op, ckpt):
+        return Decision(op_id, "resume", position, corrupt, reopen=True, op=op, checkpoint=ckpt)
+    elif effective_state(op, ckpt) is ProcessState.COMPLETED:
+        action = "skip"
+    elif ckpt is not None:
+        action = "resume"
+    else:
+        action = "run"
+    return Decision(op_id, action, position, corrupt, op=op, checkpoint=ckpt)
+
+
+def _reason(d: Decision) -> str:
+    """The words for decision ``d``."""
+    op, ckpt, corrupt = d.op, d.checkpoint, d.corrupt
+    if d.action == "blocked":
+        return (
             f"every checkpoint failed its checksum (seqs {list(corrupt)}): a run raises "
-            "CheckpointCorrupt; reset the operation or restore the store from a backup",
-            corrupt=corrupt,
-        )  # fmt: skip
+            "CheckpointCorrupt; reset the operation or restore the store from a backup"
+        )
     fallback = (
         f"; the newest checkpoint{'s' if len(corrupt) > 1 else ''} (seq "
         f"{', '.join(map(str, corrupt))}) failed the checksum, so it falls back to seq "
@@ -91,21 +129,19 @@ def decide(
         if corrupt and ckpt is not None
         else ""
     )
-    if ckpt is not None and final_lost(op, ckpt):
+    if d.reopen and ckpt is not None:
         lost = (
             f"failed its checksum (seq {', '.join(map(str, corrupt))})"
             if corrupt
             else "is gone or failed its checksum"
         )
-        return Decision(
-            op_id, "resume",
+        return (
             f"completed, but its final checkpoint {lost}, so seq {ckpt.seq} (position "
             f"{ckpt.position}) is not the final state: a run resumes at position "
             f"{ckpt.position} and runs the items after it again (stored step and map results "
-            "are reused)",
-            ckpt.position, corrupt,
-        )  # fmt: skip
-    if (op is not None and op.state is done) or (ckpt is not None and ckpt.state is done):
+            "are reused)"
+        )
+    if d.action == "skip":
         result = op.meta.get("result") if op is not None else None
         if isinstance(result, str) and result.startswith("return:"):
             reason = (
@@ -115,20 +151,15 @@ def decide(
             )
         else:
             reason = "completed: a run runs no loop body or step and restores the final state"
-        position = ckpt.position if ckpt is not None else 0
-        return Decision(op_id, "skip", reason + fallback, position, corrupt)
+        return reason + fallback
     if ckpt is not None:
-        return Decision(
-            op_id, "resume", f"resumable at position {ckpt.position}{_why(op)}{fallback}",
-            ckpt.position, corrupt,
-        )  # fmt: skip
+        return f"resumable at position {ckpt.position}{_why(op)}{fallback}"
     if op is None:
-        return Decision(op_id, "run", "never run: a run starts at the beginning")
-    return Decision(
-        op_id, "run",
+        return "never run: a run starts at the beginning"
+    return (
         f"no checkpoint yet{_why(op)}: a run starts at the beginning (any cp.map or cp.step "
-        "results the earlier run stored are reused)",
-    )  # fmt: skip
+        "results the earlier run stored are reused)"
+    )
 
 
 def _why(op: OperationRecord | None) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol
 
-__all__ = ["State"]
+__all__ = ["State", "forget", "rollback", "track"]
 
 _MISSING: Any = object()
 _ITEM: Any = object()  # the undo log's key for the position its entries belong to
@@ -27,7 +27,9 @@ _get = object.__getattribute__
 
 
 class _Position(Protocol):
-    _position: int
+    """The run whose loop position tags the undo log (``_run.Run``)."""
+
+    position: int
 
 
 class State(MutableMapping[str, Any]):
@@ -73,7 +75,7 @@ class State(MutableMapping[str, Any]):
         data = _get(self, "_data")
         at = _get(self, "_at")
         if at is not None:
-            undo, position = _get(self, "_undo"), at._position
+            undo, position = _get(self, "_undo"), at.position
             if undo.get(_ITEM, position) != position:
                 undo.clear()  # left over from an item that has finished since
             if key not in undo:
@@ -92,7 +94,7 @@ class State(MutableMapping[str, Any]):
         at = self._at
         if at is None:
             return
-        undo, position = self._undo, at._position
+        undo, position = self._undo, at.position
         if undo.get(_ITEM, position) != position:
             undo.clear()  # left over from an item that has finished since
         if key not in undo:
@@ -122,26 +124,31 @@ class State(MutableMapping[str, Any]):
         """The fields as a plain dict (the live one; copy it to keep a snapshot)."""
         return self._data
 
-    # used by the checkpoint
-    def _track(self, at: _Position) -> None:
-        """Record assignments from now on, tagged with ``at._position``."""
-        object.__setattr__(self, "_at", at)
 
-    def _forget(self) -> None:
-        """A commit: what was assigned so far is committed, nothing to undo."""
-        self._undo.clear()
+# --- used by the run that owns the state (module functions: a State's own names are its fields)
 
-    def _rollback(self) -> list[str]:
-        """Undo the assignments of the item in flight; return the names put back."""
-        undo = self._undo
-        undone: list[str] = []
-        if self._at is not None and undo.get(_ITEM) == self._at._position:
-            del undo[_ITEM]
-            for key, old in undo.items():
-                if old is _MISSING:
-                    self._data.pop(key, None)
-                else:
-                    self._data[key] = old
-                undone.append(key)
-        undo.clear()
-        return undone
+
+def track(state: State, at: _Position) -> None:
+    """Record assignments to ``state`` from now on, tagged with ``at.position``."""
+    object.__setattr__(state, "_at", at)
+
+
+def forget(state: State) -> None:
+    """A commit: what was assigned so far is committed, nothing to undo."""
+    _get(state, "_undo").clear()
+
+
+def rollback(state: State) -> list[str]:
+    """Undo the assignments of the item in flight; return the names put back."""
+    undo, at, data = _get(state, "_undo"), _get(state, "_at"), _get(state, "_data")
+    undone: list[str] = []
+    if at is not None and undo.get(_ITEM) == at.position:
+        del undo[_ITEM]
+        for key, old in undo.items():
+            if old is _MISSING:
+                data.pop(key, None)
+            else:
+                data[key] = old
+            undone.append(key)
+    undo.clear()
+    return undone

@@ -24,26 +24,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ._heartbeat import Heartbeat
-from ._log import log
-from ._map import (
-    ERROR,
-    ChunkResult,
-    MapItems,
-    RemoteTraceback,
-    Task,
-    open_pool,
-    run_chunk,
-)
-from .errors import LeaseLost, ResumableError
-from .operation import Owner, ResultRecord
-from .serializers import decode, encode
+from resumable._heartbeat import Heartbeat
+from resumable._log import log
+from resumable.errors import LeaseLost, ResumableError
+from resumable.operation import Owner, ResultRecord
+from resumable.serializers import decode, encode
+
+from .items import MapHost, MapItems, open_pool
+from .worker import ERROR, ChunkResult, Outcome, RemoteTraceback, Task, run_chunk
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
-    from .stores.base import Store
+    from resumable.stores.base import Store
 
-__all__ = ["SharedMap", "batch_size", "free_dead_claims", "owner_token", "run_shared_step"]
+__all__ = ["SharedMap", "batch_size", "free_dead_claims", "run_shared_step"]
 
 R = TypeVar("R")
 
@@ -62,11 +55,6 @@ def batch_size(items: int) -> int:
     return max(1, min(_MAX_BATCH, math.ceil(items / _BATCHES)))
 
 
-def owner_token() -> str:
-    """A new participant's name in claims (see :meth:`Owner.token`)."""
-    return Owner.current().token()
-
-
 def free_dead_claims(store: Store, op_id: str, group: str) -> None:
     """Give back the claims of participants that died on this host, without waiting.
 
@@ -83,14 +71,14 @@ class SharedMap(MapItems):
     """This participant's part of one shared map."""
 
     def __init__(  # noqa: PLR0917 - private, called once by run_map
-        self, cp: Checkpoint, number: int, items: list[Any], results: list[Any],
+        self, host: MapHost, number: int, items: list[Any], results: list[Any],
         texts: list[str] | None, users: list[Any] | None, *, raising: bool,
     ) -> None:  # fmt: skip
-        super().__init__(cp, number, items, results, texts, users, raising=raising)
+        super().__init__(host, number, items, results, texts, users, raising=raising)
         # The claims of a map of n items: a map whose input changed size gets new batches
         # (its recorded results, keyed by item, still count).
         self.group = f"map{number}/{len(items)}"
-        self.owner = cp._owner
+        self.owner = host.owner
         self.size = batch_size(len(items))
         self.count = math.ceil(len(items) / self.size)
         self.todo = bytearray(len(items))  # 1: no good record seen for this slot
@@ -173,7 +161,7 @@ class SharedMap(MapItems):
         span = range(start, min(len(self.items), start + self.size))
         if epoch > 1:  # claimed before (taken over, or reopened): the store knows more now
             found = self.store.load_results(self.op_id, self.prefix)
-            return [s for s in span if _unrecorded(found.get(self._key(s)))]
+            return [s for s in span if _unrecorded(found.get(self.key(s)))]
         return [s for s in span if self.todo[s]]
 
     def _finish(self, fut: Future[ChunkResult], batch: int, epoch: int, slots: list[int]) -> None:
@@ -182,25 +170,27 @@ class SharedMap(MapItems):
         if exc is not None:  # the chunk itself failed: it did not pickle, the pool broke, ...
             if self.raising or isinstance(exc, BrokenExecutor) or not isinstance(exc, Exception):
                 raise exc
-            outcomes: list[Any] = [(s, False, exc, None, None) for s in slots]
+            outcomes = [Outcome(s, error=exc) for s in slots]
             local = True
         else:
             outcomes, _, local = fut.result()
         values: dict[int, Any] = {}
         records: list[ResultRecord] = []
         failed = False
-        for slot, ok, value, ser, payload in outcomes:
-            if ok:
-                values[slot] = value if local else decode(ser, payload)
-                records.append(ResultRecord.create(self.op_id, self._key(slot), ser, payload))
+        for out in outcomes:
+            slot, ser, payload, failure = out.slot, out.serializer, out.payload, out.error
+            if failure is None:
+                assert ser is not None and payload is not None  # noqa: S101 - set on success
+                values[slot] = out.value if local else decode(ser, payload)
+                records.append(ResultRecord.create(self.op_id, self.key(slot), ser, payload))
                 continue
-            if ser is not None:  # the traceback of a remote worker
-                value.__cause__ = RemoteTraceback(ser)
+            if out.remote_traceback is not None:
+                failure.__cause__ = RemoteTraceback(out.remote_traceback)
             if self.raising:
-                raise value
+                raise failure
             failed = True
-            values[slot] = value
-            records.append(self._failure_record(slot, value))
+            values[slot] = failure
+            records.append(self.failure_record(slot, failure))
         if not self.store.finish_batch(
             self.op_id, self.group, batch, epoch, self.owner, records, failed=failed
         ):
@@ -225,7 +215,7 @@ class SharedMap(MapItems):
         for slot in range(len(self.items)):
             if self.mine[slot] or not self.todo[slot]:
                 continue  # recorded here, or loaded before the map began
-            rec = found.get(self._key(slot))
+            rec = found.get(self.key(slot))
             if rec is None:
                 raise ResumableError(
                     f"shared map {self.number} of {self.op_id!r}: item {slot} is marked done "
@@ -236,7 +226,7 @@ class SharedMap(MapItems):
                 self.results[slot] = error = ResumableError(
                     f"item {user!r} failed in another participant: {rec.payload.decode()}"
                 )
-                self._failure_record(slot, error)  # counted and in cp.failed; stored there
+                self.failure_record(slot, error)  # counted and in cp.failed; stored there
             else:
                 self.results[slot] = decode(rec.serializer, rec.payload)
 
@@ -245,26 +235,23 @@ def _unrecorded(rec: ResultRecord | None) -> bool:
     return rec is None or rec.serializer == ERROR
 
 
-def run_shared_step(
-    cp: Checkpoint, name: str, fn: Callable[..., R], *args: Any, **kwargs: Any
-) -> R:
+def run_shared_step(host: MapHost, name: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     """Run a step of a shared operation once across participants; return its result.
 
     One participant claims it and runs it; the others wait for its result (and take it over
     if the runner's lease runs out).
     """
-    store, op_id, key = cp.store, cp.op_id, f"step:{name}"
-    assert store is not None and op_id is not None  # noqa: S101 - set on enter
+    store, op_id, key = host.store, host.op_id, f"step:{name}"
     group = key
     while True:
         rec = store.load_result(op_id, key)
         if rec is not None:
             value: R = decode(rec.serializer, rec.payload)
             return value
-        claimed = store.claim_batches(op_id, group, 1, 1, cp._owner)
+        claimed = store.claim_batches(op_id, group, 1, 1, host.owner)
         if claimed:
             ((_, epoch),) = claimed
-            return _run_step(cp, name, fn, args, kwargs, epoch)
+            return _run_step(host, name, fn, args, kwargs, epoch)
         _, wait = store.batches_left(op_id, group)
         if wait:
             free_dead_claims(store, op_id, group)
@@ -272,22 +259,21 @@ def run_shared_step(
 
 
 def _run_step(  # noqa: PLR0917 - the step, and the claim it runs under
-    cp: Checkpoint, name: str, fn: Callable[..., R], args: tuple[Any, ...],
+    host: MapHost, name: str, fn: Callable[..., R], args: tuple[Any, ...],
     kwargs: dict[str, Any], epoch: int,
 ) -> R:  # fmt: skip
-    store, op_id, key = cp.store, cp.op_id, f"step:{name}"
-    assert store is not None and op_id is not None  # noqa: S101 - set on enter
+    store, op_id, key, owner = host.store, host.op_id, f"step:{name}", host.owner
     beat = Heartbeat(
-        f"resumable-step:{op_id}", store.heartbeat, lambda: store.renew_claims(cp._owner)
+        f"resumable-step:{op_id}", store.heartbeat, lambda: store.renew_claims(owner)
     ).start()
     try:
         value = fn(*args, **kwargs)
-        ser, payload = encode(cp._serializer, value, f"result of step {name!r}")
+        ser, payload = encode(host.serializer, value, f"result of step {name!r}")
         record = ResultRecord.create(op_id, key, ser, payload)
-        recorded = store.finish_batch(op_id, key, 0, epoch, cp._owner, (record,))
+        recorded = store.finish_batch(op_id, key, 0, epoch, owner, (record,))
     except BaseException:
         try:
-            store.release_batches(op_id, key, cp._owner)
+            store.release_batches(op_id, key, owner)
         except Exception as exc:  # noqa: BLE001 - the step's error must win
             log.warning("resumable.step.release_failed", op_id=op_id, error=repr(exc))
         raise

@@ -1,0 +1,461 @@
+"""One run of an operation: entering it, committing, leaving it. The one lifecycle.
+
+Entering a :class:`Run` (``with Run(spec)``; ``Checkpoint`` and ``@resumable`` both do) takes
+the operation's lock, loads the newest good checkpoint, decides from it what this run does
+(:func:`~resumable._explain.decide`) and marks the operation RUNNING. Loops commit position
+and state together at item boundaries (:meth:`Run.commit`); leaving commits once more
+and marks the operation COMPLETED, FAILED or PAUSED, then releases what entering took.
+
+What kind of block a run belongs to is its :class:`Mode`, fixed when the block is made: a
+``checkpointed()`` block keeps a state; a shared one splits its maps among processes and keeps
+none; a ``@resumable`` call keeps none either, and writes its record at the end only unless
+its attempts must be counted first.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import signal
+import threading
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any
+
+from . import serializers
+from ._explain import decide
+from ._log import log
+from ._state import State, forget, rollback, track
+from .errors import LeaseLost
+from .operation import (
+    CheckpointRecord,
+    OperationRecord,
+    Owner,
+    ProcessState,
+    ResultRecord,
+    validate_op_id,
+)
+from .serializers import Serializer
+from .stores import resolve_store
+from .stores.base import Store
+
+__all__ = ["BLOCK", "CALL", "COUNTED_CALL", "SHARED", "Mode", "Run", "Spec", "current"]
+
+_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "resumable_current_run", default=None
+)
+
+
+def current() -> Run | None:
+    """The innermost run entered in this thread or task, if any."""
+    return _current.get()
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """Which parts of the lifecycle a kind of block uses."""
+
+    #: Loads the newest checkpoint on entry and commits the state with the position.
+    keeps_state: bool
+    #: Participants run at once under claims: no lock, no loops, maps split among them.
+    shared: bool
+    #: Has a position to save on SIGTERM (a @resumable call has none; its blocks do).
+    saves_position: bool
+    #: Writes the RUNNING record on entry (else with the final commit only).
+    record_on_entry: bool
+
+
+BLOCK = Mode(keeps_state=True, shared=False, saves_position=True, record_on_entry=True)
+SHARED = Mode(keeps_state=False, shared=True, saves_position=True, record_on_entry=True)
+#: A @resumable call: its record is written once, at the end ...
+CALL = Mode(keeps_state=False, shared=False, saves_position=False, record_on_entry=False)
+#: ... unless it has max_attempts, whose count must survive a crash.
+COUNTED_CALL = Mode(keeps_state=False, shared=False, saves_position=False, record_on_entry=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What a block was made with, checked: the same for each of its runs."""
+
+    op_id: str | None
+    store: str | Store | None
+    serializer: Serializer
+    mode: Mode = BLOCK
+    initial: Any = None
+    every: int | None = None
+    every_seconds: float | None = None
+    lock: bool = True
+    lock_timeout: float | None = None
+    fresh: bool = False
+    name: str | None = None
+
+
+class Run:
+    """What one run of an operation knows, from entering its block to leaving it."""
+
+    __slots__ = (
+        "abandoned", "children", "committed", "completed_before", "failed", "gen",
+        "last_commit", "lock", "maps", "meta", "mode", "old_sigterm", "op", "op_id", "owner",
+        "parent", "payload_of", "position", "restored", "results", "resumed", "seq", "serializer",
+        "spec", "state", "store", "token", "total",
+    )  # fmt: skip
+
+    def __init__(self, spec: Spec) -> None:
+        parent = _current.get()
+        if spec.op_id is not None:
+            op_id = spec.op_id
+        elif parent is not None:
+            op_id = parent.child_id(spec.name)
+        else:
+            raise ValueError(
+                "checkpointed() needs an op_id, such as checkpointed('resize-photos'), "
+                "unless it is nested in a @resumable call or another checkpointed block"
+            )
+        self.spec, self.mode, self.parent, self.op_id = spec, spec.mode, parent, op_id
+        self.serializer = spec.serializer
+        self.store: Store = resolve_store(spec.store)
+        self.lock: Any = None
+        self.op: OperationRecord | None = None
+        self.state: Any = None
+        self.payload_of: Any = None
+        self.seq = 0
+        self.restored = 0  # position the previous run committed
+        self.position = 0  # items accounted for in this run (skipped or finished)
+        self.committed = 0  # position of the newest checkpoint
+        self.last_commit = time.monotonic()
+        self.total: int | None = None
+        self.resumed = False
+        self.completed_before = False
+        self.gen: Generator[Any, None, None] | None = None  # the loop in progress, if any
+        self.abandoned = False  # the loop was closed mid-item (`break`, an exception)
+        self.children: dict[int, int] = {}
+        self.failed: set[Any] = set()  # item keys cp.map set aside
+        self.maps = 0  # cp.map calls so far in this run: each has its own result namespace
+        self.results: list[ResultRecord] = []  # stored with the final commit (@resumable)
+        self.meta: dict[str, Any] = {}  # merged into the operation record at the final commit
+        self.token: contextvars.Token[Run | None] | None = None
+        self.old_sigterm: Any = None
+        self.owner = ""  # this participant's name in claims (shared blocks)
+
+    # --- entering -------------------------------------------------------------------------
+
+    def __enter__(self) -> Run:
+        """Enter the run: lock, load, decide, mark RUNNING.
+
+        Everything it took is given back if entering fails or is interrupted.
+        """
+        store, op_id, mode = self.store, self.op_id, self.mode
+        if mode.shared:
+            store.claims()  # raises the ValueError that says which stores can share
+            self.owner = Owner.current().token()
+        self.lock = store.lock(op_id) if self.spec.lock and not mode.shared else None
+        try:  # everything after taking the lock undoes itself if interrupted
+            if self.lock is not None:
+                self.lock.acquire(self.spec.lock_timeout)
+            self._open()
+            self._install_sigterm()
+            self.token = _current.set(self)
+            return self  # noqa: TRY300 - in the try: an interrupt here must release the lock too
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        store, op_id, mode = self.store, self.op_id, self.mode
+        if self.spec.fresh:
+            with store.errors(f"discard operation {op_id!r}"):
+                store.delete_operation(op_id)
+            log.info("resumable.operation.discarded", op_id=op_id)
+        op = store.load_operation(op_id)
+        ckpt = store.latest_checkpoint(op_id) if mode.keeps_state else None
+        if ckpt is not None:
+            self.seq = ckpt.seq
+            self.restored = self.committed = ckpt.position
+            self.set_state(serializers.decode(ckpt.serializer, ckpt.payload))
+        else:
+            self.set_state(self._initial_state())
+        # What this run does, and why: the words `resumable show` prints too.
+        decision = decide(op_id, op, ckpt)
+        reason = decision.reason if log.wants(logging.INFO) else ""
+        if op is not None and decision.reopen:
+            # COMPLETED, but its final checkpoint failed its checksum and an older one was
+            # loaded: that is not the final state, so the operation is not done. Resume from
+            # it (the items after it run again; stored step and map results are reused)
+            # rather than report completion with it. COMPLETED -> RECOVERING -> RUNNING.
+            log.warning(
+                "resumable.operation.reopened", op_id=op_id, using_seq=decision.position,
+                position=decision.position,
+            )  # fmt: skip
+            op = op.to(ProcessState.RECOVERING)
+        done = ProcessState.COMPLETED
+        if decision.action == "skip":
+            self.completed_before = True
+            if op is not None and op.state is not done:
+                # The final checkpoint was written and the process died before the record
+                # (the file store writes them one after the other): finish the record now.
+                op = op.to(done, heartbeat=time.time(), error=None)
+                store.save(op)
+                log.info("resumable.operation.repaired", op_id=op_id, state=done.value)
+            self.op = op
+            log.info("resumable.operation.skipped", op_id=op_id, reason=reason)
+            return
+        me = Owner.current()
+        now = time.time()
+        earlier_run = op is not None  # and it did not complete (that returned above)
+        if op is None:
+            op = OperationRecord.new(
+                op_id, self.spec.name or op_id, ProcessState.RUNNING, owner=me, heartbeat=now,
+                attempts=1,
+            )  # fmt: skip
+        else:
+            if op.state is ProcessState.RUNNING and op.owner != me and not mode.shared:
+                log.warning(
+                    "resumable.operation.recovered", op_id=op_id, dead_owner=op.owner,
+                    position=self.restored,
+                )  # fmt: skip
+            op = op.to(
+                ProcessState.RUNNING, owner=me, heartbeat=now, attempts=op.attempts + 1,
+                error=None,
+            )  # fmt: skip
+        if mode.record_on_entry:
+            store.save(op)
+        self.op = op
+        # An earlier run's progress is a checkpoint, or results it recorded (cp.map items,
+        # cp.step values) even if it died before its first checkpoint (see `resumed`).
+        self.resumed = ckpt is not None or (
+            earlier_run and store.record_counts(op_id)["results"] > 0
+        )
+        log.info(
+            "resumable.operation.resumed" if self.resumed else "resumable.operation.started",
+            op_id=op_id, position=self.restored, attempt=op.attempts, reason=reason,
+        )  # fmt: skip
+
+    def _initial_state(self) -> Any:
+        """This run's copy of ``state=``, made by a round trip through the serializer.
+
+        Not ``copy.deepcopy``: a state that cannot be checkpointed (a generator; a lock
+        under pickle) must fail here, at entry, with the SerializationError that names its
+        field (``state.g``), as a commit would name it, and not with deepcopy's TypeError or
+        at the first commit. The first run also sees just what a resumed one would load.
+        """
+        if self.spec.initial is None:
+            return None
+        written_by, payload = serializers.encode(self.serializer, self.spec.initial, "state")
+        return serializers.decode(written_by, payload)
+
+    def set_state(self, value: Any) -> None:
+        """Make ``value`` this run's state (a dict becomes a :class:`State`)."""
+        if value is None or isinstance(value, dict):
+            value = State(value)
+        elif isinstance(value, Mapping):
+            value = State(dict(value))
+        self.state = value
+        # What gets serialized: a State's plain dict (so loading never needs this class).
+        self.payload_of = value.to_dict() if isinstance(value, State) else value
+        if isinstance(value, State):
+            track(value, self)
+
+    def child_id(self, name: str | None) -> str:
+        """A stable id for a block nested in this one.
+
+        Made of the parent's id, the position of the item in flight, and the child's name
+        or its order of entry at that position: the same on every re-run of that item.
+        """
+        at = self.position
+        if name is None:
+            k = self.children.get(at, 0)
+            self.children[at] = k + 1
+            name = str(k)
+        return validate_op_id(f"{self.op_id}/{at}:{name}")
+
+    def _install_sigterm(self) -> None:
+        # Only the outermost run that has a position to save installs it: a @resumable call
+        # has none, and nested blocks are covered by the outer one's.
+        parent = self.parent
+        while parent is not None and not parent.mode.saves_position:
+            parent = parent.parent
+        if not self.mode.saves_position or parent is not None:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+            return  # the application handles SIGTERM itself; leave its handler alone
+        self.old_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+
+    # --- leaving --------------------------------------------------------------------------
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Leave the run: commit the outcome (unless completed before), then let go."""
+        try:
+            if not self.completed_before:
+                self._leave(exc)
+        finally:
+            self.gen = None  # closes an abandoned loop now, not whenever GC finds the cycle
+            self.close()
+
+    def _leave(self, exc: BaseException | None) -> None:
+        if exc is None:
+            if self.abandoned or self.in_body():
+                self.position += 1  # left with `break`: that item's body ended normally
+            if self.failed:
+                # Items were set aside: not COMPLETED, so the next run retries them.
+                error = (
+                    f"{len(self.failed)} item(s) failed and were set aside: {self.failed_text()}"
+                )
+                self.commit(self.done, ProcessState.FAILED, error=error)
+                log.warning("resumable.operation.failed", op_id=self.op_id, error=error)
+                return
+            self.commit(self.done, ProcessState.COMPLETED)
+            log.info("resumable.operation.completed", op_id=self.op_id, position=self.done)
+            return
+        if isinstance(exc, LeaseLost):  # another process runs it now: write nothing more
+            log.warning("resumable.operation.lease_lost", op_id=self.op_id, error=str(exc))
+            return
+        undone = rollback(self.state) if isinstance(self.state, State) else []
+        paused = isinstance(exc, KeyboardInterrupt | SystemExit)
+        new_state = ProcessState.PAUSED if paused else ProcessState.FAILED
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            self.commit(self.done, new_state, error=error)
+        except Exception as commit_exc:  # noqa: BLE001 - the user's exception must win
+            log.error(
+                "resumable.checkpoint.failed", op_id=self.op_id, error=repr(commit_exc),
+                note="the previous checkpoint stands",
+            )  # fmt: skip
+            self._mark_only(new_state, error)
+        log.info(
+            "resumable.operation.paused" if paused else "resumable.operation.failed",
+            op_id=self.op_id, position=self.done, error=error, rolled_back=undone,
+        )  # fmt: skip
+
+    def _mark_only(self, new_state: ProcessState, error: str) -> None:
+        """Record the outcome without a new checkpoint (when the checkpoint itself failed)."""
+        try:
+            self.op = self._record().to(new_state, error=error, heartbeat=time.time())
+            self.store.save(self.op)
+        except Exception as exc:  # noqa: BLE001 - best effort while another error propagates
+            log.error("resumable.operation.unrecorded", op_id=self.op_id, error=repr(exc))
+
+    def close(self) -> None:
+        """Give back what entering took: the current-run slot, SIGTERM, the lock."""
+        if self.token is not None:
+            _current.reset(self.token)
+            self.token = None
+        if self.old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self.old_sigterm)
+            self.old_sigterm = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    # --- what a @resumable call does inside its run ---------------------------------------
+
+    def rerun(self) -> None:
+        """Run a COMPLETED operation again (its code changed): back to RUNNING, in this run."""
+        op = self._record().to(ProcessState.INITIALIZED)
+        self.op = op.to(
+            ProcessState.RUNNING, owner=Owner.current(), heartbeat=time.time(),
+            attempts=op.attempts + 1, error=None,
+        )  # fmt: skip
+        if self.mode.record_on_entry:
+            self.store.save(self.op)
+        self.completed_before = False
+        log.info("resumable.operation.rerun", op_id=self.op_id)
+
+    def count_attempt(self) -> None:
+        """Record one more attempt on the operation, so it survives a crash."""
+        op = self._record()
+        self.op = op.with_changes(attempts=op.attempts + 1, heartbeat=time.time())
+        self.store.save(self.op)
+
+    def keep_result(self, record: ResultRecord, **meta: Any) -> None:
+        """Store ``record`` with the final commit, and merge ``meta`` into the record then."""
+        self.results.append(record)
+        self.meta.update(meta)
+
+    # --- committing -----------------------------------------------------------------------
+
+    @property
+    def done(self) -> int:
+        """Items whose loop body has finished, counted over all runs."""
+        return max(self.position, self.committed)
+
+    def in_body(self) -> bool:
+        """True while a loop has an item out, that is, inside the loop body."""
+        return self.gen is not None and bool(getattr(self.gen, "gi_suspended", False))
+
+    def commit(
+        self,
+        position: int,
+        new_state: ProcessState = ProcessState.RUNNING,
+        error: str | None = None,
+    ) -> None:
+        """Write a checkpoint at ``position`` (and the record, unless the run goes on)."""
+        store, op = self.store, self._record()
+        debug = log.wants(logging.DEBUG)
+        started = time.perf_counter() if debug else 0.0
+        if new_state is ProcessState.COMPLETED:
+            progress = 1.0
+        else:
+            progress = min(1.0, position / self.total) if self.total else 0.0
+        ckpt: CheckpointRecord | None = None
+        payload = b""
+        if self.mode.keeps_state:
+            ser, payload = serializers.encode(self.serializer, self.payload_of, "state")
+            ckpt = CheckpointRecord.create(
+                self.op_id, self.seq + 1, position, new_state, progress, ser, payload
+            )
+        if ckpt is not None and new_state is ProcessState.RUNNING:
+            store.add_checkpoint(ckpt)
+        else:
+            meta = {**op.meta, **self.meta} if self.meta else op.meta
+            new_op = op.to(new_state, error=error, heartbeat=time.time(), meta=meta)
+            results = self.results if new_state is ProcessState.COMPLETED else ()
+            store.save(new_op, ckpt, results)
+            self.op = new_op
+        self.seq += 1
+        self.committed = position
+        self.last_commit = time.monotonic()
+        if isinstance(self.state, State):
+            forget(self.state)
+        if debug:
+            log.debug(
+                "resumable.checkpoint.saved", op_id=self.op_id, seq=self.seq, position=position,
+                state=new_state.value, bytes=len(payload),
+                seconds=round(time.perf_counter() - started, 6),
+            )  # fmt: skip
+
+    def _record(self) -> OperationRecord:
+        """The operation record this run holds (set on entry: a run that entered has one)."""
+        op = self.op
+        if op is None:  # pragma: no cover - _open sets it before the run is handed out
+            raise RuntimeError(f"the run of {self.op_id!r} has no operation record")
+        return op
+
+    # --- what cp.map reports ------------------------------------------------------------
+
+    def next_map(self) -> int:
+        """The number of the next ``cp.map`` of this run (its result namespace)."""
+        number = self.maps
+        self.maps += 1
+        return number
+
+    def set_aside(self, key: Any) -> None:
+        """Note an item that ``cp.map(..., on_error="skip")`` set aside (``cp.failed``)."""
+        self.failed.add(key)
+
+    def failed_text(self) -> str:
+        """The keys set aside, for a message (the first ten)."""
+        keys = sorted(map(repr, self.failed))
+        return ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
