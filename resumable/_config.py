@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .serializers import Serializer
-    from .stores.base import Store
 
 __all__ = ["SECRET_ENV", "Config", "current", "secret", "update"]
 
@@ -21,7 +20,9 @@ SECRET_ENV = "RESUMABLE_SECRET"  # noqa: S105 - the name of the variable, not a 
 class Config:
     """Defaults used where a call does not say otherwise."""
 
-    store: str | Store | None = None
+    #: A URL, a ``Store`` or None (checked by ``configure()``; typed loosely so that this
+    #: module, which the records read the secret from, imports nothing of the stores).
+    store: object = None
     serializer: str | Serializer | None = None
     secret: bytes | None = field(default=None, repr=False)  # never shown in logs or tracebacks
 

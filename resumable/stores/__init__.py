@@ -136,7 +136,7 @@ def resolve_store(spec: str | Store | None) -> Store:
         configured = _config.current().store
         if isinstance(configured, Store):
             return configured
-        spec = configured or default_store_url()
+        spec = configured if isinstance(configured, str) and configured else default_store_url()
     if not isinstance(spec, str):
         raise TypeError(
             f"store must be a URL such as 'sqlite:///jobs.db' or a Store, not {type(spec).__name__}"
