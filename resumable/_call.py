@@ -167,6 +167,7 @@ class Call:
             )
         return False, None
 
+    @functools.cached_property
     def spec(self) -> Spec:
         """What a run of this call is: no state, nothing committed on the way.
 
@@ -280,12 +281,11 @@ def run_sync(opts: Options[Any, Any], wrapped: Any, instance: Any, args: Any, kw
     found, value = call.stored()
     if found:
         return value
-    spec = call.spec()
     waiting = Waiting(call)
     while True:
         inside = False
         try:
-            with Run(spec) as run:
+            with Run(call.spec) as run:
                 inside = True
                 return _attempt_sync(call, run, wrapped, args, kwargs)
         except OperationLocked as exc:
@@ -327,12 +327,11 @@ async def run_async(
     found, value = call.stored()
     if found:
         return value
-    spec = call.spec()
     waiting = Waiting(call)
     while True:  # as in run_sync; entering tries the lock once, so the loop never blocks
         inside = False
         try:
-            with Run(spec) as run:
+            with Run(call.spec) as run:
                 inside = True
                 return await _attempt_async(call, run, wrapped, args, kwargs)
         except OperationLocked as exc:
