@@ -33,8 +33,8 @@ import xxhash
 
 from . import _fs, _trust
 from ._log import log
+from ._owner import Owner
 from .errors import ResumableError, UnsafePath
-from .operation import Owner
 from .stores._sqlite_files import check_sidecars
 
 __all__ = [

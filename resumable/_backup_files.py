@@ -32,8 +32,9 @@ import xxhash
 from . import _config, _fs, _trust
 from ._backup_watch import SourceState
 from ._log import log
+from ._signing import MAC_MARK, manifest_checksum, manifest_checksum_matches
 from .errors import BackupRefused, UnsafePath
-from .operation import MAC_MARK, canonical_json, manifest_checksum, manifest_checksum_matches
+from .operation import canonical_json
 
 __all__ = [
     "ID_RE",

@@ -35,8 +35,9 @@ from ._map import (
     open_pool,
     run_chunk,
 )
+from ._owner import Owner
 from .errors import LeaseLost, ResumableError
-from .operation import Owner, ResultRecord
+from .operation import ResultRecord
 from .serializers import decode, encode
 
 if TYPE_CHECKING:

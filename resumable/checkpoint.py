@@ -22,13 +22,13 @@ from . import serializers
 from ._explain import decide, final_lost
 from ._log import log
 from ._loop import open_source
+from ._owner import Owner
 from ._progress import ProgressSpec, check_progress, open_progress
 from ._state import State
 from .errors import LeaseLost, ResumableError
 from .operation import (
     CheckpointRecord,
     OperationRecord,
-    Owner,
     ProcessState,
     ResultRecord,
     validate_op_id,

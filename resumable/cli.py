@@ -24,9 +24,10 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import _admin
+from ._owner import Owner
 from ._time import iso_time
 from .errors import OperationLocked, ResumableError
-from .operation import Owner, ProcessState
+from .operation import ProcessState
 
 if TYPE_CHECKING:
     from .stores.base import Store

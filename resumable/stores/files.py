@@ -65,13 +65,13 @@ import xxhash
 
 from resumable import _fs
 from resumable._log import log
+from resumable._owner import Owner
 from resumable._time import iso_time
 from resumable.errors import CheckpointCorrupt, StoreError, UnsafePath
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
-    Owner,
     ProcessState,
     ResultRecord,
     op_key,

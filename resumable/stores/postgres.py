@@ -44,11 +44,11 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from resumable._heartbeat import Heartbeat
 from resumable._log import log
+from resumable._owner import Owner
 from resumable.errors import CheckpointCorrupt, LeaseLost, OperationLocked, StoreError
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
-    Owner,
     ResultRecord,
 )
 
