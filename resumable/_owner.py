@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["Owner", "process_start_time"]
+__all__ = ["Owner"]
 
 #: How far apart two readings of one process's start time may be. Linux counts it in clock
 #: ticks (10 ms) after a boot time of whole seconds, which the clock's corrections can move
@@ -28,11 +28,11 @@ __all__ = ["Owner", "process_start_time"]
 _SLACK = 1.0
 
 
-def process_start_time(pid: int) -> float | None:
+def _process_start_time(pid: int) -> float | None:
     """When process ``pid`` started, in seconds since the epoch; None where unknowable."""
     try:
         return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):  # ValueError: pid < 0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
 
@@ -53,7 +53,7 @@ class Owner:
         pid = os.getpid()
         cached = _CURRENT_OWNER.get(pid)
         if cached is None:
-            cached = cls(socket.gethostname(), pid, process_start_time(pid))
+            cached = cls(socket.gethostname(), pid, _process_start_time(pid))
             _CURRENT_OWNER.clear()
             _CURRENT_OWNER[pid] = cached
         return cached
@@ -62,6 +62,8 @@ class Owner:
         """True if this owner still runs, False if it is gone, None if it is on another host."""
         if self.host != socket.gethostname():
             return None
+        if not psutil.pid_exists(self.pid):  # a signal-0 probe: a gone owner costs 2 us, not 20
+            return False
         try:
             process = psutil.Process(self.pid)
             if process.status() == psutil.STATUS_ZOMBIE:
@@ -71,8 +73,6 @@ class Owner:
             return False
         except psutil.AccessDenied:
             return True  # it exists, owned by someone else, and tells no more
-        except ValueError:  # a negative pid, from a damaged record: no process has it
-            return False
         return self.started is None or abs(started - self.started) < _SLACK
 
     def to_json(self) -> dict[str, Any]:
