@@ -51,7 +51,8 @@ def build(url: str, n: int) -> None:
     import pickle
 
     from resumable import open_store
-    from resumable.operation import CheckpointRecord, OperationRecord, Owner, ProcessState
+    from resumable._owner import Owner
+    from resumable.operation import CheckpointRecord, OperationRecord, ProcessState
 
     store = open_store(url)
     owner = Owner.current()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._config import Config, secret_bytes, update
-from .operation import forget_secret
+from ._signing import forget_secret
 from .serializers import get_serializer
 from .stores.base import Store
 

@@ -27,12 +27,12 @@ from typing import Any
 from . import serializers
 from ._explain import decide
 from ._log import log
+from ._owner import Owner
 from ._state import State, forget, rollback, track
 from .errors import LeaseLost
 from .operation import (
     CheckpointRecord,
     OperationRecord,
-    Owner,
     ProcessState,
     ResultRecord,
     validate_op_id,

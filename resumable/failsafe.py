@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 from . import _admin, serializers
 from ._log import log
+from ._owner import Owner
 from ._time import iso_time as _iso
 from .backup import BackupInfo, Backups
 from .errors import ResumableError
-from .operation import CheckpointRecord, OperationRecord, Owner, ProcessState, validate_op_id
+from .operation import CheckpointRecord, OperationRecord, ProcessState, validate_op_id
 from .stores.base import Durability
 from .stores.files import FileStore
 

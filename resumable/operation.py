@@ -5,47 +5,36 @@ An *operation* is a named unit of resumable work. Its lifecycle lives in
 Every state change goes through :func:`transition`, which consults :data:`TRANSITIONS` and
 nothing else.
 
-Every record carries a checksum over all of its fields and its payload: xxh3-128, or, with a
-secret set (``RESUMABLE_SECRET`` or ``configure(secret=...)``), an HMAC-SHA256 tag marked
-:data:`MAC_MARK`. A record verifies only in the mode it was written in (see docs/security.md).
+Every record carries a checksum over all of its fields and its payload, computed by
+:mod:`resumable._signing`: xxh3-128, or, with a secret set, an HMAC-SHA256 tag. Who runs an
+operation is an :class:`~resumable._owner.Owner`.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import json
-import operator
-import os
-import secrets
-import socket
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Final
 
 import xxhash
 
-from . import _config
-from ._log import log
+from . import _signing
+from ._owner import Owner
 from .errors import InvalidTransition
 
 __all__ = [
-    "MAC_MARK",
     "TRANSITIONS",
     "CheckpointRecord",
     "OperationRecord",
-    "Owner",
     "ProcessState",
     "ResultRecord",
+    "canonical_json",
     "checkpoint_id",
-    "manifest_checksum",
-    "manifest_checksum_matches",
     "op_key",
-    "signature_hint",
     "transition",
     "validate_op_id",
 ]
@@ -119,275 +108,12 @@ def checkpoint_id(op_id: str, seq: int) -> str:
     return f"{op_key(op_id)}-{seq}"
 
 
-# --- owners -------------------------------------------------------------------------------
-
-
-def _process_start_time(pid: int) -> float | None:
-    """When process ``pid`` started, in seconds since the epoch; None where unknowable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        # Field 22 (starttime, clock ticks since boot) follows the ")" that ends the comm field.
-        ticks = int(stat.rsplit(b")", 1)[1].split()[19])
-        return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _is_zombie(pid: int) -> bool:
-    """Whether ``pid`` is dead but not yet reaped by its parent (state Z)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
-
-
-_BOOT_TIME: float | None = None
-
-
-def _boot_time() -> float:
-    global _BOOT_TIME  # noqa: PLW0603 - read once per process, never changes
-    if _BOOT_TIME is None:
-        with open("/proc/stat", "rb") as f:
-            for line in f:
-                if line.startswith(b"btime"):
-                    _BOOT_TIME = float(line.split()[1])
-                    break
-            else:
-                _BOOT_TIME = 0.0
-    return _BOOT_TIME
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """The process that runs (or ran) an operation: host, pid and process start time.
-
-    The start time tells a live owner from a reused pid.
-    """
-
-    host: str
-    pid: int
-    started: float | None
-
-    @classmethod
-    def current(cls) -> Owner:
-        """The owner record of this process (recomputed after a fork)."""
-        pid = os.getpid()
-        cached = _CURRENT_OWNER.get(pid)
-        if cached is None:
-            cached = cls(socket.gethostname(), pid, _process_start_time(pid))
-            _CURRENT_OWNER.clear()
-            _CURRENT_OWNER[pid] = cached
-        return cached
-
-    def is_alive(self) -> bool | None:
-        """True if this owner still runs, False if it is gone, None if it is on another host."""
-        if self.host != socket.gethostname():
-            return None
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # it exists, owned by someone else
-        if _is_zombie(self.pid):
-            return False  # dead; its parent has not reaped it yet
-        if self.started is None:
-            return True
-        started = _process_start_time(self.pid)
-        # Clock-tick resolution is 10 ms; boot time is whole seconds. Allow a little slack.
-        return started is None or abs(started - self.started) < 1.0
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {"host": self.host, "pid": self.pid, "started": self.started}
-
-    def token(self) -> str:
-        """A new holder name for leases and claims: this owner and a random part.
-
-        Unique per call, and :meth:`from_token` reads the owner back, so a process on the
-        same host can tell that a holder has died without waiting for its lease to run out.
-        """
-        return f"{self.host}:{self.pid}:{self.started!r}:{secrets.token_hex(6)}"
-
-    @classmethod
-    def from_token(cls, token: str) -> Owner | None:
-        """The owner named in a :meth:`token` (None if it is not one)."""
-        parts = token.rsplit(":", 3)
-        if len(parts) != 4:
-            return None
-        host, pid, started, _ = parts
-        try:
-            return cls(host, int(pid), None if started == "None" else float(started))
-        except ValueError:
-            return None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> Owner | None:
-        """The inverse of :meth:`to_json`."""
-        if not data:
-            return None
-        return cls(str(data["host"]), int(data["pid"]), data.get("started"))
-
-
-_CURRENT_OWNER: dict[int, Owner] = {}
-
-
 # --- records ------------------------------------------------------------------------------
 
-
-#: The checksum of a signed record starts with this: version 1 is HMAC-SHA256 (64 hex digits)
-#: over a tag naming the kind of record, the header's length, the header and the payload.
-MAC_MARK: Final = "m1:"
-
-#: The kinds of record, each signed under its own tag; a backup manifest is one more kind.
-_OP, _CHECKPOINT, _RESULT, _MANIFEST = 0, 1, 2, 3
-_KIND_TAGS: Final = (
-    b"resumable:operation\0",
-    b"resumable:checkpoint\0",
-    b"resumable:result\0",
-    b"resumable:backup-manifest\0",
-)
-_LENGTH = struct.Struct("<Q")
-
-
-class _Signer:
-    """HMAC-SHA256 (RFC 2104) under one key, its padded-key states hashed once.
-
-    ``hmac.new(key, msg, "sha256")`` computes the same tag (the tests check it), but costs
-    1.6 us for a small record; copying two prepared ``sha256`` states costs 0.7 us. The
-    record's kind is absorbed into the inner state up front, so a tag made for one kind of
-    record never verifies as another.
-    """
-
-    __slots__ = ("_inner", "_outer")
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) > _BLOCK:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_BLOCK, b"\x00")
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-        inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._inner = tuple(_absorbed(inner, tag) for tag in _KIND_TAGS)
-
-    def sign(self, kind: int, header: bytes, payload: bytes) -> str:
-        """The tag of a record of ``kind`` (a large payload is streamed, never copied)."""
-        h = self._inner[kind].copy()
-        h.update(_LENGTH.pack(len(header)) + header)
-        h.update(payload)
-        outer = self._outer.copy()
-        outer.update(h.digest())
-        return MAC_MARK + outer.hexdigest()
-
-
-_BLOCK = 64  # SHA-256's block size, which HMAC pads the key to
-
-
-def _absorbed(state: Any, data: bytes) -> Any:
-    state = state.copy()
-    state.update(data)
-    return state
-
-
-def _xxh3(kind: int, header: bytes, payload: bytes) -> str:
-    """xxh3-128 of ``header + payload``; a large payload is streamed, never copied."""
-    if len(payload) <= _ONE_SHOT:
-        return xxhash.xxh3_128_hexdigest(header + payload)
-    h = xxhash.xxh3_128(header)
-    h.update(payload)
-    return h.hexdigest()
-
-
-def _equal_in_constant_time(checksum: object, computed: str) -> bool:
-    return type(checksum) is str and checksum.isascii() and hmac.compare_digest(checksum, computed)
-
-
-def _resolve(kind: int, header: bytes, payload: bytes) -> str:
-    """Look up the secret in force, install the checksum it calls for, and use it."""
-    global _hash, _equal
-    made_for = _config.current()
-    secret = _config.secret()
-    if secret is None:
-        _hash, _equal = _xxh3, operator.eq
-    else:
-        _hash, _equal = _Signer(secret).sign, _equal_in_constant_time
-    if _config.current() is not made_for:  # configure() ran meanwhile: look again next time
-        forget_secret()
-    return _hash(kind, header, payload)
-
-
-#: The checksum of a record, ``(kind, header, payload) -> str``: xxh3-128 without a secret,
-#: the HMAC tag with one. Until the secret is looked up (on the first checksum after
-#: :func:`forget_secret`, which every ``configure()`` calls), :func:`_resolve`, which
-#: installs the right one, so the hot path never looks at the secret.
-_hash: Callable[[int, bytes, bytes], str] = _resolve
-#: How a stored checksum is compared with the computed one (in constant time for a MAC).
-_equal: Callable[[object, str], bool] = _equal_in_constant_time
-
-
-def forget_secret() -> None:
-    """Make the next checksum look the secret up again."""
-    global _hash  # noqa: PLW0603 - the cache of the secret in force
-    _hash = _resolve
-    _warned.clear()
-
-
-def _refused(checksum: object) -> bool:
-    """Log why a record cannot verify if the reason is signing (once per process); False."""
-    hint = signature_hint(checksum)
-    if hint and hint not in _warned:
-        _warned.add(hint)  # once per process and secret: a store can hold thousands of these
-        log.warning("resumable.record.signature_mismatch", hint=hint)
-    return False
-
-
-_warned: set[str] = set()
 
 #: What computing a checksum raises when a field has the wrong type (a flipped type byte in
 #: an SQLite row turns an integer column into text): such a record fails verification.
 _MALFORMED = (TypeError, ValueError, AttributeError, OverflowError, struct.error)
-
-
-def signature_hint(checksum: object) -> str:
-    """Why a record with ``checksum`` cannot verify under the secret in force ("" if not that).
-
-    For the messages of records refused because they are signed and no secret is set, or
-    unsigned while one is.
-    """
-    if not isinstance(checksum, str):
-        return ""
-    signed = checksum.startswith(MAC_MARK)
-    keyed = _config.secret() is not None
-    if signed and not keyed:
-        return (
-            "the store's records are signed and no secret is set: set RESUMABLE_SECRET (or "
-            "call configure(secret=...)) to the secret that signed them; until then nothing "
-            "signed is loaded"
-        )
-    if keyed and not signed:
-        return (
-            "a secret is set and this record is unsigned: it was written before signing was "
-            "turned on, or by someone without the secret, and is never loaded; reset the "
-            "operation (resumable reset OP) to start it over"
-        )
-    return ""
-
-
-def manifest_checksum(body: bytes) -> str:
-    """The checksum of a backup manifest, over ``body``: its canonical JSON without it.
-
-    As a record's: xxh3-128 without a secret; with one, the HMAC-SHA256 tag (:data:`MAC_MARK`)
-    under the manifests' own kind tag, so no record's tag verifies as a manifest's, nor the
-    reverse (:mod:`resumable.backup._manifest`).
-    """
-    return _hash(_MANIFEST, b"", body)
-
-
-def manifest_checksum_matches(body: bytes, checksum: object) -> bool:
-    """Whether ``checksum`` is :func:`manifest_checksum` of ``body`` (a tag: in constant time)."""
-    computed = _hash(_MANIFEST, b"", body)  # first: it installs the comparison in force
-    return _equal(checksum, computed)
 
 
 def _checkpoint_digest(  # noqa: PLR0917 - the record's fields, in order
@@ -406,13 +132,12 @@ def _checkpoint_digest(  # noqa: PLR0917 - the record's fields, in order
     header = text.encode("utf-8", "surrogatepass") + _NUMBERS.pack(
         seq, position, progress, timestamp
     )
-    return _hash(_CHECKPOINT, header, payload)
+    return _signing.digest(_signing.CHECKPOINT, header, payload)
 
 
 _NUMBERS = struct.Struct("<qqdd")
 _FLOAT = struct.Struct("<d")
 _TIMES = struct.Struct("<ddd")
-_ONE_SHOT = 1 << 16
 
 
 def canonical_json(data: dict[str, Any] | None) -> str:
@@ -420,8 +145,27 @@ def canonical_json(data: dict[str, Any] | None) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
 
 
+class _Sealed:
+    """What every record shares: a checksum over all of its fields, and its check."""
+
+    __slots__ = ()
+
+    checksum: str
+
+    def _compute(self) -> str:
+        raise NotImplementedError
+
+    def verify(self) -> bool:
+        """True if the checksum matches the fields and payload (signed, if a secret is set)."""
+        try:
+            computed = self._compute()
+        except _MALFORMED:  # a damaged store handed back a field of the wrong type
+            return False
+        return _signing.equal(self.checksum, computed) or _signing.refused(self.checksum)
+
+
 @dataclass(frozen=True, slots=True)
-class OperationRecord:
+class OperationRecord(_Sealed):
     """The lifecycle of one operation. Progress lives in its checkpoints."""
 
     op_id: str
@@ -468,19 +212,13 @@ class OperationRecord:
             f"{len(error)}:{error}\x1f{len(meta)}:{meta}\x00"
         )
         numbers = _TIMES.pack(self.heartbeat, self.created, self.updated)
-        return _hash(_OP, text.encode("utf-8", "surrogatepass") + numbers, b"")
-
-    def verify(self) -> bool:
-        """True if the checksum matches the fields (and is signed by the secret, if one is set)."""
-        try:
-            computed = self._compute()
-        except _MALFORMED:  # a damaged store handed back a field of the wrong type
-            return False
-        return _equal(self.checksum, computed) or _refused(self.checksum)
+        return _signing.digest(
+            _signing.OPERATION, text.encode("utf-8", "surrogatepass") + numbers, b""
+        )
 
 
 @dataclass(slots=True)  # not frozen: built on every commit, where frozen costs 10% (1.2 us)
-class CheckpointRecord:
+class CheckpointRecord(_Sealed):
     """A snapshot of an operation: position, state payload and progress.
 
     Treat it as immutable: its checksum covers every field.
@@ -527,17 +265,9 @@ class CheckpointRecord:
             self.progress, self.timestamp, self.serializer, self.metadata, self.payload,
         )  # fmt: skip
 
-    def verify(self) -> bool:
-        """True if the checksum matches the fields and payload (signed, if a secret is set)."""
-        try:
-            computed = self._compute()
-        except _MALFORMED:  # a damaged store handed back a field of the wrong type
-            return False
-        return _equal(self.checksum, computed) or _refused(self.checksum)
-
 
 @dataclass(slots=True)  # not frozen, like CheckpointRecord: read on every @resumable hit
-class ResultRecord:
+class ResultRecord(_Sealed):
     """A stored result (of a step, a decorated call, a map item)."""
 
     op_id: str
@@ -557,12 +287,4 @@ class ResultRecord:
     def _compute(self) -> str:
         text = f"{len(self.op_id)}:{self.op_id}\x1f{len(self.key)}:{self.key}\x1f{self.serializer}"
         header = text.encode("utf-8", "surrogatepass") + _FLOAT.pack(self.created)
-        return _hash(_RESULT, header, self.payload)
-
-    def verify(self) -> bool:
-        """True if the checksum matches the fields and payload (signed, if a secret is set)."""
-        try:
-            computed = self._compute()
-        except _MALFORMED:  # a damaged store handed back a field of the wrong type
-            return False
-        return _equal(self.checksum, computed) or _refused(self.checksum)
+        return _signing.digest(_signing.RESULT, header, self.payload)

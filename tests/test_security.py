@@ -33,11 +33,13 @@ from resumable import (
     FailsafeManager,
     OperationRecord,
     ProcessState,
+    _signing,
     checkpointed,
     configure,
 )
-from resumable import operation as operation_module
-from resumable.operation import MAC_MARK, Owner, ResultRecord, op_key
+from resumable._owner import Owner
+from resumable._signing import MAC_MARK
+from resumable.operation import ResultRecord, op_key
 from resumable.stores import Store, open_store
 from resumable.stores.files import FileStore
 from resumable.stores.sqlite import SQLiteStore
@@ -132,9 +134,9 @@ def _bits(value: object) -> object:
 )
 def test_signature_is_hmac_sha256(key: bytes, header: bytes, payload: bytes, kind: int) -> None:
     """The tag equals the standard library's HMAC-SHA256 of the tagged, length-prefixed message."""
-    message = operation_module._KIND_TAGS[kind] + struct.pack("<Q", len(header)) + header + payload
+    message = _signing.KIND_TAGS[kind] + struct.pack("<Q", len(header)) + header + payload
     expected = MAC_MARK + hmac.new(key, message, hashlib.sha256).hexdigest()
-    assert operation_module._Signer(key).sign(kind, header, payload) == expected
+    assert _signing.Signer(key).sign(kind, header, payload) == expected
 
 
 def test_every_record_is_signed_with_a_secret_and_only_that_secret_verifies_it() -> None:
@@ -162,7 +164,7 @@ def test_a_record_of_one_kind_never_verifies_as_another(signed: None) -> None:
     op_id, payload = "op", b"payload"
     result = ResultRecord.create(op_id, "k", "pickle", payload)
     header = b"same header"
-    signer = operation_module._Signer(SECRET.encode())
+    signer = _signing.Signer(SECRET.encode())
     assert len({signer.sign(kind, header, payload) for kind in range(3)}) == 3
     assert result.verify()
 

@@ -23,7 +23,8 @@ from resumable import (
     open_store,
     register_serializer,
 )
-from resumable.operation import Owner, ResultRecord
+from resumable._owner import Owner
+from resumable.operation import ResultRecord
 from resumable.serializers import decode, encode, get_serializer
 
 BUILT_IN = ["pickle", "dill", "json", "auto"]

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from resumable._heartbeat import Heartbeat
 from resumable._log import log
+from resumable._owner import Owner
 from resumable.errors import LeaseLost, ResumableError
-from resumable.operation import Owner, ResultRecord
+from resumable.operation import ResultRecord
 from resumable.serializers import decode, encode
 
 from .items import MapHost, MapItems, open_pool

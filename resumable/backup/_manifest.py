@@ -31,13 +31,9 @@ import xxhash
 
 from resumable import _config, _fs, _trust
 from resumable._log import log
+from resumable._signing import MAC_MARK, manifest_checksum, manifest_checksum_matches
 from resumable.errors import BackupRefused, UnsafePath
-from resumable.operation import (
-    MAC_MARK,
-    canonical_json,
-    manifest_checksum,
-    manifest_checksum_matches,
-)
+from resumable.operation import canonical_json
 
 from ._watch import SourceState
 

@@ -25,8 +25,8 @@ import xxhash
 
 from resumable import _fs, _trust
 from resumable._log import log
+from resumable._owner import Owner
 from resumable.errors import ResumableError, UnsafePath
-from resumable.operation import Owner
 from resumable.stores._sqlite_files import check_sidecars
 
 from ._copy import BUSY_POLL, SQLITE_HEADER, busy_guard, open_database, snapshot

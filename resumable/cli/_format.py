@@ -18,7 +18,7 @@ import click
 from resumable._time import iso_time
 
 if TYPE_CHECKING:
-    from resumable.operation import Owner
+    from resumable._owner import Owner
 
 __all__ = [
     "age_text",

@@ -23,9 +23,10 @@ from typing import Any
 import xxhash
 
 from resumable import _fs
+from resumable._owner import Owner
 from resumable._time import iso_time
 from resumable.errors import StoreError, UnsafePath
-from resumable.operation import CheckpointRecord, OperationRecord, Owner, ProcessState, ResultRecord
+from resumable.operation import CheckpointRecord, OperationRecord, ProcessState, ResultRecord
 
 from ._rows import DAMAGE, string, whole
 

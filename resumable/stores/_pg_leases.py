@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from resumable._heartbeat import Heartbeat
 from resumable._log import log
+from resumable._owner import Owner
 from resumable.errors import LeaseLost, OperationLocked
 from resumable.locks import keep_trying
-from resumable.operation import Owner
 
 from ._pg_sql import CHECK_FENCE, NOW, ROWS
 from .base import Store

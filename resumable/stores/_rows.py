@@ -14,10 +14,10 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
+from resumable._owner import Owner
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
-    Owner,
     ProcessState,
     ResultRecord,
     checkpoint_id,

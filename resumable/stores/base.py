@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from resumable._log import log
+from resumable._signing import signature_hint
 from resumable.errors import CheckpointCorrupt, StoreError
 from resumable.locks import Lock
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
     ResultRecord,
-    signature_hint,
 )
 
 from ._claims import Claim, Claims
