@@ -13,6 +13,7 @@ import functools
 import importlib
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +26,11 @@ from hypothesis import HealthCheck, settings
 import resumable
 from resumable import stores
 from resumable.stores import Store, open_store, resolve_store
+
+# The scripts the crash tests run as real processes live in tests/workers/. Tests that send
+# their functions to other processes (Dask workers, process pools) import them by module name,
+# and the other processes inherit this sys.path.
+sys.path.insert(0, str(Path(__file__).parent / "workers"))
 
 # No per-example deadline or slow-generation check: a loaded CI machine makes timing-based
 # failures flaky, and the properties here are about values, not speed (benchmarks/ measures

@@ -23,7 +23,7 @@ from resumable import _fs
 from resumable._fs import write as fs_write
 from resumable.backup import BackupInfo, Backups
 
-WORKER = Path(__file__).with_name("backup_worker.py")
+WORKER = Path(__file__).parent / "workers" / "backup_worker.py"
 CRASHED = 86  # backup_worker.CRASHED
 ROWS, TOTAL = 2_000, 1_000  # backup_worker's invariants
 TIMEOUT = 30.0

@@ -27,7 +27,7 @@ from conftest import url_for
 from resumable import ProcessState, open_store
 from resumable.serializers import get_serializer
 
-WORKER = Path(__file__).with_name("crash_worker.py")
+WORKER = Path(__file__).parent / "workers" / "crash_worker.py"
 OP = "crash-job"
 KINDS = ["sqlite", "file"]
 #: The longest any one worker may take to say something or to exit.

@@ -40,7 +40,7 @@ from resumable.stores import resolve_store
 
 distributed = require_package("distributed", "pip install 'resumable[dask]'")
 
-WORKER = Path(__file__).with_name("dask_worker.py")
+WORKER = Path(__file__).parent / "workers" / "dask_worker.py"
 TIMEOUT = 30.0
 
 

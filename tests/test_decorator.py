@@ -1,6 +1,6 @@
 """@resumable: finished calls never run twice, across processes, for every kind of callable.
 
-Cross-process tests run tests/decorator_worker.py as real processes that share one SQLite
+Cross-process tests run tests/workers/decorator_worker.py as real processes that share one SQLite
 store; the worker appends a line to ``calls.log`` per real call, so the tests count real
 calls. Every subprocess has a bounded timeout; nothing waits by sleeping.
 """
@@ -39,7 +39,7 @@ from resumable import (
 )
 from resumable.stores import resolve_store
 
-WORKER = Path(__file__).with_name("decorator_worker.py")
+WORKER = Path(__file__).parent / "workers" / "decorator_worker.py"
 #: The longest one worker process may take.
 TIMEOUT = 60.0
 QUICK = {"stop": stop_after_attempt(2), "wait": wait_none()}

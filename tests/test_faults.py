@@ -46,7 +46,7 @@ from resumable.serializers import decode
 from resumable.stores.files import FileStore
 from resumable.stores.sqlite import SQLiteStore
 
-WORKER = Path(__file__).with_name("fault_worker.py")
+WORKER = Path(__file__).parent / "workers" / "fault_worker.py"
 TIMEOUT = 60.0
 #: No sweep below needs more crash points than this; reaching it fails the test.
 MAX_POINTS = 200

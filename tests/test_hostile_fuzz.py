@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-WORKER = Path(__file__).with_name("hostile_worker.py")
+WORKER = Path(__file__).parent / "workers" / "hostile_worker.py"
 
 
 def _last_step(stderr: str) -> str:

@@ -36,7 +36,7 @@ from resumable import (
 )
 from resumable.stores import resolve_store
 
-WORKER = Path(__file__).with_name("map_worker.py")
+WORKER = Path(__file__).parent / "workers" / "map_worker.py"
 TIMEOUT = 30.0
 
 

@@ -38,7 +38,7 @@ psycopg = require_package(
 
 from resumable.stores.postgres import PostgresStore  # noqa: E402 - needs psycopg
 
-WORKER = Path(__file__).with_name("postgres_worker.py")
+WORKER = Path(__file__).parent / "workers" / "postgres_worker.py"
 RUNNING = ProcessState.RUNNING
 #: The longest any worker may take to print a line or to exit.
 TIMEOUT = 30.0

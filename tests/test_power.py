@@ -43,7 +43,7 @@ from fault_worker import uninterrupted
 from resumable import open_store
 from resumable.serializers import decode
 
-WORKER = Path(__file__).with_name("fault_worker.py")
+WORKER = Path(__file__).parent / "workers" / "fault_worker.py"
 OP = "power-job"
 CUTS = 12
 TIMEOUT = 30.0

@@ -25,7 +25,7 @@ import pytest
 from resumable import ResumableError
 from resumable.backup import Backups, _copy
 
-WORKER = Path(__file__).with_name("backup_worker.py")
+WORKER = Path(__file__).parent / "workers" / "backup_worker.py"
 SCRIPT = Path(sys.executable).with_name("resumable")
 TIMEOUT = 60.0
 CRASHED = 86  # backup_worker.CRASHED

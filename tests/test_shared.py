@@ -1,6 +1,6 @@
 """Shared operations: several real processes split one map, one dies or stalls, none loses work.
 
-The participants are real processes (tests/shared_worker.py) on one SQLite file or one
+The participants are real processes (tests/workers/shared_worker.py) on one SQLite file or one
 PostgreSQL database; they are SIGKILLed and SIGSTOPped for real. Leases are 1 s here.
 """
 
@@ -25,7 +25,7 @@ from resumable.operation import ResultRecord
 from resumable.serializers import decode
 from resumable.stores import Store, open_store
 
-WORKER = Path(__file__).with_name("shared_worker.py")
+WORKER = Path(__file__).parent / "workers" / "shared_worker.py"
 LEASE = 1.0
 SHARED_KINDS = ["sqlite", "postgres"]
 

@@ -36,7 +36,7 @@ from structlog.testing import capture_logs
 from resumable import OperationLocked, ProcessState, resumable
 from resumable.stores import resolve_store
 
-WORKER = Path(__file__).with_name("decorator_worker.py")
+WORKER = Path(__file__).parent / "workers" / "decorator_worker.py"
 #: The longest any one wait in these tests may take.
 TIMEOUT = 60.0
 THREADS = 16

@@ -21,7 +21,7 @@ The modules:
 - :mod:`.lockfile`: lock files (``open_lock``, ``locked``);
 - :mod:`.below`: :class:`Dir`, an open directory and everything below it by name;
 - :mod:`.faults`: the tests' fault-injection hook, called with the name of each operation
-  and its path just before the operation runs (``tests/fault_worker.py``). Only status
+  and its path just before the operation runs (``tests/workers/fault_worker.py``). Only status
   queries (``stat``) bypass it.
 
 What the rest of resumable uses is re-exported here (``__all__``); the other names without an

@@ -2,7 +2,7 @@
 
 :data:`hook`, when set, is called with the name of each operation and its path just before
 the operation runs, and may raise (``EIO``, ``ENOSPC``) or end the process
-(``tests/fault_worker.py``). Only status queries (``stat``) bypass it.
+(``tests/workers/fault_worker.py``). Only status queries (``stat``) bypass it.
 """
 
 from __future__ import annotations
