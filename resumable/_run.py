@@ -148,7 +148,8 @@ class Run:
         """
         store, op_id, mode = self.store, self.op_id, self.mode
         if mode.shared:
-            store.claims()  # raises the ValueError that says which stores can share
+            if not store.shares:
+                raise store.cannot_share()
             self.owner = Owner.current().token()
         self.lock = store.lock(op_id) if self.spec.lock and not mode.shared else None
         try:  # everything after taking the lock undoes itself if interrupted

@@ -204,9 +204,10 @@ class Store(ABC):
         Raises:
             ValueError: the store cannot be shared by several processes.
         """
-        raise self._cannot_share()
+        raise self.cannot_share()
 
-    def _cannot_share(self) -> ValueError:
+    def cannot_share(self) -> ValueError:
+        """The error for a shared operation on this store, when it does not share."""
         return ValueError(
             f"{self.url}: this store cannot be shared by several processes at once; use "
             "sqlite:///path.db (one machine) or postgresql://... (many machines) with "
