@@ -552,3 +552,27 @@ def test_logging_while_another_thread_is_still_importing_structlog(
 
     monkeypatch.setitem(sys.modules, "structlog", types.ModuleType("structlog"))
     assert log.wants(logging.DEBUG) is False  # not configured, and the stdlib logger is quiet
+
+
+def test_a_final_checkpoint_whose_record_was_not_written_completes_the_operation(
+    store_url: str,
+) -> None:
+    """Killed between the final checkpoint and the record: the next run skips and repairs it."""
+    with checkpointed("lag", store=store_url, state={"n": 0}) as cp:
+        for _ in cp.iterate(range(3)):
+            cp.state.n += 1
+    store = resolve_store(store_url)
+    done = store.load_operation("lag")
+    assert done is not None and done.state is ProcessState.COMPLETED
+    # As the file store leaves it when the process dies between its two writes.
+    store.save(done.with_changes(state=ProcessState.RUNNING))
+
+    ran = []
+    with checkpointed("lag", store=store_url, state={"n": 0}) as cp:
+        assert cp.completed_before
+        for x in cp.iterate(range(3)):
+            ran.append(x)
+    assert ran == []
+    assert cp.state.n == 3
+    repaired = store.load_operation("lag")
+    assert repaired is not None and repaired.state is ProcessState.COMPLETED
