@@ -180,14 +180,14 @@ class Run:
         # What this run does, and why: the words `resumable show` prints too.
         decision = decide(op_id, op, ckpt)
         reason = decision.reason if log.wants(logging.INFO) else ""
-        if op is not None and decision.reopen:
+        if op is not None and ckpt is not None and decision.reopen:
             # COMPLETED, but its final checkpoint failed its checksum and an older one was
             # loaded: that is not the final state, so the operation is not done. Resume from
             # it (the items after it run again; stored step and map results are reused)
             # rather than report completion with it. COMPLETED -> RECOVERING -> RUNNING.
             log.warning(
-                "resumable.operation.reopened", op_id=op_id, using_seq=decision.position,
-                position=decision.position,
+                "resumable.operation.reopened", op_id=op_id, using_seq=ckpt.seq,
+                position=ckpt.position,
             )  # fmt: skip
             op = op.to(ProcessState.RECOVERING)
         done = ProcessState.COMPLETED

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from conftest import STORE_KINDS, url_for
 from test_stores import corrupt_checkpoint
 
@@ -91,7 +92,11 @@ def test_completed_loop_whose_final_checkpoint_rots_resumes_to_the_final_state(
         assert listed["position"] == 900 and listed["corrupt_checkpoints"] == [final.seq]
 
     job.looped.clear()
-    state, completed_before, resumed = job.run()
+    with structlog.testing.capture_logs() as logs:
+        state, completed_before, resumed = job.run()
+    reopened = [e for e in logs if e["event"] == "resumable.operation.reopened"]
+    good = final.seq - 1  # the checkpoint before the rotted final one, at item 900
+    assert [(e["using_seq"], e["position"]) for e in reopened] == [(good, 900)]
     assert state == FINAL  # not the state at item 900
     assert (completed_before, resumed) == (False, True)
     assert job.looped == list(range(900, ITEMS))  # only the items after the good checkpoint
