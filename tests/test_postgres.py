@@ -665,3 +665,120 @@ def test_failed_batches_reopen_for_the_next_run(opened: list[PostgresStore]) -> 
     store.reopen_failed("op", "g")
     assert store.batches_left("op", "g") == (1, 0.0)
     assert store.claim_batches("op", "g", 2, 2, "next") == [(0, 2)]
+
+
+# --- a client paused inside a write (SIGSTOP, a debugger) holds nothing for long -------------
+
+
+def pause_after(monkeypatch: pytest.MonkeyPatch, statement: str) -> tuple[Any, Any]:
+    """Stop the thread named "paused" right after it runs ``statement``, as SIGSTOP would.
+
+    Returns two events: set when the thread stops there, and the one that lets it go on.
+    """
+    reached, go = threading.Event(), threading.Event()
+    real = psycopg.Connection.execute
+
+    def execute(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+        cur = real(self, query, params, **kw)
+        if query == statement and threading.current_thread().name == "paused":
+            reached.set()
+            go.wait(TIMEOUT)
+        return cur
+
+    monkeypatch.setattr(psycopg.Connection, "execute", execute)
+    return reached, go
+
+
+def run_in_thread(fn: Any, name: str) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``fn`` in a daemon thread; its return value or exception lands in the dict."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn()
+        except Exception as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_participant_paused_inside_its_claim_keeps_no_batch_past_its_lease(
+    opened: list[PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped right after its claim statement ran, a participant's batches go to another one
+    once its lease runs out: nothing it sent is left uncommitted, holding row locks."""
+    from resumable.stores._pg_claims import _CLAIM
+
+    url = postgres_url_for(**QUICK)
+    a, b = pg(opened, url), pg(opened, url)
+    reached, go = pause_after(monkeypatch, _CLAIM)
+    paused, _ = run_in_thread(lambda: a.claim_batches("op", "g", 2, 2, "a"), "paused")
+    try:
+        assert reached.wait(TIMEOUT)
+
+        def take_over() -> list[tuple[int, int]]:
+            deadline = time.monotonic() + 4 * b.lease + 2
+            while not (got := b.claim_batches("op", "g", 2, 2, "b")):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            return got
+
+        taker, out = run_in_thread(take_over, "taker")
+        taker.join(4 * b.lease + 5)
+        assert not taker.is_alive(), "the other participant was blocked by the paused one"
+        assert out.get("value") == [(0, 2), (1, 2)], out
+    finally:
+        go.set()
+        paused.join(TIMEOUT)
+
+
+def test_a_writer_paused_inside_its_transaction_is_ended_by_the_server(
+    opened: list[PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped between two statements of a save, a writer's session is idle in its transaction
+    and the server ends it after a lease: another writer of that row goes on, and the paused
+    one, let go, writes nothing and gets an error."""
+    from resumable.stores._pg_sql import UPSERT_OPERATION
+
+    url = postgres_url_for(**QUICK)
+    a, b = pg(opened, url), pg(opened, url)
+    first = OperationRecord.new("op", "first", RUNNING)
+    b.save(first)
+    reached, go = pause_after(monkeypatch, UPSERT_OPERATION)
+    mine = first.with_changes(name="paused")
+    paused, out_a = run_in_thread(lambda: a.save(mine, ckpt("op", 1)), "paused")
+    try:
+        assert reached.wait(TIMEOUT)
+        other = first.with_changes(name="other")
+        writer, out_b = run_in_thread(lambda: b.save(other), "writer")
+        writer.join(4 * b.lease + 5)
+        assert not writer.is_alive(), "the other writer waited on the paused one's row lock"
+        assert "error" not in out_b, out_b
+    finally:
+        go.set()
+        paused.join(TIMEOUT)
+    assert isinstance(out_a.get("error"), StoreError), out_a
+    found = b.load_operation("op")
+    assert found is not None and found.name == "other"
+    assert b.latest_checkpoint("op") is None
+
+
+def test_results_go_in_statements_of_bounded_size_and_a_repeated_key_keeps_its_last(
+    opened: list[PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """put_results splits its rows by payload size, and a key given twice stores the last."""
+    from resumable.stores import _pg_sql
+
+    store = pg(opened, postgres_url_for())
+    monkeypatch.setattr(_pg_sql, "RESULTS_BYTES", 10)  # a statement per two 5-byte payloads
+    records = [ResultRecord.create("op", f"k{i}", "pickle", b"%05d" % i) for i in range(7)]
+    again = ResultRecord.create("op", "k3", "pickle", b"again")
+    store.put_results([*records, again])
+    found = store.load_results("op", "k")
+    assert {k: r.payload for k, r in found.items()} == {
+        **{f"k{i}": b"%05d" % i for i in range(7)},
+        "k3": b"again",
+    }

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from resumable.operation import ResultRecord
 
 from ._claims import Claim, SQLClaims
-from ._pg_sql import NOW, ROWS, UPSERT_RESULT
+from ._pg_sql import NOW, ROWS, upsert_results
 
 if TYPE_CHECKING:
     import psycopg
@@ -88,7 +88,10 @@ class PostgresClaims(SQLClaims[_Connection]):
             "op": _enc(op_id), "grp": _enc(group), "n": batches, "want": want,
             "owner": _enc(owner), "lease": self.lease,
         }  # fmt: skip
-        with self.connected(f"claim batches of {op_id!r}") as conn, conn.pipeline():
+        # Two statements, each committed by the server as it ends (autocommit), not one
+        # pipeline: a client stopped before a pipeline's Sync keeps its claimed rows locked,
+        # and SKIP LOCKED hides them from every other participant for as long as it is stopped.
+        with self.connected(f"claim batches of {op_id!r}") as conn:
             conn.execute(_CREATE_CLAIMS, args)
             rows = conn.execute(_CLAIM, args).fetchall()
         return sorted((int(b), int(e)) for b, e in rows)
@@ -102,6 +105,7 @@ class PostgresClaims(SQLClaims[_Connection]):
         """
         c = claim
         args = (bool(failed), _enc(c.op_id), _enc(c.group), c.batch, _enc(c.owner), c.epoch)
+        rows = [ROWS.result_row(r) for r in results]  # before the transaction: it stays short
         with (
             self.connected(f"record finished batch {c.batch} of {c.op_id!r}") as conn,
             conn.transaction() as tx,
@@ -109,8 +113,8 @@ class PostgresClaims(SQLClaims[_Connection]):
             if not conn.execute(_FINISH_CLAIM, args).rowcount:
                 tx.force_rollback = True  # taken over: nothing was written
                 return False
-            if results:
-                conn.cursor().executemany(UPSERT_RESULT, map(ROWS.result_row, results))
+            if rows:
+                upsert_results(conn, rows)
         return True
 
     def reopen_failed(self, op_id: str, group: str) -> None:

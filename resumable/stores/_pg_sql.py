@@ -122,12 +122,19 @@ UPSERT_OPERATION = (
     "created = excluded.created, updated = excluded.updated, error = excluded.error, "
     "meta = excluded.meta, checksum = excluded.checksum"
 )
-UPSERT_RESULT = (
+#: Results written by one statement, whatever their number. Not ``executemany``: it sends its
+#: rows in pipeline mode, and a client stopped (SIGSTOP, a debugger) before the pipeline's Sync
+#: leaves its session "active", not "idle in transaction", so the server's
+#: ``idle_in_transaction_session_timeout`` never ends it and its row locks stay.
+UPSERT_RESULTS = (
     "INSERT INTO results (op_id, key, serializer, payload, created, checksum) "
-    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (op_id, key) DO UPDATE SET "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::float8[], "
+    "%s::text[]) ON CONFLICT (op_id, key) DO UPDATE SET "
     "serializer = excluded.serializer, payload = excluded.payload, "
     "created = excluded.created, checksum = excluded.checksum"
 )
+#: Payload bytes bound in one statement of :func:`upsert_results` (more go in another).
+RESULTS_BYTES = 32 << 20
 
 #: Bytes of a checkpoint's payload read per query, or written per COPY message.
 SLICE = 4 << 20
@@ -157,3 +164,23 @@ def put_big_checkpoint(conn: psycopg.Connection[Any], row: tuple[Any, ...]) -> N
             copy.write(view[at : at + SLICE])
         copy.write(_COPY_TRAILER)
     conn.execute(UPSERT_FROM_UPLOAD, (*row[:i], *row[i + 1 :]))
+
+
+def upsert_results(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+    """Upsert result ``rows`` (``ROWS.result_row``) with one statement per ~32 MiB of payloads.
+
+    A key given twice keeps its last row (one statement cannot update a row twice). Between
+    two statements the client waits for the first, so a pause there leaves the session idle in
+    its transaction, where the server's timeout ends it.
+    """
+    latest = {(row[0], row[1]): row for row in rows}
+    batch: list[tuple[Any, ...]] = []
+    size = 0
+    for row in latest.values():
+        batch.append(row)
+        size += len(row[3])
+        if size >= RESULTS_BYTES:
+            conn.execute(UPSERT_RESULTS, [list(column) for column in zip(*batch, strict=True)])
+            batch, size = [], 0
+    if batch:
+        conn.execute(UPSERT_RESULTS, [list(column) for column in zip(*batch, strict=True)])

@@ -51,8 +51,8 @@ from ._pg_sql import (
     SLICE,
     UPSERT_CHECKPOINT,
     UPSERT_OPERATION,
-    UPSERT_RESULT,
     put_big_checkpoint,
+    upsert_results,
 )
 from ._pg_url import read_url
 from .base import Durability, check_lease
@@ -411,26 +411,25 @@ class PostgresStore(LeasedStore):
         Raises:
             LeaseLost: this process held the operation's lease and another took it over.
         """
+        # Every row is made before the transaction, which sends its statements one by one,
+        # each awaited (no pipeline): a writer stopped between two of them is idle in its
+        # transaction, and the server ends it after a lease (see _configure).
         op_row = ROWS.operation_row(op)
+        ckpt_row = None if checkpoint is None else ROWS.checkpoint_row(checkpoint, self.history)
+        result_rows = [ROWS.result_row(r) for r in results]
         with self.errors(f"save operation {op.op_id!r}"):
             pool = self._connections()
             held = self.fence(op.op_id)
-            big = checkpoint is not None and len(checkpoint.payload) > BIG_PAYLOAD
-            with (
-                pool.connection() as conn,
-                contextlib.nullcontext() if big else conn.pipeline(),  # COPY cannot pipeline
-                conn.transaction(),
-            ):
+            with pool.connection() as conn, conn.transaction():
                 self.check_fence(conn, op.op_id, held)
                 conn.execute(UPSERT_OPERATION, op_row)
-                if checkpoint is not None:
-                    row = ROWS.checkpoint_row(checkpoint, self.history)
-                    if big:
-                        put_big_checkpoint(conn, row)
+                if ckpt_row is not None:
+                    if len(ckpt_row[8]) > BIG_PAYLOAD:  # the payload (see SQLRows.checkpoint_row)
+                        put_big_checkpoint(conn, ckpt_row)
                     else:
-                        conn.execute(UPSERT_CHECKPOINT, row)
-                if results:
-                    conn.cursor().executemany(UPSERT_RESULT, map(ROWS.result_row, results))
+                        conn.execute(UPSERT_CHECKPOINT, ckpt_row)
+                if result_rows:
+                    upsert_results(conn, result_rows)
 
     def put_results(self, results: Sequence[ResultRecord]) -> None:
         """Store ``results`` in one transaction (a group commit; fenced if leased).
@@ -444,9 +443,10 @@ class PostgresStore(LeasedStore):
         with self.errors(f"save {len(results)} results of {op_id!r}"):
             pool = self._connections()
             held = self.fence(op_id)
-            with pool.connection() as conn, conn.pipeline(), conn.transaction():
+            rows = [ROWS.result_row(r) for r in results]
+            with pool.connection() as conn, conn.transaction():  # no pipeline: see save
                 self.check_fence(conn, op_id, held)
-                conn.cursor().executemany(UPSERT_RESULT, map(ROWS.result_row, results))
+                upsert_results(conn, rows)
 
     def delete_operation(self, op_id: str) -> bool:
         """Remove the operation, its checkpoints, results and batch claims (fenced if leased).
@@ -460,7 +460,7 @@ class PostgresStore(LeasedStore):
         with self.errors(f"delete operation {op_id!r}"):
             pool = self._connections()
             held = self.fence(op_id)
-            with pool.connection() as conn, conn.pipeline(), conn.transaction():
+            with pool.connection() as conn, conn.transaction():  # no pipeline: see save
                 self.check_fence(conn, op_id, held)
                 ops = conn.execute("DELETE FROM operations WHERE op_id = %s", key)
                 ckpts = conn.execute("DELETE FROM checkpoints WHERE op_id = %s", key)
