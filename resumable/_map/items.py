@@ -24,7 +24,7 @@ from resumable.keys import digest_value
 from resumable.operation import ResultRecord
 from resumable.serializers import Serializer, decode
 
-from .worker import ERROR
+from .worker import ERROR, Outcome
 
 if TYPE_CHECKING:
     from resumable._progress import Reporter
@@ -198,6 +198,13 @@ class MapItems:
     def key(self, slot: int) -> str:
         """The record key of the item in ``slot``."""
         return self.prefix + (str(slot) if self.texts is None else self.texts[slot])
+
+    def success(self, out: Outcome, local: bool) -> tuple[Any, ResultRecord]:
+        """A successful outcome's value (decoded if it ran elsewhere) and its record."""
+        ser, payload = out.serializer, out.payload
+        assert ser is not None and payload is not None  # noqa: S101 - set on success
+        value = out.value if local else decode(ser, payload)
+        return value, ResultRecord.create(self.op_id, self.key(out.slot), ser, payload)
 
     def failure_record(self, slot: int, exc: BaseException) -> ResultRecord:
         """on_error="skip": count the failure, note it in ``cp.failed``; its record."""

@@ -20,10 +20,9 @@ from typing import Any, Final
 
 from resumable._log import log
 from resumable.operation import ResultRecord
-from resumable.serializers import decode
 
 from .items import MapHost, MapItems, open_pool
-from .worker import ChunkResult, RemoteTraceback, Task, run_chunk
+from .worker import ChunkResult, Task, run_chunk
 
 __all__ = ["MapRun"]
 
@@ -166,21 +165,16 @@ class MapRun(MapItems):
             self.reporter.update(self.skipped + self.finished)
         self.measured_items += len(outcomes)
         self.measured_seconds += seconds
-        results, buffer, op_id, create = self.results, self.buffer, self.op_id, ResultRecord.create
         error: BaseException | None = None
         for out in outcomes:
-            slot, ser, payload, failure = out.slot, out.serializer, out.payload, out.error
+            failure = out.failure()
             if failure is None:
-                assert ser is not None and payload is not None  # noqa: S101 - set on success
-                results[slot] = out.value if local else decode(ser, payload)
-                buffer.append(create(op_id, self.key(slot), ser, payload))
-                continue
-            if out.remote_traceback is not None:
-                failure.__cause__ = RemoteTraceback(out.remote_traceback)
-            if self.raising:
+                self.results[out.slot], record = self.success(out, local)
+                self.buffer.append(record)
+            elif self.raising:
                 error = error or failure
             else:
-                self._set_aside(slot, failure)
+                self._set_aside(out.slot, failure)
         return error
 
     def _set_aside(self, slot: int, exc: BaseException) -> None:

@@ -32,7 +32,7 @@ from resumable.operation import ResultRecord
 from resumable.serializers import decode, encode
 
 from .items import MapHost, MapItems, open_pool
-from .worker import ERROR, ChunkResult, Outcome, RemoteTraceback, Task, run_chunk
+from .worker import ERROR, ChunkResult, Outcome, Task, run_chunk
 
 if TYPE_CHECKING:
     from resumable.stores.base import Store
@@ -179,19 +179,16 @@ class SharedMap(MapItems):
         records: list[ResultRecord] = []
         failed = False
         for out in outcomes:
-            slot, ser, payload, failure = out.slot, out.serializer, out.payload, out.error
+            failure = out.failure()
             if failure is None:
-                assert ser is not None and payload is not None  # noqa: S101 - set on success
-                values[slot] = out.value if local else decode(ser, payload)
-                records.append(ResultRecord.create(self.op_id, self.key(slot), ser, payload))
+                values[out.slot], record = self.success(out, local)
+                records.append(record)
                 continue
-            if out.remote_traceback is not None:
-                failure.__cause__ = RemoteTraceback(out.remote_traceback)
             if self.raising:
                 raise failure
             failed = True
-            values[slot] = failure
-            records.append(self.failure_record(slot, failure))
+            values[out.slot] = failure
+            records.append(self.failure_record(out.slot, failure))
         if not self.store.finish_batch(
             self.op_id, self.group, batch, epoch, self.owner, records, failed=failed
         ):

@@ -43,6 +43,12 @@ class Outcome(NamedTuple):
     #: The formatted traceback of a failure in another process.
     remote_traceback: str | None = None
 
+    def failure(self) -> BaseException | None:
+        """The item's exception, a remote worker's traceback as its cause; None on success."""
+        if self.error is not None and self.remote_traceback is not None:
+            self.error.__cause__ = RemoteTraceback(self.remote_traceback)
+        return self.error
+
 
 #: A chunk's outcomes, the seconds it took, and whether it ran in the caller's process.
 ChunkResult = tuple[list[Outcome], float, bool]
