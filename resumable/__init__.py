@@ -15,6 +15,7 @@ from .checkpoint import Checkpoint, checkpointed
 from .errors import (
     BackupRefused,
     CheckpointCorrupt,
+    InputChanged,
     InvalidTransition,
     LeaseLost,
     OperationLocked,
@@ -41,6 +42,7 @@ __all__ = [
     "CheckpointData",
     "CheckpointRecord",
     "FailsafeManager",
+    "InputChanged",
     "InvalidTransition",
     "LeaseLost",
     "OperationLocked",

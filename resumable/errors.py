@@ -8,6 +8,7 @@ Every error says what to do next. The tree::
     ├── CheckpointCorrupt           a record failed its checksum or signature (ValueError)
     ├── SerializationError          state or a result could not be serialized (TypeError)
     ├── InvalidTransition           a ProcessState change the table forbids
+    ├── InputChanged                a resumed loop's input differs from the one it counted
     ├── BackupRefused               a backup's manifest cannot be read or trusted (ValueError)
     └── StoreError                  the store could not be opened or written (OSError)
         └── UnsafePath              a path another local user could have put or could change
@@ -23,6 +24,7 @@ from pathlib import Path
 __all__ = [
     "BackupRefused",
     "CheckpointCorrupt",
+    "InputChanged",
     "InvalidTransition",
     "LeaseLost",
     "OperationLocked",
@@ -98,6 +100,22 @@ class SerializationError(ResumableError, TypeError):
 
 class InvalidTransition(ResumableError):
     """A ``ProcessState`` change that the transition table forbids."""
+
+
+class InputChanged(ResumableError, ValueError):
+    """A resumed loop's input differs from the one its committed position counted.
+
+    The item just before the committed position is not the one an earlier run finished
+    there: an item was inserted or removed before it, or the file changed. Nothing ran.
+
+    Attributes:
+        op_id: The operation whose loop was resumed.
+        position: The committed position (items finished before this run).
+    """
+
+    def __init__(self, message: str, op_id: str, position: int) -> None:
+        self.op_id, self.position = op_id, position
+        super().__init__(message)
 
 
 class StoreError(ResumableError, OSError):
