@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
@@ -27,8 +27,10 @@ from typing import Any
 from . import serializers
 from ._explain import decide
 from ._log import log
+from ._loop import NOTHING, Loop, item_digest
+from ._outputs import Outputs
 from ._owner import Owner
-from ._state import State, forget, rollback, track
+from ._state import State, forget, rollback, track, undoable
 from .errors import LeaseLost
 from .operation import (
     CheckpointRecord,
@@ -96,10 +98,10 @@ class Run:
     """What one run of an operation knows, from entering its block to leaving it."""
 
     __slots__ = (
-        "abandoned", "children", "committed", "completed_before", "failed", "gen",
-        "last_commit", "lock", "maps", "meta", "mode", "old_sigterm", "op", "op_id", "owner",
-        "parent", "payload_of", "position", "restored", "results", "resumed", "seq", "serializer",
-        "spec", "state", "store", "token", "total",
+        "abandoned", "children", "ckpt_meta", "committed", "completed_before", "failed", "hooks",
+        "last_commit", "lock", "loop", "maps", "meta", "mode", "old_sigterm", "op", "op_id",
+        "outputs", "owner", "parent", "payload_of", "position", "restored", "restored_meta",
+        "results", "resumed", "seq", "serializer", "spec", "state", "store", "token", "total",
     )  # fmt: skip
 
     def __init__(self, spec: Spec) -> None:
@@ -128,9 +130,15 @@ class Run:
         self.total: int | None = None
         self.resumed = False
         self.completed_before = False
-        self.gen: Generator[Any, None, None] | None = None  # the loop in progress, if any
+        self.loop: Loop | None = None  # the newest cp.iterate/cp.lines loop, if any
         self.abandoned = False  # the loop was closed mid-item (`break`, an exception)
-        self.children: dict[int, int] = {}
+        #: The newest checkpoint's metadata (input identity, cp.lines offsets, cp.open
+        #: lengths), and what the next commit records: the same, updated as the run goes.
+        self.restored_meta: dict[str, Any] = {}
+        self.ckpt_meta: dict[str, Any] = {}
+        self.outputs: Outputs | None = None  # cp.open files
+        self.hooks: list[Callable[[], object]] = []  # cp.before_commit functions
+        self.children: dict[str, int] = {}
         self.failed: set[Any] = set()  # item keys cp.map set aside
         self.maps = 0  # cp.map calls so far in this run: each has its own result namespace
         self.results: list[ResultRecord] = []  # stored with the final commit (@resumable)
@@ -174,6 +182,8 @@ class Run:
         if ckpt is not None:
             self.seq = ckpt.seq
             self.restored = self.committed = ckpt.position
+            self.restored_meta = ckpt.metadata
+            self.ckpt_meta = dict(ckpt.metadata)  # nested values are replaced, never changed
             self.set_state(serializers.decode(ckpt.serializer, ckpt.payload))
         else:
             self.set_state(self._initial_state())
@@ -261,10 +271,16 @@ class Run:
     def child_id(self, name: str | None) -> str:
         """A stable id for a block nested in this one.
 
-        Made of the parent's id, the position of the item in flight, and the child's name
-        or its order of entry at that position: the same on every re-run of that item.
+        Made of the parent's id, the item in flight (a digest of it, so that the same item
+        finds its child's progress wherever it moved in the input; its position where it has
+        no digest, or outside a loop body), and the child's name or its order of entry at
+        that item: the same on every re-run of that item.
         """
-        at = self.position
+        loop, digest = self.loop, None
+        if loop is not None and loop.in_body():
+            item = loop.item_out()
+            digest = None if item is NOTHING else item_digest(item)
+        at = str(self.position) if digest is None else f"i{digest[:16]}"
         if name is None:
             k = self.children.get(at, 0)
             self.children[at] = k + 1
@@ -298,7 +314,6 @@ class Run:
             if not self.completed_before:
                 self._leave(exc)
         finally:
-            self.gen = None  # closes an abandoned loop now, not whenever GC finds the cycle
             self.close()
 
     def _leave(self, exc: BaseException | None) -> None:
@@ -319,10 +334,20 @@ class Run:
         if isinstance(exc, LeaseLost):  # another process runs it now: write nothing more
             log.warning("resumable.operation.lease_lost", op_id=self.op_id, error=str(exc))
             return
-        undone = rollback(self.state) if isinstance(self.state, State) else []
         paused = isinstance(exc, KeyboardInterrupt | SystemExit)
         new_state = ProcessState.PAUSED if paused else ProcessState.FAILED
         error = f"{type(exc).__name__}: {exc}"
+        if not self._can_undo():
+            # The item in flight may have changed what no undo log sees (a list appended to,
+            # an output file, a buffer): keep the last commit, and the items since run again.
+            self._mark_only(new_state, error)
+            self._restore_committed()
+            log.info(
+                "resumable.operation.paused" if paused else "resumable.operation.failed",
+                op_id=self.op_id, position=self.committed, error=error, kept="last commit",
+            )  # fmt: skip
+            return
+        undone = rollback(self.state) if isinstance(self.state, State) else []
         try:
             self.commit(self.done, new_state, error=error)
         except Exception as commit_exc:  # noqa: BLE001 - the user's exception must win
@@ -336,6 +361,30 @@ class Run:
             op_id=self.op_id, position=self.done, error=error, rolled_back=undone,
         )  # fmt: skip
 
+    def _can_undo(self) -> bool:
+        """True if what the item in flight did can be taken back before committing.
+
+        So it can when the state holds only immutable values, whose assignments the undo log
+        puts back, and the run has no cp.open file and no cp.before_commit function.
+        """
+        if self.hooks or (self.outputs is not None and self.outputs.tracked):
+            return False
+        return not self.mode.keeps_state or undoable(self.payload_of)
+
+    def _restore_committed(self) -> None:
+        """Make the state the one the last commit holds (the first run's, if none)."""
+        if not self.mode.keeps_state:
+            return
+        self.position = self.committed
+        try:
+            ckpt = self.store.latest_checkpoint(self.op_id) if self.seq else None
+            if ckpt is not None:
+                self.set_state(serializers.decode(ckpt.serializer, ckpt.payload))
+            else:
+                self.set_state(self._initial_state())
+        except Exception as exc:  # noqa: BLE001 - best effort while another error propagates
+            log.error("resumable.state.unrestored", op_id=self.op_id, error=repr(exc))
+
     def _mark_only(self, new_state: ProcessState, error: str) -> None:
         """Record the outcome without a new checkpoint (when the checkpoint itself failed)."""
         try:
@@ -345,7 +394,11 @@ class Run:
             log.error("resumable.operation.unrecorded", op_id=self.op_id, error=repr(exc))
 
     def close(self) -> None:
-        """Give back what entering took: the current-run slot, SIGTERM, the lock."""
+        """Give back what entering took: the loop's file, cp.open files, SIGTERM, the lock."""
+        if self.loop is not None:
+            self.loop.close()  # closes an abandoned loop now, not whenever GC finds the cycle
+        if self.outputs is not None:
+            self.outputs.close()
         if self.token is not None:
             _current.reset(self.token)
             self.token = None
@@ -390,15 +443,22 @@ class Run:
 
     def in_body(self) -> bool:
         """True while a loop has an item out, that is, inside the loop body."""
-        return self.gen is not None and bool(getattr(self.gen, "gi_suspended", False))
+        return self.loop is not None and self.loop.in_body()
 
     def commit(
         self,
         position: int,
         new_state: ProcessState = ProcessState.RUNNING,
         error: str | None = None,
+        *,
+        item: Any = NOTHING,
+        exact: bool = False,
     ) -> None:
-        """Write a checkpoint at ``position`` (and the record, unless the run goes on)."""
+        """Write a checkpoint at ``position`` (and the record, unless the run goes on).
+
+        ``item`` is the loop's item finished at ``position``, where the caller knows it;
+        ``exact`` says a ``cp.lines`` loop has read exactly the lines finished (see _loop).
+        """
         store, op = self.store, self._record()
         debug = log.wants(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
@@ -408,11 +468,21 @@ class Run:
             progress = min(1.0, position / self.total) if self.total else 0.0
         ckpt: CheckpointRecord | None = None
         payload = b""
+        lengths = None
         if self.mode.keeps_state:
+            for fn in self.hooks:
+                fn()  # an exception fails this commit
+            meta = self.ckpt_meta
+            if self.loop is not None:
+                self.loop.record(meta, position, item, exact=exact)
+            if self.outputs is not None and self.outputs.tracked:
+                lengths = self.outputs.lengths(durable=store.durability == "full")
+                meta["files"] = lengths
             ser, payload = serializers.encode(self.serializer, self.payload_of, "state")
             ckpt = CheckpointRecord.create(
-                self.op_id, self.seq + 1, position, new_state, progress, ser, payload
-            )
+                self.op_id, self.seq + 1, position, new_state, progress, ser, payload,
+                dict(meta) if meta else None,
+            )  # fmt: skip
         if ckpt is not None and new_state is ProcessState.RUNNING:
             store.add_checkpoint(ckpt)
         else:
@@ -424,6 +494,8 @@ class Run:
         self.seq += 1
         self.committed = position
         self.last_commit = time.monotonic()
+        if lengths is not None:
+            self.outputs.committed = lengths  # type: ignore[union-attr] # set with lengths
         if isinstance(self.state, State):
             forget(self.state)
         if debug:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol
 
-__all__ = ["State", "forget", "rollback", "track"]
+__all__ = ["State", "forget", "rollback", "track", "undoable"]
 
 _MISSING: Any = object()
 _ITEM: Any = object()  # the undo log's key for the position its entries belong to
@@ -152,3 +152,50 @@ def rollback(state: State) -> list[str]:
             undone.append(key)
     undo.clear()
     return undone
+
+
+#: Types whose values cannot change in place.
+_IMMUTABLE: frozenset[type] = frozenset(
+    (int, float, complex, bool, str, bytes, type(None), range, frozenset, tuple)
+)
+
+
+def undoable(value: Any, depth: int = 0) -> bool:
+    """True if ``value`` holds only values that cannot change in place.
+
+    Then the undo log, which sees assignments, can take back all an item did to a state.
+    A frozenset or tuple counts if what it holds does; anything else (a list, a Counter, an
+    array, an object) might have been changed in place by the item in flight.
+    """
+    t = type(value)
+    if t is dict or isinstance(value, State):
+        items = value.to_dict().values() if isinstance(value, State) else value.values()
+        return depth == 0 and all(undoable(v, 1) for v in items)
+    if t not in _IMMUTABLE:
+        return _immutable_scalar(value)
+    if (t is tuple or t is frozenset) and depth < 8:
+        return all(undoable(v, depth + 1) for v in value)
+    return t is not tuple and t is not frozenset
+
+
+def _immutable_scalar(value: Any) -> bool:
+    """Common immutable values of other types: dates, decimals, numpy scalars, enums."""
+    import datetime
+    import decimal
+    import enum
+    import fractions
+    import uuid
+
+    if isinstance(
+        value,
+        datetime.date
+        | datetime.time
+        | datetime.timedelta
+        | decimal.Decimal
+        | fractions.Fraction
+        | uuid.UUID
+        | enum.Enum,
+    ):
+        return True
+    t = type(value)
+    return t.__module__ == "numpy" and t.__name__ != "ndarray" and getattr(value, "ndim", 1) == 0

@@ -8,15 +8,18 @@ PAUSED. ``@resumable`` runs its calls through that same lifecycle.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import serializers
 from ._checks import check_number
+from ._lines import LineFile, check_encoding
 from ._log import log
-from ._loop import run_loop
+from ._loop import open_loop, run_loop
+from ._outputs import Outputs, check_mode
 from ._progress import ProgressSpec, check_progress
 from ._run import BLOCK, SHARED, Run, Spec
 from .errors import ResumableError
@@ -203,7 +206,75 @@ class Checkpoint:
             )
         if run.completed_before:
             return
-        run.commit(run.position + 1 if run.in_body() else run.done)
+        if run.in_body():
+            assert run.loop is not None  # noqa: S101 - in_body() says there is one
+            run.commit(run.position + 1, item=run.loop.item_out())
+        else:
+            run.commit(run.done)
+
+    def before_commit(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """Call ``fn()`` before every commit of this block, from now until it ends.
+
+        For output that is not a ``cp.open`` file: flush a buffer, insert a batch of rows.
+        What ``fn`` wrote then belongs to the checkpoint that follows. An exception in ``fn``
+        fails that commit and propagates (the previous checkpoint stands). A block with such
+        a function that ends in an exception keeps its last commit (see ``cp.state``).
+
+        Returns:
+            ``fn``, so that it can be used as a decorator.
+        """
+        run = self._active_run("before_commit()")
+        if not callable(fn):
+            raise TypeError(f"cp.before_commit(fn) needs a callable, not {fn!r}")
+        if run.mode.shared:
+            raise ValueError(
+                "cp.before_commit() has no commit to run before in a shared block: its "
+                "results are recorded as they finish"
+            )
+        run.hooks.append(fn)
+        return fn
+
+    def open(self, path: str | os.PathLike[str], mode: str = "a", **open_kwargs: Any) -> IO[Any]:
+        """Open an output file that the block writes exactly once, whatever kills it.
+
+        Its length is committed with every checkpoint (flushed first; fsynced under
+        ``durability=full``); re-entering the unfinished operation truncates it back to that
+        length before this returns, so what an interrupted run wrote after its last commit
+        is gone, and the items that wrote it run again. Call it outside loop bodies, before
+        the loop that writes. It returns a real file object, closed when the block ends
+        (closing it earlier, or using it in a ``with``, is fine).
+
+        Args:
+            path: the file, named in the checkpoint as given (not resolved).
+            mode: ``"a"`` (default: the first run appends to what is there), ``"w"`` (the
+                first run starts the file empty), or ``"ab"``/``"wb"`` for bytes.
+            **open_kwargs: passed to :func:`open` (``encoding``, ``newline``, ``buffering``).
+
+        Raises:
+            CheckpointCorrupt: the file is shorter than the length committed (or missing):
+                something else changed it. Nothing was truncated.
+        """
+        run = self._active_run("open()")
+        name = check_mode(path, mode)
+        if run.mode.shared:
+            raise ValueError(
+                "cp.open() cannot be used in a shared block: its participants write at once "
+                "and commit no position; write one file per item, or use a non-shared block"
+            )
+        if run.in_body():
+            raise RuntimeError(
+                f"cp.open({name!r}) must be called before the loop, not inside its body: the "
+                "file is truncated back to its committed length when it is opened"
+            )
+        outputs = run.outputs
+        if outputs is None:
+            committed = run.restored_meta.get("files")
+            outputs = run.outputs = Outputs(run.op_id, dict(committed or {}))
+        first = name not in outputs.committed
+        f = outputs.open(name, mode, open_kwargs, completed=run.completed_before)
+        if first and not run.completed_before:
+            run.commit(run.done)  # its starting length, before anything is written to it
+        return f
 
     # --- loops ----------------------------------------------------------------------------
 
@@ -232,13 +303,54 @@ class Checkpoint:
         """Like :meth:`iterate`, yielding ``(index, item)`` with the absolute index."""
         return self._iterate(iterable, total, progress, numbered=True)
 
+    def lines(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        encoding: str = "utf-8",
+        errors: str = "strict",
+        progress: ProgressSpec = False,
+    ) -> Iterator[str]:
+        """Yield the lines of a text file that earlier runs did not finish.
+
+        Like :meth:`iterate` over ``open(path)``, but a re-run starts at the first
+        unfinished line in O(1), however large the file: the byte offset past the last
+        finished line is committed with the position, with a digest of that line, which a
+        re-run checks before it seeks. Each line ends in a newline (a CRLF is read as
+        one newline, as :func:`open` does), except a last line without one. Works under
+        ``csv.reader(cp.lines(path))``.
+
+        Args:
+            path: the file.
+            encoding: its encoding: one in which a newline is the byte 0x0A (UTF-8, Latin-1,
+                Shift JIS, ...; not UTF-16 or UTF-32).
+            errors: how undecodable bytes are handled, as for :func:`open`.
+            progress: as for :meth:`iterate`.
+
+        Raises:
+            InputChanged: the line before the committed offset is not the one an earlier
+                run finished there: the file was edited.
+        """
+        if not isinstance(path, str | bytes | os.PathLike):
+            raise TypeError(f"cp.lines(path) needs a str or os.PathLike path, not {path!r}")
+        check_encoding(encoding, errors)
+        name = os.fsdecode(os.fspath(path))
+        return self._iterate(name, None, progress, numbered=False, lines=(encoding, errors))
+
     def _iterate(
-        self, iterable: Any, total: Any, progress: Any, *, numbered: bool
+        self,
+        iterable: Any,
+        total: Any,
+        progress: Any,
+        *,
+        numbered: bool,
+        lines: tuple[str, str] | None = None,
     ) -> Iterator[Any]:
-        run = self._active_run("iterate()")
+        what = "lines()" if lines else "iterate()"
+        run = self._active_run(what)
         if run.mode.shared:
             raise ValueError(
-                "cp.iterate() cannot run in a shared block (checkpointed(shared=True)): a "
+                f"cp.{what} cannot run in a shared block (checkpointed(shared=True)): a "
                 "sequential loop cannot be split among processes; use cp.map(fn, items), "
                 "which does"
             )
@@ -246,16 +358,26 @@ class Checkpoint:
         check_progress(progress)
         if run.in_body():
             raise RuntimeError(
-                "cp.iterate() loops cannot nest in one block; open a nested "
+                f"cp.{what} loops cannot nest in one block; open a nested "
                 "`with checkpointed() as inner:` for the inner loop"
             )
-        if not isinstance(iterable, Iterable):
+        if not lines and not isinstance(iterable, Iterable):
             raise TypeError(f"cp.iterate() needs an iterable, not {type(iterable).__name__}")
+        if run.loop is not None:
+            run.loop.close()
+            run.loop = None
         if run.completed_before:
-            run.gen = None
             return iter(())
-        gen = run_loop(run, iterable, total, progress, numbered)
-        run.gen = gen
+        source = None if lines is None else LineFile(iterable, *lines)
+        try:
+            loop = run.loop = open_loop(run, iterable, source, numbered=numbered)
+        except BaseException:
+            if source is not None:
+                source.close()
+            raise
+        if total is None and not lines and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        gen = loop.gen = run_loop(run, loop, total, progress)
         return gen
 
     # --- parallel maps ---------------------------------------------------------------------
