@@ -1,24 +1,25 @@
 """``cp.lines``: the lines of a text file, resumed by byte offset.
 
-The file is read in binary and split at the byte ``0x0A``, each line decoded on its own, all at
-C speed (``map`` over a buffered reader). That is why an encoding must write a newline as that
-one byte: UTF-8, Latin-1, Shift JIS, EUC-JP, GBK and the other ASCII-compatible encodings do,
-and none of their multi-byte characters contains it; UTF-16 and UTF-32 do not, and are refused.
+The lines are read as :func:`open` reads them, at the same speed: a text wrapper over the
+file, with universal newlines (LF, CRLF and CR end a line, and are read as a newline). An
+encoding must write LF and CR as the bytes 0x0A and 0x0D, so that line ends can
+be found in the bytes: UTF-8, Latin-1, Shift JIS, EUC-JP, GBK and the other ASCII-compatible
+encodings do, and none of their multi-byte characters contains them; UTF-16 and UTF-32 do
+not, and are refused.
 
-A checkpoint records, with the position, the byte offset just past the last finished line, and
+A checkpoint records, with the position, the byte offset just past the last finished line and
 a digest of that line's bytes: a re-run seeks to the offset (O(1), whatever the file's size)
-after checking that the bytes before it are still that line. The offset is read from the
-reader (``tell()``) when the loop itself commits, where every line read has finished; any
-other commit (``cp.commit()`` in a body, leaving the block) counts line ends from the last
-committed offset instead, so it needs no bookkeeping per line.
+after checking that the bytes before it are still that line. Nothing is counted per line: a
+commit finds its offset by counting line ends in the bytes read since the last commit, at C
+speed, so the file is read about once more in all, from the page cache.
 """
 
 from __future__ import annotations
 
 import codecs
-import functools
-import operator
+import io
 import os
+import re
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -30,7 +31,7 @@ _CHUNK: Final = 1 << 20
 
 
 def check_encoding(encoding: object, errors: object) -> None:
-    """Refuse what ``cp.lines`` cannot read: an unknown codec, or one whose newline is not 0x0A."""
+    """Refuse what ``cp.lines`` cannot read: an unknown codec, or one with other line ends."""
     if not isinstance(encoding, str):
         raise TypeError(f"cp.lines(encoding=...) must be a str, not {encoding!r}")
     if not isinstance(errors, str):
@@ -46,82 +47,82 @@ def check_encoding(encoding: object, errors: object) -> None:
         newline = b""
     if newline != b"a\r\n":
         raise ValueError(
-            f"cp.lines cannot split {encoding!r} text by bytes: a newline is not the single "
-            "byte 0x0A in it (UTF-16 and UTF-32 are like that). Convert the file to UTF-8, or "
-            "loop with cp.iterate(open(path, encoding=...)), which resumes by counting lines"
+            f"cp.lines cannot find line ends in {encoding!r} text by its bytes: a newline is "
+            "not the single byte 0x0A in it (UTF-16 and UTF-32 are like that). Convert the "
+            "file to UTF-8, or loop with cp.iterate(open(path, encoding=...)), which resumes "
+            "by counting lines"
         )
 
 
 class LineFile:
     """One file read by a ``cp.lines`` loop, and where its lines end."""
 
-    __slots__ = ("base_off", "base_pos", "decode", "file", "path")
+    __slots__ = ("base_off", "base_pos", "encoding", "errors", "file", "path", "text")
 
     def __init__(self, path: str, encoding: str, errors: str) -> None:
         self.path = path
         self.file = open(path, "rb")  # noqa: SIM115 - closed by the run that reads it
-        self.decode = functools.partial(str, encoding=encoding, errors=errors)
+        self.encoding, self.errors = encoding, errors
+        self.text: io.TextIOWrapper | None = None
         # A position and the offset where its line ends: where counting starts.
         self.base_pos = 0
         self.base_off = 0
 
     def lines_from(self, position: int, offset: int) -> Iterator[str]:
-        """The lines after ``offset`` (the end of line ``position``), decoded; CRLF read as LF."""
+        """The lines after ``offset``, which is where line ``position`` ends."""
         self.file.seek(offset)
         self.base_pos, self.base_off = position, offset
-        return map(_crlf, map(self.decode, self.file))
-
-    def sync(self, position: int) -> int:
-        """The offset past line ``position``, which is the last line read: the reader's place."""
-        offset = self.file.tell()
-        self.base_pos, self.base_off = position, offset
-        return offset
+        self.text = io.TextIOWrapper(self.file, self.encoding, self.errors)
+        return self.text
 
     def offset_of(self, position: int) -> int | None:
-        """The offset just past line ``position``, if it was read; counted from the last base."""
-        if position == self.base_pos:
-            return self.base_off
+        """The offset just past line ``position``; counted from the last one asked for."""
         if position < self.base_pos:
             return None
-        found, offset = self.skip(self.base_off, position - self.base_pos, self.file.tell())
+        found, offset = self.skip(self.base_off, position - self.base_pos)
         if found < position - self.base_pos:
             return None
         self.base_pos, self.base_off = position, offset
         return offset
 
-    def skip(self, offset: int, lines: int, limit: int | None = None) -> tuple[int, int]:
+    def skip(self, offset: int, lines: int) -> tuple[int, int]:
         """Count up to ``lines`` line ends from ``offset``: how many, and the offset after them.
 
-        A last line without a newline ends at the end of the file (or at ``limit``).
+        A last line without a line end ends at the end of the file.
         """
         fd, found = self.file.fileno(), 0
-        end = os.fstat(fd).st_size if limit is None else limit
-        while found < lines and offset < end:
-            chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
+        size = os.fstat(fd).st_size
+        while found < lines and offset < size:
+            chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
             if not chunk:
                 break
-            here = chunk.count(b"\n")
+            if chunk[-1:] == b"\r" and offset + len(chunk) < size and len(chunk) > 1:
+                chunk = chunk[:-1]  # it may be the first half of a \r\n: read it with the rest
+            here = chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
             if found + here < lines:
                 found += here
                 offset += len(chunk)
                 continue
-            at = -1
-            for _ in range(lines - found):
-                at = chunk.index(b"\n", at + 1)
-            return lines, offset + at + 1
-        if found < lines and offset > 0 and offset == end and not self._ends_line(offset):
-            found += 1  # the last line, which has no newline
+            for end in _LINE_END.finditer(chunk):
+                found += 1
+                if found == lines:
+                    return found, offset + end.end()
+        if found < lines and 0 < offset == size and not self._ends_line(offset):
+            found += 1  # the last line, which has no line end
         return found, offset
 
     def _ends_line(self, offset: int) -> bool:
-        return os.pread(self.file.fileno(), 1, offset - 1) == b"\n"
+        return os.pread(self.file.fileno(), 1, offset - 1) in (b"\n", b"\r")
 
     def line_start(self, offset: int) -> int:
         """Where the line that ends at ``offset`` starts."""
-        fd, end = self.file.fileno(), offset - 1  # the line's own newline is not its start
+        fd = self.file.fileno()
+        tail = os.pread(fd, 2, max(0, offset - 2))[-(min(offset, 2)) :] if offset else b""
+        end = offset - (2 if tail == b"\r\n" else 1 if tail[-1:] in (b"\n", b"\r") else 0)
         while end > 0:
             begin = max(0, end - _CHUNK)
-            at = os.pread(fd, end - begin, begin).rfind(b"\n")
+            data = os.pread(fd, end - begin, begin)
+            at = max(data.rfind(b"\n"), data.rfind(b"\r"))
             if at >= 0:
                 return begin + at + 1
             end = begin
@@ -129,7 +130,7 @@ class LineFile:
 
     def entry(self, position: int, offset: int) -> dict[str, Any]:
         """What a checkpoint records of this file at ``position``: the offset, the last line."""
-        start = self.line_start(offset) if offset else 0
+        start = self.line_start(offset)
         return {
             "at": position,
             "offset": offset,
@@ -162,7 +163,7 @@ class LineFile:
 
     def close(self) -> None:
         """Close the file."""
-        self.file.close()
+        (self.file if self.text is None else self.text).close()
 
 
-_crlf = operator.methodcaller("replace", "\r\n", "\n")
+_LINE_END = re.compile(rb"\r\n|\r|\n")

@@ -74,18 +74,17 @@ class Loop:
         item = frame.f_locals.get("item", NOTHING)
         return item[1] if self.numbered and item is not NOTHING else item
 
-    def record(self, meta: dict[str, Any], position: int, item: Any, *, exact: bool) -> None:
+    def record(self, meta: dict[str, Any], position: int, item: Any) -> None:
         """Note in ``meta`` (a checkpoint's metadata) what identifies the input at ``position``.
 
-        ``item`` is the item finished at ``position`` if the caller knows it; ``exact`` says
-        that the lines read so far are exactly the finished ones (the loop's own commits).
-        What cannot be known is left as the last commit recorded it.
+        ``item`` is the item finished at ``position`` if the caller knows it. What cannot be
+        known is left as the last commit recorded it.
         """
         if position <= self.start:
             return
         if self.lines is not None:
             lines = self.lines
-            offset = lines.sync(position) if exact else lines.offset_of(position)
+            offset = lines.offset_of(position)
             if offset is not None:  # new dicts: a checkpoint shares the old ones
                 meta["lines"] = {
                     **meta.get("lines", {}),
@@ -101,7 +100,7 @@ class Loop:
     def finish(self, meta: dict[str, Any], position: int, item: Any) -> None:
         """The loop ran out of items at ``position``: note it, for later loops' commits."""
         self.done_item = (position, item)
-        self.record(meta, position, item, exact=True)
+        self.record(meta, position, item)
         entries, key = meta.get("lines", {}), str(self.start)
         entry = entries.get(key)
         if self.lines is not None and entry is not None and entry["at"] == position:
@@ -260,7 +259,7 @@ def run_loop(
                 if (every is not None and pos - run.committed >= every) or (
                     every_seconds is not None and now - run.last_commit >= every_seconds
                 ):
-                    run.commit(pos, item=item[1] if numbered else item, exact=True)
+                    run.commit(pos, item=item[1] if numbered else item)
                 check_at = pos + _next_step(run, pos - check_pos, now - check_time, pos)
                 check_pos, check_time = pos, now
                 if reporter is not None:

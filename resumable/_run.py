@@ -452,12 +452,10 @@ class Run:
         error: str | None = None,
         *,
         item: Any = NOTHING,
-        exact: bool = False,
     ) -> None:
         """Write a checkpoint at ``position`` (and the record, unless the run goes on).
 
-        ``item`` is the loop's item finished at ``position``, where the caller knows it;
-        ``exact`` says a ``cp.lines`` loop has read exactly the lines finished (see _loop).
+        ``item`` is the loop's item finished at ``position``, where the caller knows it.
         """
         store, op = self.store, self._record()
         debug = log.wants(logging.DEBUG)
@@ -474,7 +472,7 @@ class Run:
                 fn()  # an exception fails this commit
             meta = self.ckpt_meta
             if self.loop is not None:
-                self.loop.record(meta, position, item, exact=exact)
+                self.loop.record(meta, position, item)
             if self.outputs is not None and self.outputs.tracked:
                 lengths = self.outputs.lengths(durable=store.durability == "full")
                 meta["files"] = lengths
