@@ -6,7 +6,8 @@
     python benchmarks/run.py --only core peers   # some groups only
 
 Groups: ``core`` (loop overhead, commits, resume, memory, import, ``cp.map``,
-FailsafeManager, ``@resumable`` against joblib.Memory and diskcache), ``peers`` (a
+FailsafeManager, ``@resumable`` against joblib.Memory and diskcache), ``exactly-once``
+(``cp.open`` against ``open()``, ``cp.lines`` against a plain read, and its resume), ``peers`` (a
 hand-written checkpoint loop, a raw atomic file write, DBOS), ``scaling`` (resume and list
 as operations and items grow), ``backup`` (against ``cp``), ``postgres`` (a commit against
 a raw psycopg upsert), ``shared`` (several processes on one operation; takeover), ``cli``
@@ -92,6 +93,12 @@ def _large(quick: bool, directory: Path) -> list[Row]:
     return large_state.run(quick)
 
 
+def _exactly_once(quick: bool, directory: Path) -> list[Row]:
+    import exactly_once
+
+    return exactly_once.run(quick, directory)
+
+
 def _cli(quick: bool, directory: Path) -> list[Row]:
     import cli
 
@@ -103,6 +110,7 @@ def _cli(quick: bool, directory: Path) -> list[Row]:
 
 GROUPS = (
     Group("core", "Core: loops, commits, resume, calls", _core),
+    Group("exactly-once", "Exactly once: output files and input files", _exactly_once),
     # Before the groups that write hundreds of MB to the disk: its cp baseline and the
     # copies are timed best when no other writeback is pending.
     Group("backup", "Backups against cp", _backup),

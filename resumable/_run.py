@@ -328,7 +328,13 @@ class Run:
                 self.commit(self.done, ProcessState.FAILED, error=error)
                 log.warning("resumable.operation.failed", op_id=self.op_id, error=error)
                 return
-            self.commit(self.done, ProcessState.COMPLETED)
+            try:
+                self.commit(self.done, ProcessState.COMPLETED)
+            except Exception as commit_exc:
+                # A before_commit function or the store failed: the last commit stands, and
+                # the operation is FAILED rather than left RUNNING by a live process.
+                self._mark_only(ProcessState.FAILED, f"the final commit failed: {commit_exc!r}")
+                raise
             log.info("resumable.operation.completed", op_id=self.op_id, position=self.done)
             return
         if isinstance(exc, LeaseLost):  # another process runs it now: write nothing more

@@ -10,8 +10,10 @@ position agree. The tag makes this safe against a signal arriving anywhere: the 
 item finished with one store of its position, and a log whose tag is no longer the position
 in flight belongs to a finished item and is discarded, not replayed.
 
-In-place changes to a nested object (``cp.state.seen.append(x)``) cannot be undone this way:
-assign a new value instead, or call ``cp.commit()`` once the item is reflected.
+In-place changes to a nested object (``cp.state.seen.append(x)``, ``counts[k] += 1``, numpy
+``+=``) cannot be undone this way. So the run asks :func:`undoable` before it commits on an
+exception: if the state holds any value that could have been changed in place, it does not
+commit at all, and the last commit stands (the items since then run again).
 """
 
 from __future__ import annotations
