@@ -9,9 +9,11 @@ not, and are refused.
 
 A checkpoint records, with the position, the byte offset just past the last finished line and
 a digest of that line's bytes: a re-run seeks to the offset (O(1), whatever the file's size)
-after checking that the bytes before it are still that line. Nothing is counted per line: a
-commit finds its offset by counting line ends in the bytes read since the last commit, at C
-speed, so the file is read about once more in all, from the page cache.
+after checking that the bytes before it are still that line. Nothing is counted per line:
+the lines are read with ``readline`` (not by iterating the wrapper, which turns ``tell()`` off),
+so a commit made when every line read has finished (the loop's own, ``cp.commit()`` in a body,
+a normal exit) asks the wrapper where it is; any other (leaving on an exception, the line in
+flight read but not finished) counts line ends from the last committed offset.
 """
 
 from __future__ import annotations
@@ -73,25 +75,47 @@ class LineFile:
         self.file.seek(offset)
         self.base_pos, self.base_off = position, offset
         self.text = io.TextIOWrapper(self.file, self.encoding, self.errors)
-        return self.text
+        return iter(self.text.readline, "")
 
-    def offset_of(self, position: int) -> int | None:
-        """The offset just past line ``position``; counted from the last one asked for."""
+    def offset_of(self, position: int, *, exact: bool) -> int | None:
+        """The offset just past line ``position``, or None if it cannot be known.
+
+        ``exact``: ``position`` is the last line read, so the wrapper's place is its end.
+        """
         if position < self.base_pos:
             return None
-        found, offset = self.skip(self.base_off, position - self.base_pos)
-        if found < position - self.base_pos:
-            return None
+        offset = self._place() if exact else None
+        if offset is None:
+            found, offset = self.skip(self.base_off, position - self.base_pos)
+            if found < position - self.base_pos:
+                return None
         self.base_pos, self.base_off = position, offset
         return offset
+
+    def _place(self) -> int | None:
+        """The byte offset the wrapper has read up to, if it is one (at the end of a line)."""
+        text = self.text
+        if text is None:
+            return None
+        try:
+            cookie = text.tell()
+        except (OSError, ValueError):
+            return None
+        # A cookie past 2**64 carries decoder state (a CR waiting for its LF): not an offset.
+        if cookie >= 1 << 64 or (cookie and not self._ends_line(cookie) and cookie != self.size()):
+            return None
+        return cookie
+
+    def size(self) -> int:
+        """The file's size now."""
+        return os.fstat(self.file.fileno()).st_size
 
     def skip(self, offset: int, lines: int) -> tuple[int, int]:
         """Count up to ``lines`` line ends from ``offset``: how many, and the offset after them.
 
         A last line without a line end ends at the end of the file.
         """
-        fd, found = self.file.fileno(), 0
-        size = os.fstat(fd).st_size
+        fd, found, size = self.file.fileno(), 0, self.size()
         while found < lines and offset < size:
             chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
             if not chunk:
@@ -144,8 +168,7 @@ class LineFile:
             offset, start, digest = int(entry["offset"]), int(entry["from"]), str(entry["digest"])
         except (KeyError, TypeError, ValueError):
             return False
-        size = os.fstat(self.file.fileno()).st_size
-        if not 0 <= start <= offset <= size:
+        if not 0 <= start <= offset <= self.size():
             return False
         if start > 0 and not self._ends_line(start):
             return False

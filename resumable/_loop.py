@@ -67,32 +67,54 @@ class Loop:
         return self.gen is not None and bool(getattr(self.gen, "gi_suspended", False))
 
     def item_out(self) -> Any:
-        """The item whose body is running (read from the loop's frame), or NOTHING."""
-        frame = getattr(self.gen, "gi_frame", None)
-        if frame is None or not self.in_body():
+        """The item whose body is running, or NOTHING."""
+        local = self._locals()
+        return NOTHING if local is None else self._unwrap(local.get("item", NOTHING))
+
+    def item_at(self, position: int) -> Any:
+        """The item that finished at ``position``, if the loop knows it; else NOTHING.
+
+        While a body runs, run_loop's locals say: ``item`` (the item out) finishes at
+        ``pos + 1``, and ``done`` (the one before it) finished at ``pos``. They are read from
+        the suspended frame, so that the loop pays nothing per item for them.
+        """
+        if self.done_item[0] == position:
+            return self.done_item[1]
+        local = self._locals()
+        pos = None if local is None else local.get("pos")
+        if local is None or not isinstance(pos, int):
             return NOTHING
-        item = frame.f_locals.get("item", NOTHING)
+        name = "item" if position == pos + 1 else "done" if position == pos else None
+        return NOTHING if name is None else self._unwrap(local.get(name, NOTHING))
+
+    def _locals(self) -> Any:
+        frame = getattr(self.gen, "gi_frame", None)
+        return frame.f_locals if frame is not None and self.in_body() else None
+
+    def _unwrap(self, item: Any) -> Any:
         return item[1] if self.numbered and item is not NOTHING else item
 
-    def record(self, meta: dict[str, Any], position: int, item: Any) -> None:
+    def record(self, meta: dict[str, Any], position: int, item: Any, *, exact: bool) -> None:
         """Note in ``meta`` (a checkpoint's metadata) what identifies the input at ``position``.
 
-        ``item`` is the item finished at ``position`` if the caller knows it. What cannot be
-        known is left as the last commit recorded it.
+        ``item`` is the item finished at ``position`` if the caller knows it; ``exact`` says
+        that the lines read so far are exactly the finished ones (true of the loop's own
+        commits, ``cp.commit()`` in a body, and a normal exit). What cannot be known is left
+        as the last commit recorded it.
         """
         if position <= self.start:
             return
         if self.lines is not None:
             lines = self.lines
-            offset = lines.offset_of(position)
+            offset = lines.offset_of(position, exact=exact)
             if offset is not None:  # new dicts: a checkpoint shares the old ones
                 meta["lines"] = {
                     **meta.get("lines", {}),
                     str(self.start): lines.entry(position, offset),
                 }
             return
-        if item is NOTHING and self.done_item[0] == position:
-            item = self.done_item[1]
+        if item is NOTHING:
+            item = self.item_at(position)
         digest = None if item is NOTHING else item_digest(item)
         if digest is not None:
             meta["input"] = {"at": position, "digest": digest}
@@ -100,7 +122,7 @@ class Loop:
     def finish(self, meta: dict[str, Any], position: int, item: Any) -> None:
         """The loop ran out of items at ``position``: note it, for later loops' commits."""
         self.done_item = (position, item)
-        self.record(meta, position, item)
+        self.record(meta, position, item, exact=True)
         entries, key = meta.get("lines", {}), str(self.start)
         entry = entries.get(key)
         if self.lines is not None and entry is not None and entry["at"] == position:
@@ -254,12 +276,13 @@ def run_loop(
                 raise
             pos += 1
             run.position = pos  # one store marks the item finished (see _state.py)
+            done = item  # noqa: F841 - read from the frame by Loop.item_at, never here
             if pos >= check_at:
                 now = time.monotonic()
                 if (every is not None and pos - run.committed >= every) or (
                     every_seconds is not None and now - run.last_commit >= every_seconds
                 ):
-                    run.commit(pos, item=item[1] if numbered else item)
+                    run.commit(pos, item=item[1] if numbered else item, exact=True)
                 check_at = pos + _next_step(run, pos - check_pos, now - check_time, pos)
                 check_pos, check_time = pos, now
                 if reporter is not None:

@@ -325,11 +325,11 @@ class Run:
                 error = (
                     f"{len(self.failed)} item(s) failed and were set aside: {self.failed_text()}"
                 )
-                self.commit(self.done, ProcessState.FAILED, error=error)
+                self.commit(self.done, ProcessState.FAILED, error=error, exact=True)
                 log.warning("resumable.operation.failed", op_id=self.op_id, error=error)
                 return
             try:
-                self.commit(self.done, ProcessState.COMPLETED)
+                self.commit(self.done, ProcessState.COMPLETED, exact=True)
             except Exception as commit_exc:
                 # A before_commit function or the store failed: the last commit stands, and
                 # the operation is FAILED rather than left RUNNING by a live process.
@@ -458,10 +458,12 @@ class Run:
         error: str | None = None,
         *,
         item: Any = NOTHING,
+        exact: bool = False,
     ) -> None:
         """Write a checkpoint at ``position`` (and the record, unless the run goes on).
 
-        ``item`` is the loop's item finished at ``position``, where the caller knows it.
+        ``item`` is the loop's item finished at ``position``, where the caller knows it;
+        ``exact``: every item the loop read has finished (see :meth:`Loop.record`).
         """
         store, op = self.store, self._record()
         debug = log.wants(logging.DEBUG)
@@ -478,7 +480,7 @@ class Run:
                 fn()  # an exception fails this commit
             meta = self.ckpt_meta
             if self.loop is not None:
-                self.loop.record(meta, position, item)
+                self.loop.record(meta, position, item, exact=exact)
             if self.outputs is not None and self.outputs.tracked:
                 lengths = self.outputs.lengths(durable=store.durability == "full")
                 meta["files"] = lengths

@@ -206,11 +206,7 @@ class Checkpoint:
             )
         if run.completed_before:
             return
-        if run.in_body():
-            assert run.loop is not None  # noqa: S101 - in_body() says there is one
-            run.commit(run.position + 1, item=run.loop.item_out())
-        else:
-            run.commit(run.done)
+        run.commit(run.position + 1 if run.in_body() else run.done, exact=run.in_body())
 
     def before_commit(self, fn: Callable[[], object]) -> Callable[[], object]:
         """Call ``fn()`` before every commit of this block, from now until it ends.
