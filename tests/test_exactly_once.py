@@ -237,6 +237,16 @@ def loop(
 
 ITEMS = [f"item-{i}" for i in range(10)]
 
+#: How the first run commits before it fails: only on its way out (the default every_seconds
+#: lets a quick loop make no commit of its own), or after every item.
+COMMITS = {"exit-commit": {}, "every-item": {"every": 1, "every_seconds": None}}
+
+
+@pytest.fixture(params=list(COMMITS))
+def commits(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The options of the run that fails half way."""
+    return COMMITS[request.param]
+
 
 def half_done(url: str, **options: Any) -> None:
     """Items 0-4 finished and committed, item 5 failed."""
@@ -245,15 +255,19 @@ def half_done(url: str, **options: Any) -> None:
     assert stored(url) == (ProcessState.FAILED, 5)
 
 
-def test_item_inserted_before_the_position_raises_input_changed_at_the_call(url: str) -> None:
+def test_item_inserted_before_the_position_raises_input_changed_at_the_call(
+    url: str, commits: dict[str, Any]
+) -> None:
     """An item inserted before the position: InputChanged from cp.iterate(...), no body runs,
     nothing committed; the unchanged list then resumes where it was."""
-    half_done(url)
-    with checkpointed(OP, store=url) as cp:
-        with pytest.raises(InputChanged) as info:
-            cp.iterate(["new", *ITEMS])
-        assert (info.value.op_id, info.value.position) == (OP, 5)
-    assert stored(url)[1] == 5
+    half_done(url, **commits)
+    called = False
+    with pytest.raises(InputChanged) as info, checkpointed(OP, store=url) as cp:
+        cp.iterate(["new", *ITEMS])
+        called = True
+    assert not called  # raised by the call, not by the first next()
+    assert (info.value.op_id, info.value.position) == (OP, 5)
+    assert stored(url) == (ProcessState.FAILED, 5)
     assert loop(url, ITEMS) == ITEMS[5:]
 
 
@@ -270,11 +284,11 @@ def test_item_inserted_before_the_position_raises_input_changed_at_the_call(url:
 )
 @pytest.mark.parametrize("how", ["iterate", "enumerate", "generator"])
 def test_input_changed_before_the_position_runs_no_body(
-    url: str, changed: list[str], how: str
+    url: str, changed: list[str], how: str, commits: dict[str, Any]
 ) -> None:
     """Inserted, removed or edited items before the position raise InputChanged before any
     body runs (cp.iterate, cp.enumerate, and an iterable that is not a Sequence)."""
-    half_done(url)
+    half_done(url, **commits)
     items: Iterable[str] = iter(changed) if how == "generator" else changed
     ran: list[str] = []
     with pytest.raises(InputChanged):
@@ -285,18 +299,20 @@ def test_input_changed_before_the_position_runs_no_body(
 
 
 @pytest.mark.parametrize("how", ["iterate", "enumerate", "generator"])
-def test_items_appended_after_the_position_run_and_only_they(url: str, how: str) -> None:
+def test_items_appended_after_the_position_run_and_only_they(
+    url: str, how: str, commits: dict[str, Any]
+) -> None:
     """Items appended to the input run, with the unfinished ones; the finished ones do not."""
-    half_done(url)
+    half_done(url, **commits)
     grown = [*ITEMS, "item-10", "item-11"]
     items: Iterable[str] = iter(grown) if how == "generator" else grown
     assert loop(url, items, numbered=how == "enumerate") == grown[5:]
     assert stored(url) == (ProcessState.COMPLETED, 12)
 
 
-def test_removed_item_raises_then_fresh_starts_over(url: str) -> None:
+def test_removed_item_raises_then_fresh_starts_over(url: str, commits: dict[str, Any]) -> None:
     """Removing an item before the position raises InputChanged; fresh=True then runs all."""
-    half_done(url)
+    half_done(url, **commits)
     shorter = ITEMS[:2] + ITEMS[3:]
     with pytest.raises(InputChanged):
         loop(url, shorter)
@@ -536,8 +552,9 @@ def test_before_commit_runs_before_every_commit(any_url: str) -> None:
 
     explicit: list[str] = []
     with checkpointed("explicit", store=any_url, every_seconds=None) as cp:
-        assert cp.before_commit(explicit.append) is explicit.append
-        cp.before_commit(lambda: explicit.append("commit"))
+        record = cp.before_commit(lambda: explicit.append("commit"))
+        assert record() is None  # it returns fn itself, so it serves as a decorator
+        explicit.clear()
         cp.commit()
         assert explicit == ["commit"]
     assert explicit == ["commit", "commit"]  # and the final commit
