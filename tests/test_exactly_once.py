@@ -238,8 +238,13 @@ def loop(
 ITEMS = [f"item-{i}" for i in range(10)]
 
 #: How the first run commits before it fails: only on its way out (the default every_seconds
-#: lets a quick loop make no commit of its own), or after every item.
-COMMITS = {"exit-commit": {}, "every-item": {"every": 1, "every_seconds": None}}
+#: lets a quick loop make no commit of its own), after every other item (the last loop commit
+#: is one item before the position the way out commits), or after every item.
+COMMITS = {
+    "exit-commit": {},
+    "every-2-items": {"every": 2, "every_seconds": None},
+    "every-item": {"every": 1, "every_seconds": None},
+}
 
 
 @pytest.fixture(params=list(COMMITS))
@@ -462,8 +467,8 @@ def test_open_on_a_completed_operation_appends_without_truncating(
     """Re-entering a COMPLETED operation opens its file for appending, cutting nothing."""
     path = tmp_path / "out.txt"
     write_items(any_url, path)
-    with path.open("a") as f:
-        f.write("added by hand\n")
+    with path.open("a") as by_hand:
+        by_hand.write("added by hand\n")
     with checkpointed(OP, store=any_url) as cp:
         assert cp.completed_before
         f = cp.open(path)

@@ -232,7 +232,7 @@ def test_state_changed_in_place_survives_signals_and_a_failing_item(
     command = ("state", "--store", url, "--op", OP, "--n", str(N_STATE),
                "--cost", str(COST_STATE), "--every-seconds", "0.01", "--log", str(log))  # fmt: skip
     rng = random.Random(f"state-{kind}")
-    rounds = [signal.SIGINT] * 3 + [signal.SIGTERM] * 3 + ["fail"]
+    rounds: list[signal.Signals | str] = [signal.SIGINT] * 3 + [signal.SIGTERM] * 3 + ["fail"]
     rng.shuffle(rounds)
     fail_args: tuple[str, ...] = ()
     for stop in rounds:
@@ -248,6 +248,7 @@ def test_state_changed_in_place_survives_signals_and_a_failing_item(
             assert read_log(log)[-1][-1] == fail_at
             expected_state = ProcessState.FAILED
         else:
+            assert isinstance(stop, signal.Signals)
             worker = spawn(*command, *fail_args)
             assert worker.read_line() == "started"
             wait_for_items(log, runs_before, rng.randint(3, 40), worker)
