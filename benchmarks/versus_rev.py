@@ -6,7 +6,8 @@
 
 For a change that must not make the hot paths slower (the file checks of issue 13, say): the
 other revision is checked out into a temporary git worktree; a child process measures
-``cp.commit()`` on SQLite and on the file store, and an ``@resumable`` hit and miss on SQLite,
+``cp.commit()`` on SQLite and on the file store, an ``@resumable`` hit and miss on SQLite,
+and a ``cp.iterate`` loop's cost per item with a ``pass`` body and with two state assignments,
 with one tree or the other first on its path, the two alternating round by round so the
 machine's noise falls on both. Each figure is the median of the rounds' medians; the ratio is
 this checkout's over the other's (below 1: faster now). ``--write PAGE`` puts the table, with
@@ -50,6 +51,20 @@ def commits(url, n=1500):
     return median(out[200:]) / 1e3
 
 
+def loop(url, op, n=500_000, state=False):
+    # Per item: a `pass` body, or two assignments of immutable values (the undo log's cost).
+    with checkpointed(op, store=url, state={"done": 0, "total": 0}) as cp:
+        t0 = clock()
+        if state:
+            for i in cp.iterate(range(n)):
+                cp.state.done = i
+                cp.state.total += i
+        else:
+            for i in cp.iterate(range(n)):
+                pass
+        return (clock() - t0) / n
+
+
 def calls(url, n=600):
     def f(x):
         return x + 1
@@ -75,6 +90,10 @@ with tempfile.TemporaryDirectory() as d:
         "cp.commit() file store (us)": commits(f"file://{d}/fs", 600),
         "@resumable miss (us)": miss,
         "@resumable hit (us)": hit,
+        "cp.iterate per item, pass body (ns)": loop(f"sqlite:///{d}/l.db", "pass"),
+        "cp.iterate per item, two state assignments (ns)": loop(
+            f"sqlite:///{d}/l.db", "state", state=True
+        ),
     }))
 """
 

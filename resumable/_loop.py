@@ -6,14 +6,17 @@ is still the one they counted (:class:`~resumable.errors.InputChanged` if not);
 and commits at item boundaries as ``every=`` and ``every_seconds=`` ask, looking at the clock
 about every 10 ms of loop time whatever the item rate.
 
-Input identity: a checkpoint records a digest of the last finished item (``"input"``: its
-position and digest), or for ``cp.lines`` the offset past the last finished line and a digest
-of that line's bytes (``"lines"``, by the position the loop started at). Digests are taken
-when a commit is made, never per item.
+Input identity: a checkpoint records, for each loop of the block (by the position it started
+at), the position and digest of its last finished item (``"input"``), or for ``cp.lines`` the
+offset past the last finished line and a digest of that line's bytes (``"lines"``). A re-run
+checks a loop's entry before it skips: the item before the entry's position must be the one
+finished there. Digests are taken when a commit is made, never per item.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import io
 import itertools
 import time
@@ -40,12 +43,57 @@ _MAX_CHECK_STEP: Final = 1 << 16
 NOTHING: Any = object()
 
 
+#: At most this many values are looked at to decide whether an item is plain data.
+_DATA_BUDGET: Final = 10_000
+_SCALARS: Final = frozenset(
+    (str, bytes, bytearray, int, float, bool, complex, type(None), range, slice)
+)
+
+
 def item_digest(item: Any) -> str | None:
-    """The digest that identifies ``item`` across runs, or None if it cannot have one."""
+    """The digest that identifies ``item`` across runs, or None if it has none.
+
+    Only plain data has one: strings, numbers, bytes, paths, dates, enums, numpy arrays and
+    dataclasses, and containers of those, up to :data:`_DATA_BUDGET` values. Any other object
+    (an ORM row, whose attributes reach its whole session; a file) is not walked: its loop
+    records no identity, and is resumed by position alone, as before identities existed.
+    """
+    if type(item) not in _SCALARS and not _is_data(item, [_DATA_BUDGET]):
+        return None
     try:
         return digest_value(item, "item")
     except (TypeError, ValueError, RecursionError):
         return None
+
+
+def _is_data(value: Any, budget: list[int]) -> bool:
+    """True if ``value`` is plain data, looking at no more values than ``budget`` allows."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    t = type(value)
+    if t in _SCALARS:
+        return True
+    if isinstance(value, tuple | list | set | frozenset):  # namedtuples too
+        parts: Iterable[Any] = value
+    elif t is dict:
+        parts = itertools.chain.from_iterable(value.items())
+    elif isinstance(value, enum.Enum):
+        parts = (value.value,)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        parts = (getattr(value, f.name) for f in dataclasses.fields(value))
+    else:
+        module = t.__module__
+        if module == "numpy":  # scalars, and arrays that do not hold Python objects
+            return t.__name__ != "ndarray" or not value.dtype.hasobject
+        return module in _DATA_MODULES
+    return all(_is_data(v, budget) for v in parts)
+
+
+#: Modules whose value types are plain data: dates, decimals, fractions, UUIDs, paths.
+_DATA_MODULES: Final = frozenset(
+    ("datetime", "decimal", "_decimal", "fractions", "uuid", "pathlib")
+)
 
 
 class Loop:
@@ -116,8 +164,9 @@ class Loop:
         if item is NOTHING:
             item = self.item_at(position)
         digest = None if item is NOTHING else item_digest(item)
-        if digest is not None:
-            meta["input"] = {"at": position, "digest": digest}
+        if digest is not None:  # new dicts: a checkpoint shares the old ones
+            entry = {"at": position, "digest": digest}
+            meta["input"] = {**meta.get("input", {}), str(self.start): entry}
 
     def finish(self, meta: dict[str, Any], position: int, item: Any) -> None:
         """The loop ran out of items at ``position``: note it, for later loops' commits."""
@@ -180,7 +229,8 @@ def _skip(run: Run, iterable: Iterable[Any], start: int, skip: int) -> tuple[Ite
     """
     if skip <= 0:
         return iter(iterable), 0
-    seen = run.restored_meta.get("input")
+    entries = run.restored_meta.get("input")
+    seen = entries.get(str(start)) if isinstance(entries, dict) else None
     at = seen.get("at") if isinstance(seen, dict) else None
     index = at - 1 - start if isinstance(at, int) and start < at <= start + skip else None
     found: Any = NOTHING

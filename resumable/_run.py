@@ -320,21 +320,16 @@ class Run:
         if exc is None:
             if self.abandoned or self.in_body():
                 self.position += 1  # left with `break`: that item's body ended normally
+            self._before_last_commit()
             if self.failed:
                 # Items were set aside: not COMPLETED, so the next run retries them.
                 error = (
                     f"{len(self.failed)} item(s) failed and were set aside: {self.failed_text()}"
                 )
-                self.commit(self.done, ProcessState.FAILED, error=error, exact=True)
+                self.commit(self.done, ProcessState.FAILED, error=error, exact=True, hooks=False)
                 log.warning("resumable.operation.failed", op_id=self.op_id, error=error)
                 return
-            try:
-                self.commit(self.done, ProcessState.COMPLETED, exact=True)
-            except Exception as commit_exc:
-                # A before_commit function or the store failed: the last commit stands, and
-                # the operation is FAILED rather than left RUNNING by a live process.
-                self._mark_only(ProcessState.FAILED, f"the final commit failed: {commit_exc!r}")
-                raise
+            self.commit(self.done, ProcessState.COMPLETED, exact=True, hooks=False)
             log.info("resumable.operation.completed", op_id=self.op_id, position=self.done)
             return
         if isinstance(exc, LeaseLost):  # another process runs it now: write nothing more
@@ -366,6 +361,22 @@ class Run:
             "resumable.operation.paused" if paused else "resumable.operation.failed",
             op_id=self.op_id, position=self.done, error=error, rolled_back=undone,
         )  # fmt: skip
+
+    def _before_last_commit(self) -> None:
+        """Run the before_commit functions of the final commit; if one fails, say so.
+
+        Nothing is written then: the last commit stands, and the operation is FAILED (PAUSED
+        for Ctrl-C or SIGTERM) rather than left RUNNING by a live process.
+        """
+        try:
+            for fn in self.hooks:
+                fn()
+        except BaseException as exc:
+            paused = isinstance(exc, KeyboardInterrupt | SystemExit)
+            error = f"a before_commit function failed: {type(exc).__name__}: {exc}"
+            self._mark_only(ProcessState.PAUSED if paused else ProcessState.FAILED, error)
+            self._restore_committed()
+            raise
 
     def _can_undo(self) -> bool:
         """True if what the item in flight did can be taken back before committing.
@@ -459,11 +470,13 @@ class Run:
         *,
         item: Any = NOTHING,
         exact: bool = False,
+        hooks: bool = True,
     ) -> None:
         """Write a checkpoint at ``position`` (and the record, unless the run goes on).
 
         ``item`` is the loop's item finished at ``position``, where the caller knows it;
-        ``exact``: every item the loop read has finished (see :meth:`Loop.record`).
+        ``exact``: every item the loop read has finished (see :meth:`Loop.record`);
+        ``hooks``: run the before_commit functions first (unless the caller just did).
         """
         store, op = self.store, self._record()
         debug = log.wants(logging.DEBUG)
@@ -476,7 +489,7 @@ class Run:
         payload = b""
         lengths = None
         if self.mode.keeps_state:
-            for fn in self.hooks:
+            for fn in self.hooks if hooks else ():
                 fn()  # an exception fails this commit
             meta = self.ckpt_meta
             if self.loop is not None:
