@@ -21,7 +21,7 @@ from typing import Any, Final
 from resumable._log import log
 from resumable.operation import ResultRecord
 
-from .items import MapHost, MapItems, open_pool
+from .items import ItemKeys, MapHost, MapItems, open_pool
 from .worker import ChunkResult, Task, run_chunk
 
 __all__ = ["MapRun"]
@@ -38,11 +38,11 @@ _CHUNK_SECONDS: Final = 0.05
 class MapRun(MapItems):
     """One execution of the items a map still has to run."""
 
-    def __init__(  # noqa: PLR0917 - private, called once by run_map
+    def __init__(
         self, host: MapHost, number: int, items: list[Any], results: list[Any],
-        texts: list[str] | None, users: list[Any] | None, *, raising: bool,
+        keys: ItemKeys | None, *, raising: bool,
     ) -> None:  # fmt: skip
-        super().__init__(host, number, items, results, texts, users, raising=raising)
+        super().__init__(host, number, items, results, keys, raising=raising)
         self.buffer: list[ResultRecord] = []
         self.last_flush = time.monotonic()
         self.inflight: dict[Future[ChunkResult], Sequence[int]] = {}
