@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from resumable._log import log
 from resumable.keys import digest_value
 from resumable.operation import ResultRecord
-from resumable.serializers import Serializer, decode
+from resumable.serializers import Serializer, decode, short_repr
 
 from .worker import ERROR, Outcome
 
@@ -310,6 +310,7 @@ class MapItems:
             self.host.set_aside(key[len(self.prefix) :])
         text = f"{type(exc).__name__}: {exc}"
         log.warning(
-            "resumable.map.item_failed", op_id=self.op_id, map=self.number, key=user, error=text
-        )
+            "resumable.map.item_failed", op_id=self.op_id, map=self.number,
+            key=short_repr(user), error=text,
+        )  # fmt: skip
         return ResultRecord.create(self.op_id, key, ERROR, text.encode(errors="replace"))

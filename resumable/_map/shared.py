@@ -33,7 +33,7 @@ from resumable._owner import Owner
 from resumable.errors import LeaseLost, ResumableError
 from resumable.keys import digest_value
 from resumable.operation import ResultRecord
-from resumable.serializers import decode, encode
+from resumable.serializers import decode, encode, short_repr
 
 from .items import ItemKeys, MapHost, MapItems, open_pool
 from .worker import ERROR, ChunkResult, Outcome, Task, run_chunk
@@ -231,7 +231,7 @@ class SharedMap(MapItems):
             if rec.serializer == ERROR:
                 user = slot if self.users is None else self.users[slot]
                 self.results[slot] = error = ResumableError(
-                    f"item {user!r} failed in another participant: {rec.payload.decode()}"
+                    f"item {short_repr(user)} failed in another participant: {rec.payload.decode()}"
                 )
                 self.failure_record(slot, error)  # counted and in cp.failed; stored there
             else:
