@@ -673,6 +673,25 @@ def test_completions_are_written_in_groups(tmp_path: Path, monkeypatch: pytest.M
     assert items_of(recorded(store, "group"), range(10_000)) == set(range(10_000))
 
 
+def test_large_results_are_written_in_smaller_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results of 1 MiB each: a group holds at most 16 MiB of them, not thousands."""
+    store = open_store(url_for("sqlite", tmp_path))
+    sizes: list[int] = []
+    put = store.put_results
+
+    def counting(results: Any) -> None:
+        sizes.append(len(results))
+        put(results)
+
+    monkeypatch.setattr(store, "put_results", counting)
+    with checkpointed("large", store=store) as cp:
+        out = cp.map(lambda x: bytes([x]) * (1 << 20), range(40), workers=2)
+    assert [len(b) for b in out] == [1 << 20] * 40
+    assert sum(sizes) == 40 and max(sizes) <= 17
+
+
 # --- 9. real processes, killed --------------------------------------------------------------
 
 
