@@ -160,8 +160,7 @@ def digest_value(obj: object, name: str = "value") -> str:
         _feed(h, obj, name, 0)
     except _Undigestable as exc:
         raise TypeError(
-            f"{exc.path} = {short_repr(exc.value)} ({type(exc.value).__name__}) cannot be digested "
-            "into a stable operation id"
+            f"{exc.path} = {short_repr(exc.value)} ({type(exc.value).__name__}) cannot be digested"
         ) from None
     return h.hexdigest()
 

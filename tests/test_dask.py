@@ -35,6 +35,7 @@ from conftest import require_package, url_for
 from dask_worker import ItemBroken, held_work, work
 
 from resumable import ProcessState, Store, checkpointed, open_store
+from resumable.keys import digest_value
 from resumable.serializers import decode
 from resumable.stores import resolve_store
 
@@ -75,10 +76,19 @@ def client() -> Iterator[Any]:
         yield c
 
 
+def key(item: int) -> str:
+    """The record key of an item of map 0: its default key, ``d`` and the item's digest."""
+    return f"map0:d{digest_value(item)}"
+
+
+#: The item of each record key, for the items these tests map over.
+ITEM_OF = {key(i): i for i in range(1000)}
+
+
 def recorded(store: Store, op_id: str) -> set[int]:
     """The items of map 0 that have a stored result (failures excluded)."""
     return {
-        int(k.removeprefix("map0:"))
+        ITEM_OF[k]
         for k, rec in store.load_results(op_id, "map0:").items()
         if rec.serializer != "!error"
     }
@@ -216,11 +226,11 @@ def test_a_killed_worker_loses_nothing_and_records_each_item_once(
 
     # The map returned everything, in order; each key was written once, and is one row.
     assert out == [x * x for x in range(n)]
-    assert written == Counter(f"map0:{i}" for i in range(n))
-    assert rows(tmp_path / "state.db", "dask-kill") == {f"map0:{i}": 1 for i in range(n)}
+    assert written == Counter(key(i) for i in range(n))
+    assert rows(tmp_path / "state.db", "dask-kill") == {key(i): 1 for i in range(n)}
     stored = store.load_results("dask-kill", "map0:")
     assert {k: decode(r.serializer, r.payload) for k, r in stored.items()} == {
-        f"map0:{i}": i * i for i in range(n)
+        key(i): i * i for i in range(n)
     }
     assert store.load_operation("dask-kill").state is ProcessState.COMPLETED
 
@@ -353,7 +363,7 @@ def test_skip_sets_a_failing_item_aside_across_the_cluster(client: Any, tmp_path
     assert "in work" in str(out[7].__cause__)  # the worker's traceback
     assert [out[i] for i in range(20) if i != 7] == [i * i for i in range(20) if i != 7]
     assert recorded(store, "dask-skip") == set(range(20)) - {7}
-    aside = store.load_results("dask-skip", "map0:7")["map0:7"]
+    aside = store.load_results("dask-skip", key(7))[key(7)]
     assert aside.serializer == "!error" and b"ItemBroken" in aside.payload
     op = store.load_operation("dask-skip")
     assert op.state is ProcessState.FAILED and "7" in (op.error or "")

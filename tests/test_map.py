@@ -34,6 +34,7 @@ from resumable import (
     checkpointed,
     open_store,
 )
+from resumable.keys import digest_value
 from resumable.stores import resolve_store
 
 WORKER = Path(__file__).parent / "workers" / "map_worker.py"
@@ -67,8 +68,17 @@ def recorded(store: Store, op_id: str, number: int = 0) -> set[str]:
     }
 
 
-def indexes(keys: Iterable[str]) -> set[int]:
-    return {int(k) for k in keys}
+def key_of(item: Any) -> str:
+    """An item's key text under the default key: ``d`` and the digest of the item."""
+    return "d" + digest_value(item)
+
+
+def items_of(keys: Iterable[str], items: Iterable[Any]) -> set[Any]:
+    """The items of ``items`` whose default keys are ``keys``; a key of no item fails."""
+    by_key = {key_of(x): x for x in items}
+    stray = set(keys) - by_key.keys()
+    assert not stray, f"records of no item of the input: {sorted(stray)[:5]}"
+    return {by_key[k] for k in keys}
 
 
 # --- module-level functions: a process pool pickles them -----------------------------------
@@ -136,7 +146,7 @@ def test_results_come_back_in_input_order_from_threads(kind: str, tmp_path: Path
     with checkpointed("order", store=url) as cp:
         out = cp.map(uneven, range(400), workers=8)
     assert out == [x * x for x in range(400)]
-    assert indexes(recorded(resolve_store(url), "order")) == set(range(400))
+    assert items_of(recorded(resolve_store(url), "order"), range(400)) == set(range(400))
     assert resolve_store(url).load_operation("order").state is ProcessState.COMPLETED
 
 
@@ -149,7 +159,7 @@ def test_results_come_back_in_input_order_from_processes(kind: str, tmp_path: Pa
             out = cp.map(square, range(300), executor=pool, retry=2)
         assert pool.submit(square, 3).result() == 9  # not shut down by cp.map
     assert out == [x * x for x in range(300)]
-    assert indexes(recorded(resolve_store(url), "procs")) == set(range(300))
+    assert items_of(recorded(resolve_store(url), "procs"), range(300)) == set(range(300))
 
 
 def test_an_empty_input_gives_an_empty_list(store_url: str) -> None:
@@ -183,7 +193,7 @@ def test_rerun_after_a_failure_runs_only_unfinished_items(store_url: str, store:
         checkpointed("crashy", store=store_url) as cp,
     ):
         cp.map(fn(first), range(400), workers=4)
-    done = indexes(recorded(store, "crashy"))
+    done = items_of(recorded(store, "crashy"), range(400))
     assert done == first.returned  # every item that returned, and only those
     assert 0 < len(done) < 400
     assert 250 not in done
@@ -215,7 +225,7 @@ def test_several_maps_in_one_block_resume_each_in_turn(store: Store, store_url: 
         a = cp.map(square, range(50))
         cp.map(second, range(50), workers=2)
     assert a == [x * x for x in range(50)]
-    done = indexes(recorded(store, "two", 1))
+    done = items_of(recorded(store, "two", 1), range(50))
     broken, calls.started = False, Counter()
     with checkpointed("two", store=store_url) as cp:
         a = cp.map(lambda x: pytest.fail(f"the first map ran item {x} again"), range(50))
@@ -244,7 +254,7 @@ def test_ctrl_c_during_a_map_keeps_what_finished(store_url: str, store: Store) -
 
     with pytest.raises(KeyboardInterrupt), checkpointed("ctrl-c", store=store_url) as cp:
         cp.map(fn(first, True), range(2000), workers=4)
-    done = indexes(recorded(store, "ctrl-c"))
+    done = items_of(recorded(store, "ctrl-c"), range(2000))
     assert done  # what finished before the interrupt was flushed on the way out
     assert done <= first.returned
     assert store.load_operation("ctrl-c").state is ProcessState.PAUSED
@@ -312,11 +322,17 @@ def test_failures_from_processes_come_back_picklable() -> None:
 
 def test_an_item_that_cannot_be_sent_is_set_aside_alone() -> None:
     """A chunk that fails to pickle is split: only the item at fault is set aside."""
+
+    class Local:  # digested by its type and attributes; a local class does not pickle
+        def __init__(self) -> None:
+            self.n = 11
+
+    odd = Local()
     items: list[Any] = list(range(30))
-    items[11] = threading.Lock()
+    items[11] = odd
     with ProcessPoolExecutor(2) as pool, checkpointed("unsendable") as cp:
         out = cp.map(identity, items, executor=pool, on_error="skip")
-    assert cp.failed == {11}
+    assert cp.failed == {odd}
     assert isinstance(out[11], Exception)
     assert [out[i] for i in range(30) if i != 11] == [i for i in range(30) if i != 11]
 
@@ -360,7 +376,142 @@ def test_a_completed_block_returns_stored_results_without_calling(store_url: str
     assert again == first == [{"x": x} for x in range(100)]
 
 
-# --- 5. key= --------------------------------------------------------------------------------
+# --- 5. item keys --------------------------------------------------------------------------
+
+
+def letters(calls: Calls, broken: Callable[[], bool]) -> Callable[[str], str]:
+    """A map function: upper-cases a letter; fails at "c" while ``broken()``."""
+
+    def fn(x: str) -> str:
+        calls.start(x)
+        if x == "c" and broken():
+            raise ValueError("broken at c")
+        return x.upper()
+
+    return fn
+
+
+def test_a_rerun_over_reordered_grown_input_returns_each_items_own_result(
+    store_url: str, store: Store
+) -> None:
+    """The default key is the item's digest: stopped at "c" of a-d, a re-run over d,c,b,a,e
+    returns each letter's own result and runs only the letters without one."""
+    broken, calls = True, Calls()
+    fn = letters(calls, lambda: broken)
+    with pytest.raises(ValueError, match="broken"), checkpointed("moved", store=store_url) as cp:
+        cp.map(fn, list("abcd"), workers=1)
+    done = items_of(recorded(store, "moved"), "abcd")
+    assert {"a", "b"} <= done and "c" not in done  # one thread: a and b ran before c
+
+    broken, calls.started = False, Counter()
+    with checkpointed("moved", store=store_url) as cp:
+        assert cp.map(fn, list("dcbae"), workers=1) == ["D", "C", "B", "A", "E"]
+    assert set(calls.started) == set("abcde") - done
+    assert set(calls.started.values()) == {1}
+    with checkpointed("moved", store=store_url) as cp:  # completed: found by item, no call
+        assert cp.map(fn, list("edcba")) == ["E", "D", "C", "B", "A"]
+    assert set(calls.started.values()) == {1}
+
+
+def test_a_killed_map_rerun_over_shuffled_grown_input_runs_only_the_missing_items(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL mid-map over 0..199; a re-run over 0..299 shuffled returns x*x for each item
+    in its new place, and starts exactly the items without a record, once each."""
+    url = url_for("sqlite", tmp_path)
+    store = open_store(url)
+    args = ("--store", url, "--op", "moved", "--workers", "2")
+    first = Run(tmp_path, "first", *args, "--n", "200", "--cost", "0.01")
+    first.kill_when(lambda: bool(recorded(store, "moved")), "a recorded result")
+    done = items_of(recorded(store, "moved"), range(200))
+    assert 0 < len(done) < 200, "the kill did not land mid-map"
+
+    second = Run(tmp_path, "second", *args, "--n", "300", "--shuffle", "3")
+    result = second.finish()
+    items = list(range(300))
+    random.Random(3).shuffle(items)
+    assert result["results"] == [x * x for x in items]
+    assert sorted(second.starts()) == sorted(set(range(300)) - done)
+
+
+def test_a_repeated_item_runs_once_and_fills_every_slot(store_url: str, store: Store) -> None:
+    """Equal items share their digest: one call, one record, the result in every slot."""
+    calls = Calls()
+
+    def fn(x: int) -> list[int]:
+        calls.start(x)
+        return [x, x]
+
+    items = [1, 1, 2, 1, 3, 2]
+    with checkpointed("repeated", store=store_url) as cp:
+        assert cp.map(fn, items, workers=3) == [[x, x] for x in items]
+    assert calls.started == Counter({1: 1, 2: 1, 3: 1})
+    assert len(recorded(store, "repeated")) == 3
+    assert items_of(recorded(store, "repeated"), items) == {1, 2, 3}
+    with checkpointed("repeated", store=store_url) as cp:  # completed: every slot is filled
+        assert cp.map(fn, items) == [[x, x] for x in items]
+    assert sum(calls.started.values()) == 3
+
+
+def test_a_repeated_item_set_aside_fails_in_every_slot_and_reruns_once(store_url: str) -> None:
+    """on_error="skip": a repeated item that fails is one failure, in all its slots; the
+    next run runs it once."""
+    bad, calls = True, Calls()
+
+    def fn(x: int) -> int:
+        calls.start(x)
+        if x == 5 and bad:
+            raise KeyError(x)
+        return -x
+
+    items = [5, 1, 5, 2, 5]
+    with checkpointed("repeated-skip", store=store_url) as cp:
+        out = cp.map(fn, items, on_error="skip", workers=2)
+    assert cp.failed == {5}
+    assert isinstance(out[0], KeyError) and out[2] is out[0] and out[4] is out[0]
+    assert (out[1], out[3]) == (-1, -2)
+    assert calls.started == Counter({5: 1, 1: 1, 2: 1})
+
+    bad, calls.started = False, Counter()
+    with checkpointed("repeated-skip", store=store_url) as cp:
+        assert cp.map(fn, items, on_error="skip", workers=2) == [-x for x in items]
+    assert calls.started == Counter({5: 1}) and cp.failed == set()
+
+
+def test_an_item_that_cannot_be_digested_is_refused_naming_key(store: Store) -> None:
+    """No digest for an item: TypeError at the call naming the item and key=; nothing runs,
+    and key= is the way out."""
+    calls = Calls()
+    rows = [{"id": 1}, {"id": 2, "conn": threading.Lock()}]
+    with checkpointed("undigestable", store=store) as cp:
+        with pytest.raises(TypeError, match=r"item 1 cannot be digested") as info:
+            cp.map(calls.start, rows)
+        message = str(info.value)
+        assert "items[1]['conn'] = " in message
+        assert "key=lambda item: item.id" in message and 'key="index"' in message
+        assert cp.map(lambda r: r["id"] * 10, rows, key=lambda r: r["id"]) == [10, 20]
+    assert not calls.started
+    assert recorded(store, "undigestable") == {"i1", "i2"}  # map 0: the refused call ran none
+
+
+def test_index_keys_name_items_by_position(store_url: str, store: Store) -> None:
+    """key="index": records under the index, as every map stored them before keys were
+    digests; a reordered re-run gets the stored results by position."""
+    broken, calls = True, Calls()
+    fn = letters(calls, lambda: broken)
+    with pytest.raises(ValueError, match="broken"), checkpointed("by-index", store=store_url) as cp:
+        cp.map(fn, list("abcd"), key="index", workers=1)
+    names = recorded(store, "by-index")
+    assert {"0", "1"} <= names <= {"0", "1", "3"}
+
+    broken, calls.started = False, Counter()
+    new = list("dcba")
+    with checkpointed("by-index", store=store_url) as cp:
+        out = cp.map(fn, new, key="index", workers=1)
+    old = ["A", "B", "C", "D"]
+    assert out == [old[i] if str(i) in names else new[i].upper() for i in range(4)]
+    assert out[:2] == ["A", "B"]  # by position: d and c get a's and b's results
+    assert set(calls.started) == {new[i] for i in range(4) if str(i) not in names}
 
 
 def test_keys_follow_items_when_the_input_is_reordered(store_url: str, store: Store) -> None:
@@ -448,7 +599,7 @@ def test_retry_reruns_a_flaky_item_and_records_it_once(
     with checkpointed("retry", store=store) as cp:
         assert cp.map(flaky, range(10), retry=3, workers=2) == list(range(10))
     assert attempts[5] == 3 and set(attempts.values()) == {1, 3}
-    assert sorted(written) == sorted(f"map0:{i}" for i in range(10))
+    assert sorted(written) == sorted(f"map0:{key_of(i)}" for i in range(10))
 
 
 # --- 7. bad arguments -----------------------------------------------------------------------
@@ -466,6 +617,8 @@ def test_retry_reruns_a_flaky_item_and_records_it_once(
         ({"workers": True}, TypeError, "whole number"),
         ({"workers": 2, "executor": "a pool"}, ValueError, "not both"),
         ({"key": "name"}, TypeError, "function of the item"),
+        ({"key": "Index"}, TypeError, '"index"'),
+        ({"key": 0}, TypeError, "function of the item"),
         ({"retry": "x"}, TypeError, "retry must be"),
         ({"retry": 0}, ValueError, "at least 1"),
     ],
@@ -517,7 +670,26 @@ def test_completions_are_written_in_groups(tmp_path: Path, monkeypatch: pytest.M
         assert cp.map(identity, range(10_000)) == list(range(10_000))
     assert sum(sizes) == 10_000
     assert len(sizes) < 100
-    assert indexes(recorded(store, "group")) == set(range(10_000))
+    assert items_of(recorded(store, "group"), range(10_000)) == set(range(10_000))
+
+
+def test_large_results_are_written_in_smaller_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results of 1 MiB each: a group holds at most 16 MiB of them, not thousands."""
+    store = open_store(url_for("sqlite", tmp_path))
+    sizes: list[int] = []
+    put = store.put_results
+
+    def counting(results: Any) -> None:
+        sizes.append(len(results))
+        put(results)
+
+    monkeypatch.setattr(store, "put_results", counting)
+    with checkpointed("large", store=store) as cp:
+        out = cp.map(lambda x: bytes([x]) * (1 << 20), range(40), workers=2)
+    assert [len(b) for b in out] == [1 << 20] * 40
+    assert sum(sizes) == 40 and max(sizes) <= 17
 
 
 # --- 9. real processes, killed --------------------------------------------------------------
@@ -558,6 +730,18 @@ class Run:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
+    def kill_when(self, ready: Callable[[], bool], what: str) -> None:
+        """SIGKILL the whole group as soon as ``ready()`` holds."""
+        deadline = time.monotonic() + TIMEOUT
+        while not ready():
+            assert self.proc.poll() is None, f"the worker ended before {what}: {self.stderr()}"
+            assert time.monotonic() < deadline, f"the worker never reached {what}"
+            time.sleep(0.002)
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(TIMEOUT)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
     def finish(self) -> dict[str, Any]:
         out, _ = self.proc.communicate(timeout=TIMEOUT)
         assert self.proc.returncode == 0, self.stderr()
@@ -581,7 +765,7 @@ def test_sigkill_never_reruns_a_recorded_item(kind: str, tmp_path: Path) -> None
         run = Run(tmp_path, f"run{i}", *args)
         runs.append(run)
         run.kill_after(started, rng.uniform(0.0, 0.15))
-        at_kill.append(indexes(recorded(store, "killed")))
+        at_kill.append(items_of(recorded(store, "killed"), range(n)))
     last = Run(tmp_path, "last", *args)
     runs.append(last)
     result = last.finish()

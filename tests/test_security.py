@@ -39,6 +39,7 @@ from resumable import (
 )
 from resumable._owner import Owner
 from resumable._signing import MAC_MARK
+from resumable.keys import digest_value
 from resumable.operation import ResultRecord, op_key
 from resumable.stores import Store, open_store
 from resumable.stores.files import FileStore
@@ -228,7 +229,8 @@ def test_a_planted_pickle_never_runs(
         store.save(OperationRecord.new("forged", "forged", PAUSED))
         store.put_results(
             [ResultRecord.create(op, key, "pickle", evil) for op, key in (
-                ("steps", "step:fetch"), ("maps", "map0:0"), ("maps", "map0:1"),
+                ("steps", "step:fetch"), ("maps", f"map0:d{digest_value(10)}"),
+                ("maps", f"map0:d{digest_value(20)}"),
                 ("call", call_key),
             )]
         )  # fmt: skip

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import pytest
 from conftest import url_for
 
 from resumable import LeaseLost, StoreError, checkpointed
+from resumable.keys import digest_value
 from resumable.operation import ResultRecord
 from resumable.serializers import decode
 from resumable.stores import Store, open_store
@@ -98,14 +101,18 @@ def participants(tmp_path: Path, shared_url: str) -> Iterator[Participants]:
         group.kill_all()
 
 
-def stored(url: str, op_id: str) -> dict[int, list[int]]:
-    """The recorded results of map 0: item -> [item, pid that computed it]."""
+def stored(url: str, op_id: str, n: int) -> dict[int, Any]:
+    """The recorded results of map 0 over ``range(n)`` (item -> result), found by the items'
+    default keys (``d`` and the digest of the item); a record of no item fails."""
     store = open_store(url)
     try:
         records: dict[str, ResultRecord] = store.load_results(op_id, "map0:")
     finally:
         store.close()
-    return {int(k[5:]): decode(r.serializer, r.payload) for k, r in records.items()}
+    by_key = {f"map0:d{digest_value(x)}": x for x in range(n)}
+    stray = records.keys() - by_key.keys()
+    assert not stray, f"records of no item: {sorted(stray)[:5]}"
+    return {by_key[k]: decode(r.serializer, r.payload) for k, r in records.items()}
 
 
 @pytest.mark.slow
@@ -121,7 +128,7 @@ def test_three_participants_one_killed_every_item_recorded_once(
     assert participants.wait(doomed)[0] == -signal.SIGKILL
 
     expected = list(range(n))
-    recorded = stored(participants.url, participants.op_id)
+    recorded = stored(participants.url, participants.op_id, n)
     assert sorted(recorded) == expected  # every item recorded (once: one row per key)
     for proc in survivors:  # each survivor returns all results, in order, as recorded
         out = participants.output(proc)
@@ -168,7 +175,7 @@ def test_claims_of_a_participant_killed_on_this_host_move_without_waiting_out_th
     assert code == 0, err
     assert time.monotonic() - started < 30  # not the 60 s lease
     assert participants.wait(doomed)[0] == -signal.SIGKILL
-    assert sorted(stored(participants.url, participants.op_id)) == list(range(200))
+    assert sorted(stored(participants.url, participants.op_id, 200)) == list(range(200))
 
 
 @pytest.mark.slow
@@ -184,14 +191,14 @@ def test_a_stopped_participant_resumed_after_takeover_writes_nothing(
     other = participants.start()
     code, err = participants.wait(other)  # takes over the stalled claims and finishes
     assert code == 0, err
-    before = stored(participants.url, participants.op_id)
+    before = stored(participants.url, participants.op_id, n)
     assert sorted(before) == list(range(n))
 
     stalled.send_signal(signal.SIGCONT)
     code, err = participants.wait(stalled)
     assert code != 0
     assert "LeaseLost" in err, err
-    assert stored(participants.url, participants.op_id) == before  # nothing overwritten
+    assert stored(participants.url, participants.op_id, n) == before  # nothing overwritten
 
 
 @pytest.mark.slow
@@ -206,7 +213,7 @@ def test_a_lone_participant_killed_is_taken_over_by_the_next_run(
     code, err = participants.wait(again)
     assert code == 0, err
     assert participants.output(again)["results"] == [
-        [i, stored(participants.url, participants.op_id)[i][1]] for i in range(n)
+        [i, stored(participants.url, participants.op_id, n)[i][1]] for i in range(n)
     ]
     runs = [(pid, what) for pid, what, _ in participants.executions() if what != "STEP"]
     first = {int(w) for p, w in runs if p == doomed.pid}
@@ -239,7 +246,99 @@ def test_failures_set_aside_by_participants_rerun_alone_next_time(
     assert rerun == ["7"]
 
 
+@pytest.mark.slow
+def test_a_killed_participant_then_a_run_over_the_input_shuffled(
+    participants: Participants,
+) -> None:
+    """Items are found by their digest, not their place: after a participant dies, a run
+    over the same items shuffled returns each item's own result and starts only the rest."""
+    n = 60
+    participants.n = n
+    doomed = participants.start("--kill-after", "10")
+    assert participants.wait(doomed)[0] == -signal.SIGKILL
+    done = stored(participants.url, participants.op_id, n)
+    assert done, "nothing recorded before the kill: the test proved nothing"
+
+    again = participants.start("--shuffle", "5")
+    code, err = participants.wait(again)
+    assert code == 0, err
+    items = list(range(n))
+    random.Random(5).shuffle(items)
+    results = participants.output(again)["results"]
+    assert [r[0] for r in results] == items
+    assert all(results[i] == done[x] for i, x in enumerate(items) if x in done)
+    ran = [int(w) for p, w, _ in participants.executions() if p == again.pid and w != "STEP"]
+    assert sorted(ran) == sorted(set(range(n)) - done.keys())
+
+
 # --- in one process ------------------------------------------------------------------------
+
+
+class Counted:
+    """A map function over ints that counts its calls (threads of one process) and fails at
+    ``bad`` while ``broken``."""
+
+    def __init__(self, bad: int) -> None:
+        self.bad, self.broken = bad, True
+        self.calls: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, x: int) -> int:
+        with self._lock:
+            self.calls[x] += 1
+        if x == self.bad and self.broken:
+            raise ValueError(f"broken at {x}")
+        return x * 10
+
+
+def test_a_shared_map_rerun_over_its_input_reordered(shared_url: str) -> None:
+    """Batches are runs of slots: a re-run over the same items in another order claims new
+    ones, so no batch marked done stands for items without a result."""
+    fn = Counted(bad=45)
+    with (
+        pytest.raises(ValueError, match="broken at 45"),
+        checkpointed("moved", store=shared_url, shared=True) as cp,
+    ):
+        cp.map(fn, range(60), workers=1)
+    done = stored(shared_url, "moved", 60)
+    assert done and 45 not in done
+    fn.broken, fn.calls = False, Counter()
+    items = list(reversed(range(60)))
+    with checkpointed("moved", store=shared_url, shared=True) as cp:
+        assert cp.map(fn, items, workers=1) == [x * 10 for x in items]
+    assert set(fn.calls) == set(range(60)) - done.keys()
+    assert set(fn.calls.values()) == {1}
+
+
+def test_repeated_items_run_once_across_participants(shared_url: str) -> None:
+    """Three participants, each item three times, one item failing (skip): every item runs
+    once in all, every participant fills every slot and sets the failing item aside; the
+    next run reopens the failed batch (all three 7s: batches hold 3 items) and runs 7 once."""
+    fn = Counted(bad=7)
+    items = [x // 3 for x in range(600)]
+    outs: list[tuple[list[Any], set[Any]]] = []
+
+    def participant() -> None:
+        with checkpointed("repeated", store=shared_url, shared=True) as cp:
+            out = cp.map(fn, items, workers=2, on_error="skip")
+        outs.append((out, set(cp.failed)))
+
+    threads = [threading.Thread(target=participant) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(outs) == 3
+    assert fn.calls == Counter(range(200))  # each distinct item once, in all
+    for out, failed in outs:
+        assert failed == {7}
+        assert all(isinstance(out[i], Exception) for i in (21, 22, 23))
+        assert [out[i] for i in range(600) if items[i] != 7] == [x * 10 for x in items if x != 7]
+
+    fn.broken, fn.calls = False, Counter()
+    with checkpointed("repeated", store=shared_url, shared=True) as cp:
+        assert cp.map(fn, items, workers=2, on_error="skip") == [x * 10 for x in items]
+    assert fn.calls == Counter({7: 1}) and cp.failed == set()
 
 
 def test_a_shared_map_across_threads_of_one_process(shared_url: str) -> None:

@@ -18,7 +18,7 @@ from resumable._progress import check_progress, open_progress
 from resumable.errors import ResumableError
 from resumable.retry import RetrySpec
 
-from .items import MapHost, check, item_keys, load_done
+from .items import ItemKeys, MapHost, check, item_keys, load_done
 from .local import MapRun
 from .shared import SharedMap
 from .worker import Task
@@ -49,16 +49,17 @@ def run_map(
         )
     assert isinstance(iterable, Iterable) and callable(fn)  # noqa: S101 - checked just above
     items = list(iterable)
-    texts, users = item_keys(items, key) if callable(key) else (None, None)
+    keys = item_keys(items, key)
 
     store, op_id = host.store, host.op_id
     number = host.next_map()
     prefix = f"map{number}:"
     results: list[Any] = [None] * len(items)
-    pending = load_done(store, op_id, prefix, results, texts)
+    pending = load_done(store, op_id, prefix, results, keys)
+    repeated = 0 if keys is None else len(keys.copies)
     log.info(
         "resumable.map.started", op_id=op_id, map=number, items=len(items),
-        done_before=len(items) - len(pending),
+        done_before=len(items) - repeated - len(pending), repeated=repeated,
     )  # fmt: skip
     if host.completed_before:
         if pending:
@@ -67,21 +68,21 @@ def run_map(
                 "item(s) without a stored result (was it added after the operation completed?); "
                 "a completed operation runs nothing: reset it (fresh=True) to run it again"
             )
-        return results
+        return _filled(results, keys)
     raising = on_error == "raise"
     task = Task(fn, retry, host.serializer, raising)
     started = time.perf_counter()
     if not pending and not host.owner:
-        return results
+        return _filled(results, keys)
     skipped = len(items) - len(pending)
     reporter = open_progress(progress, op_id, skipped=skipped, total=len(items))  # type: ignore[arg-type] # checked above
     try:
         if host.owner:  # a participant of a shared block
-            shared = SharedMap(host, number, items, results, texts, users, raising=raising)
+            shared = SharedMap(host, number, items, results, keys, raising=raising)
             shared.reporter = reporter
             ran, failures = shared.run(pending, task, executor, workers)
         else:
-            run = MapRun(host, number, items, results, texts, users, raising=raising)
+            run = MapRun(host, number, items, results, keys, raising=raising)
             run.reporter, run.skipped = reporter, skipped
             run.execute(pending, task, executor, workers)
             ran, failures = len(pending), run.failures
@@ -92,4 +93,11 @@ def run_map(
         "resumable.map.done", op_id=op_id, map=number, items=len(items), ran=ran,
         failed=failures, seconds=round(time.perf_counter() - started, 6),
     )  # fmt: skip
+    return _filled(results, keys)
+
+
+def _filled(results: list[Any], keys: ItemKeys | None) -> list[Any]:
+    """``results``, each repeated item given its first occurrence's result."""
+    if keys is not None:
+        keys.fill(results)
     return results

@@ -1,11 +1,21 @@
 """What every way of running a map shares: its arguments, item keys, stored results, pool.
 
 Map number ``n`` of a block (counted from 0 in every run) stores one result record per item
-under ``map<n>:<item key>``: the index (``"17"``) by default, else ``i<int>``, ``s<str>`` or
-``d<digest>`` of the ``key=`` value. A re-run loads the records under its prefix
-(:func:`load_done`) and runs only the items without a good one. An item set aside by
-``on_error="skip"`` is stored under its key as serializer ``"!error"`` with the error text, so
-it counts as not done and a later success simply replaces it.
+under ``map<n>:<item key>``. The key names the item, not its place. By default it is
+``d<digest>``, the digest of the item (:func:`~resumable.keys.digest_value`, as ``@resumable``
+digests arguments), so a re-run over reordered, grown or edited input finds each item's own
+result. ``key=`` names items by its value instead: ``i<int>``, ``s<str>``, else ``d<digest>``
+of the value. ``key="index"`` names them by position: the key is the index (``"17"``), the
+form every map had before keys were digests, so those operations still resume.
+
+A re-run loads the records under its prefix (:func:`load_done`) and runs only the items
+without a good one. An item set aside by ``on_error="skip"`` is stored under its key as
+serializer ``"!error"`` with the error text, so it counts as not done and a later success
+simply replaces it.
+
+Equal items have one key, so under the default key an item that occurs several times runs
+once: in its first slot; the others get its result (or its exception) when the map returns
+(:meth:`ItemKeys.fill`). ``key=`` values must differ from item to item.
 
 A map sees the block it runs in through :class:`MapHost`: what it may read, and the two
 things it reports (the map's number, the items it set aside).
@@ -15,14 +25,15 @@ from __future__ import annotations
 
 import os
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from resumable._log import log
 from resumable.keys import digest_value
 from resumable.operation import ResultRecord
-from resumable.serializers import Serializer, decode
+from resumable.serializers import Serializer, decode, short_repr
 
 from .worker import ERROR, Outcome
 
@@ -30,7 +41,19 @@ if TYPE_CHECKING:
     from resumable._progress import Reporter
     from resumable.stores.base import Store
 
-__all__ = ["MapHost", "MapItems", "check", "item_keys", "load_done", "open_pool"]
+__all__ = [
+    "INDEX",
+    "ItemKeys",
+    "MapHost",
+    "MapItems",
+    "check",
+    "item_keys",
+    "load_done",
+    "open_pool",
+]
+
+#: ``key="index"``: items are named by their position, as maps were before keys were digests.
+INDEX: Final = "index"
 
 
 class MapHost(Protocol):
@@ -62,8 +85,11 @@ def check(  # noqa: PLR0917 - the arguments of cp.map, checked together
     """Refuse bad arguments at the call, before anything runs."""
     if not callable(fn):
         raise TypeError(f"cp.map(fn, items): fn must be callable, not {fn!r}")
-    if key is not None and not callable(key):
-        raise TypeError(f"cp.map(key=...) must be a function of the item, not {key!r}")
+    if key is not None and not callable(key) and not (isinstance(key, str) and key == INDEX):
+        raise TypeError(
+            "cp.map(key=...) must be a function of the item, None (the default: a digest of the "
+            f'item) or "index" (the item\'s position), not {key!r}'
+        )
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     if executor is not None and not isinstance(executor, Executor):
@@ -87,8 +113,35 @@ def check(  # noqa: PLR0917 - the arguments of cp.map, checked together
         )
 
 
-def item_keys(items: list[Any], key: Callable[[Any], Any]) -> tuple[list[str], list[Any]]:
-    """Each item's key text and key value; refuses undigestable and duplicate keys."""
+@dataclass(slots=True)
+class ItemKeys:
+    """How a map names its items in the store (not used with ``key="index"``)."""
+
+    #: Each slot's key text, after the map's prefix.
+    texts: list[str]
+    #: Each slot's key as ``cp.failed`` reports it: the item itself, or its ``key=`` value.
+    users: list[Any]
+    #: The first slot of each key text.
+    first: dict[str, int]
+    #: ``(slot, first slot)`` of each repeated item: it does not run, it gets the first one's
+    #: result.
+    copies: list[tuple[int, int]] = field(default_factory=list)
+
+    def fill(self, results: list[Any]) -> None:
+        """Give every repeated item the result of its first occurrence."""
+        for slot, first in self.copies:
+            results[slot] = results[first]
+
+
+def item_keys(items: list[Any], key: object) -> ItemKeys | None:
+    """The items' keys: digests of the items (``key=None``), ``key=`` values, or None (index).
+
+    Raises:
+        TypeError: an item (default key) or a key value cannot be digested.
+        ValueError: ``key=`` gives two items the same key.
+    """
+    if not callable(key):
+        return None if key == INDEX else _digest_keys(items)
     texts: list[str] = []
     users: list[Any] = []
     seen: dict[str, int] = {}
@@ -115,19 +168,57 @@ def item_keys(items: list[Any], key: Callable[[Any], Any]) -> tuple[list[str], l
             )
         texts.append(text)
         users.append(value)
-    return texts, users
+    return ItemKeys(texts, users, seen)
+
+
+def _digest_keys(items: list[Any]) -> ItemKeys:
+    """The default keys: ``d<digest of the item>``; equal items share one."""
+    texts: list[str] = []
+    seen: dict[str, int] = {}
+    copies: list[tuple[int, int]] = []
+    add, first_of = texts.append, seen.setdefault
+    for i, item in enumerate(items):
+        try:
+            text = "d" + digest_value(item, "item")
+        except TypeError:
+            raise _undigestable(i, item) from None
+        first = first_of(text, i)
+        if first != i:
+            copies.append((i, first))
+        add(text)
+    return ItemKeys(texts, items, seen, copies)
+
+
+def _undigestable(i: int, item: object) -> TypeError:
+    try:
+        digest_value(item, f"items[{i}]")  # again, to name the part at fault from the items
+        detail = f"items[{i}] cannot be digested"
+    except TypeError as exc:
+        detail = str(exc)
+    return TypeError(
+        f"cp.map: item {i} cannot be digested, so a re-run could not find its result "
+        f"({detail}). Name the items with key=, a function of the item that gives a str, an "
+        "int, bytes or a tuple of those (e.g. key=lambda item: item.id), or by their position "
+        'with key="index"'
+    )
 
 
 def load_done(
-    store: Store, op_id: str, prefix: str, results: list[Any], texts: list[str] | None
+    store: Store, op_id: str, prefix: str, results: list[Any], keys: ItemKeys | None
 ) -> Sequence[int]:
-    """Put the stored results into ``results``; return the slots that still have to run."""
+    """Put the stored results into ``results``; return the slots that still have to run.
+
+    A repeated item (:attr:`ItemKeys.copies`) never has to run: its first slot does.
+    """
     n = len(results)
     records = store.load_results(op_id, prefix)
-    if not records:
+    copies = () if keys is None else keys.copies
+    if not records and not copies:
         return range(n)
-    slot_of = None if texts is None else {text: i for i, text in enumerate(texts)}
+    slot_of = None if keys is None else keys.first
     done = bytearray((n + 7) >> 3)  # a bitmap: one bit per item
+    for slot, _ in copies:
+        done[slot >> 3] |= 1 << (slot & 7)
     cut = len(prefix)
     for name, rec in records.items():
         if rec.serializer == ERROR:
@@ -135,7 +226,7 @@ def load_done(
         text = name[cut:]
         if slot_of is None:
             if not (text.isascii() and text.isdigit()) or (text[0] == "0" and text != "0"):
-                continue  # not an index key: written by a map with key=
+                continue  # not an index key: written by a map with key= or the default key
             slot = int(text)
             if slot >= n:
                 continue
@@ -184,13 +275,15 @@ def _executor_width(executor: Executor) -> int:
 class MapItems:
     """What every way of running a map shares: its items, their record keys, the results."""
 
-    def __init__(  # noqa: PLR0917 - private, called once by run_map
+    def __init__(
         self, host: MapHost, number: int, items: list[Any], results: list[Any],
-        texts: list[str] | None, users: list[Any] | None, *, raising: bool,
+        keys: ItemKeys | None, *, raising: bool,
     ) -> None:  # fmt: skip
         self.host, self.store, self.op_id = host, host.store, host.op_id
         self.number, self.prefix = number, f"map{number}:"
-        self.items, self.results, self.texts, self.users = items, results, texts, users
+        self.items, self.results, self.keys = items, results, keys
+        self.texts = None if keys is None else keys.texts
+        self.users = None if keys is None else keys.users
         self.raising = raising  # on_error="raise"
         self.failures = 0
         self.reporter: Reporter | None = None
@@ -217,6 +310,7 @@ class MapItems:
             self.host.set_aside(key[len(self.prefix) :])
         text = f"{type(exc).__name__}: {exc}"
         log.warning(
-            "resumable.map.item_failed", op_id=self.op_id, map=self.number, key=user, error=text
-        )
+            "resumable.map.item_failed", op_id=self.op_id, map=self.number,
+            key=short_repr(user), error=text,
+        )  # fmt: skip
         return ResultRecord.create(self.op_id, key, ERROR, text.encode(errors="replace"))

@@ -10,6 +10,9 @@ participant; those of a dead one run out, and the next participant that asks tak
 A participant with nothing left to claim polls until every batch is done, then loads all
 results from the store, so that every participant returns the whole list, in order.
 
+An item repeated in the input (default keys) runs in its first slot only; the others get its
+result when the map returns.
+
 Batches finished with items set aside (``on_error="skip"``) are reopened when a later map
 call starts, so the next run retries exactly those items; a batch claimed for a second time
 is checked against the store first, so no recorded item runs again.
@@ -28,10 +31,11 @@ from resumable._heartbeat import Heartbeat
 from resumable._log import log
 from resumable._owner import Owner
 from resumable.errors import LeaseLost, ResumableError
+from resumable.keys import digest_value
 from resumable.operation import ResultRecord
-from resumable.serializers import decode, encode
+from resumable.serializers import decode, encode, short_repr
 
-from .items import MapHost, MapItems, open_pool
+from .items import ItemKeys, MapHost, MapItems, open_pool
 from .worker import ERROR, ChunkResult, Outcome, Task, run_chunk
 
 if TYPE_CHECKING:
@@ -71,14 +75,18 @@ def free_dead_claims(store: Store, op_id: str, group: str) -> None:
 class SharedMap(MapItems):
     """This participant's part of one shared map."""
 
-    def __init__(  # noqa: PLR0917 - private, called once by run_map
+    def __init__(
         self, host: MapHost, number: int, items: list[Any], results: list[Any],
-        texts: list[str] | None, users: list[Any] | None, *, raising: bool,
+        keys: ItemKeys | None, *, raising: bool,
     ) -> None:  # fmt: skip
-        super().__init__(host, number, items, results, texts, users, raising=raising)
-        # The claims of a map of n items: a map whose input changed size gets new batches
-        # (its recorded results, keyed by item, still count).
+        super().__init__(host, number, items, results, keys, raising=raising)
+        # The claims of one input: batches are runs of slots, so an input that changed (in
+        # size, or in order under keys that follow the items) gets new batches; its recorded
+        # results, found by key, still count. Index keys are their slots: the size will do.
         self.group = f"map{number}/{len(items)}"
+        if keys is not None:
+            self.group += "/" + digest_value(keys.texts, "keys")[:16]
+        self.copy_slots = frozenset(() if keys is None else (s for s, _ in keys.copies))
         self.owner = host.owner
         self.size = batch_size(len(items))
         self.count = math.ceil(len(items) / self.size)
@@ -162,7 +170,8 @@ class SharedMap(MapItems):
         span = range(start, min(len(self.items), start + self.size))
         if epoch > 1:  # claimed before (taken over, or reopened): the store knows more now
             found = self.store.load_results(self.op_id, self.prefix)
-            return [s for s in span if _unrecorded(found.get(self.key(s)))]
+            copies = self.copy_slots  # a repeated item runs in its first slot only
+            return [s for s in span if s not in copies and _unrecorded(found.get(self.key(s)))]
         return [s for s in span if self.todo[s]]
 
     def _finish(self, fut: Future[ChunkResult], batch: int, epoch: int, slots: list[int]) -> None:
@@ -222,7 +231,7 @@ class SharedMap(MapItems):
             if rec.serializer == ERROR:
                 user = slot if self.users is None else self.users[slot]
                 self.results[slot] = error = ResumableError(
-                    f"item {user!r} failed in another participant: {rec.payload.decode()}"
+                    f"item {short_repr(user)} failed in another participant: {rec.payload.decode()}"
                 )
                 self.failure_record(slot, error)  # counted and in cp.failed; stored there
             else:

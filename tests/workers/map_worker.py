@@ -1,13 +1,14 @@
 """A ``cp.map`` job over a process pool that the map tests run as a real process, kill, and rerun.
 
     python map_worker.py --store URL --op ID --n N --log PATH [--cost SECONDS] [--workers W]
-                         [--fail-item K --marker PATH]
+                         [--fail-item K --marker PATH] [--shuffle SEED]
 
-Inside ``checkpointed(ID)``, ``cp.map`` runs :func:`work` over ``range(N)`` on a
-``ProcessPoolExecutor`` of ``W`` processes. Each call appends ``START <x>`` to ``--log``
-(one ``write`` of a line in append mode, so lines from several processes never mix), sleeps
-``--cost`` seconds and returns ``x * x``. With ``--fail-item K``, item K raises while the file
-``--marker`` exists, and the map runs with ``on_error="skip"``.
+Inside ``checkpointed(ID)``, ``cp.map`` runs :func:`work` over ``range(N)`` (shuffled by
+``random.Random(SEED)`` with ``--shuffle``) on a ``ProcessPoolExecutor`` of ``W`` processes.
+Each call appends ``START <x>`` to ``--log`` (one ``write`` of a line in append mode, so lines
+from several processes never mix), sleeps ``--cost`` seconds and returns ``x * x``. With
+``--fail-item K``, item K raises while the file ``--marker`` exists, and the map runs with
+``on_error="skip"``.
 
 When the block is done, stdout gets one JSON line: ``results`` (an exception as
 ``{"error": text}``), ``failed`` (sorted ``cp.failed``), ``completed_before`` and ``resumed``.
@@ -19,6 +20,7 @@ import argparse
 import functools
 import json
 import os
+import random
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -50,7 +52,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fail-item", type=int)
     parser.add_argument("--marker")
+    parser.add_argument("--shuffle", type=int)
     args = parser.parse_args()
+
+    items = list(range(args.n))
+    if args.shuffle is not None:
+        random.Random(args.shuffle).shuffle(items)
 
     fn = functools.partial(work, args.log, args.cost, args.fail_item, args.marker)
     on_error = "skip" if args.fail_item is not None else "raise"
@@ -58,7 +65,7 @@ def main() -> int:
         checkpointed(args.op, store=args.store) as cp,
         ProcessPoolExecutor(args.workers) as pool,
     ):
-        results: list[Any] = cp.map(fn, range(args.n), executor=pool, on_error=on_error)
+        results: list[Any] = cp.map(fn, items, executor=pool, on_error=on_error)
     shown: list[Any] = [
         {"error": f"{type(r).__name__}: {r}"} if isinstance(r, BaseException) else r
         for r in results

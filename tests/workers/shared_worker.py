@@ -2,10 +2,11 @@
 
     python shared_worker.py --store URL --op ID --n N --log PATH --out PATH
                             [--cost SECONDS] [--workers W] [--stop-after K | --kill-after K]
-                            [--fail-item X --marker PATH]
+                            [--fail-item X --marker PATH] [--shuffle SEED]
 
 Inside ``checkpointed(ID, shared=True)``: ``cp.step("prepare", ...)`` (which logs ``STEP``),
-then ``cp.map`` of :func:`work` over ``range(N)`` on ``W`` threads. Each item appends
+then ``cp.map`` of :func:`work` over ``range(N)`` (shuffled by ``random.Random(SEED)`` with
+``--shuffle``) on ``W`` threads. Each item appends
 ``<pid> <x> <time>`` to ``--log`` (one ``write`` in append mode: lines never mix), sleeps
 ``--cost`` seconds and returns ``[x, pid]``, so the store shows which participant's run of an
 item was recorded. ``--stop-after K`` makes this process SIGSTOP itself as its K-th item
@@ -23,6 +24,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 import signal
 import threading
 import time
@@ -92,7 +94,12 @@ def main() -> int:
     parser.add_argument("--kill-after", type=int, default=-1)
     parser.add_argument("--fail-item", type=int, default=-1)
     parser.add_argument("--marker", default="")
+    parser.add_argument("--shuffle", type=int)
     args = parser.parse_args()
+
+    items = list(range(args.n))
+    if args.shuffle is not None:
+        random.Random(args.shuffle).shuffle(items)
 
     on_error = "skip" if args.fail_item >= 0 else "raise"
     global _store  # noqa: PLW0603 - read by work() in the map's threads
@@ -101,7 +108,7 @@ def main() -> int:
         step = cp.step("prepare", prepare, args.log)
         results: list[Any] = cp.map(
             functools.partial(work, args),
-            range(args.n),
+            items,
             workers=args.workers,
             on_error=on_error,
         )
