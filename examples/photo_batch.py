@@ -3,9 +3,15 @@
     python examples/photo_batch.py
 
 makes 48 small JPEGs in ``photos/`` (the first time only), then a 128-pixel thumbnail of each
-in ``thumbnails/``, and prints a summary. Press Ctrl-C (or ``kill -9`` it) part-way and run
-it again: it resumes after the last committed photo, the bar starting there, and prints the
-same summary as an uninterrupted run. A third run makes nothing: the batch is complete.
+in ``thumbnails/``, with a line per photo in ``manifest.tsv``, and prints a summary. Press
+Ctrl-C (or ``kill -9`` it) part-way and run it again: it resumes after the last committed
+photo, the bar starting there, and prints the same summary as an uninterrupted run. A third
+run makes nothing: the batch is complete.
+
+A photo whose thumbnail was made after the last commit is made again on the next run, which
+overwrites the same file. The manifest is written through ``cp.open``: its length is
+committed with the position, and a re-run truncates it back to that length, so it lists
+each photo exactly once however the batch was killed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from resumable import checkpointed
 
 PHOTOS = Path("photos")
 THUMBS = Path("thumbnails")
+MANIFEST = Path("manifest.tsv")  # name, size in pixels, bytes: a line per photo
 COUNT = 48
 
 
@@ -40,14 +47,15 @@ def make_photos() -> list[Path]:
     return paths
 
 
-def thumbnail(path: Path) -> Path:
-    """Write a thumbnail of one photo; return its path (re-making one gives the same file)."""
+def thumbnail(path: Path) -> tuple[Path, str]:
+    """Write a thumbnail of one photo (re-making one gives the same file): its path and size."""
     out = THUMBS / path.name
     with Image.open(path) as image:
         image.thumbnail((128, 128))
         image.save(out, "JPEG", quality=80)
+        size = f"{image.width}x{image.height}"
     time.sleep(0.03)  # a real photo takes longer: leave time to press Ctrl-C
-    return out
+    return out, size
 
 
 def main() -> None:
@@ -61,11 +69,16 @@ def main() -> None:
             print(f"Resuming at photo {cp.position + 1} of {len(photos)}.", flush=True)
         else:
             print(f"Making thumbnails of {len(photos)} photos.", flush=True)
+        manifest = cp.open(MANIFEST, "w")  # "w": empty on the first run only
         for path in cp.iterate(photos, progress=True):
-            out = thumbnail(path)
+            out, size = thumbnail(path)
+            manifest.write(f"{path.name}\t{size}\t{out.stat().st_size}\n")
             cp.state.done += 1
             cp.state.bytes += out.stat().st_size
-    print(f"Done: {cp.state.done} thumbnails, {cp.state.bytes:,} bytes in {THUMBS}/.")
+    print(
+        f"Done: {cp.state.done} thumbnails, {cp.state.bytes:,} bytes in {THUMBS}/, "
+        f"listed in {MANIFEST}."
+    )
 
 
 if __name__ == "__main__":
