@@ -39,7 +39,7 @@ from .operation import (
     ResultRecord,
     validate_op_id,
 )
-from .serializers import Serializer
+from .serializers import Serializer, short_repr
 from .stores import resolve_store
 from .stores.base import Store
 
@@ -545,7 +545,7 @@ class Run:
 
     def failed_text(self) -> str:
         """The keys set aside, for a message (the first ten)."""
-        keys = sorted(map(repr, self.failed))
+        keys = sorted(map(short_repr, self.failed))
         return ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
 
 

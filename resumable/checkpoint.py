@@ -88,7 +88,11 @@ class Checkpoint:
     def state(self) -> Any:
         """The local state: restored on re-runs; attribute and item access for dict states.
 
-        Still readable after the block, with the final values.
+        Still readable after the block: the final values, or after an exception, the values
+        committed with ``cp.position``. (An exception exit commits the last finished item,
+        the interrupted item's assignments undone, if the state holds only values that
+        cannot change in place; otherwise, or with a ``cp.open`` file or a
+        ``cp.before_commit`` function, it keeps the last commit.)
         """
         if self._run is None or self._run.state is None:
             raise RuntimeError(
@@ -237,7 +241,8 @@ class Checkpoint:
         ``durability=full``); re-entering the unfinished operation truncates it back to that
         length before this returns, so what an interrupted run wrote after its last commit
         is gone, and the items that wrote it run again. Call it outside loop bodies, before
-        the loop that writes. It returns a real file object, closed when the block ends
+        the loop that writes (code before the loop runs again on a resume: write a header only
+        if ``f.tell() == 0``). It returns a real file object, closed when the block ends
         (closing it earlier, or using it in a ``with``, is fine).
 
         Args:
@@ -426,8 +431,12 @@ class Checkpoint:
         Args:
             fn: called once per item (it must pickle for a process pool).
             iterable: the items.
-            key: names an item across runs (default: its index); must give a str, int,
-                bytes or other digestible value.
+            key: names an item across runs. Default: a digest of the item (the digest
+                ``@resumable`` takes of arguments), so reordered, grown or edited input still
+                returns each item's own result; equal items run once and share the result.
+                A function of the item (``key=lambda row: row["id"]``) names it by a str,
+                int, bytes or other digestible value, which must differ from item to item.
+                ``"index"``: by position (how maps stored results before digest keys).
             executor: any ``concurrent.futures.Executor`` (threads, processes, a cluster's);
                 default: a thread pool of ``workers`` threads made for this call.
             workers: threads for the default pool (default: ``min(32, cpu count + 4)``).
