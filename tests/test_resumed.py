@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import url_for
-from test_map import TIMEOUT, Run, indexes, recorded
+from test_map import TIMEOUT, Run, items_of, recorded
 
 from resumable import ProcessState, checkpointed, open_store
 
@@ -28,7 +28,7 @@ def kill_once_recorded(run: Run, url: str, op_id: str, n: int) -> set[int]:
     store = open_store(url)
     deadline = time.monotonic() + TIMEOUT
     try:
-        while not (done := indexes(recorded(store, op_id))):
+        while not (done := items_of(recorded(store, op_id), range(n))):
             assert run.proc.poll() is None, f"the worker ended before the kill: {run.stderr()}"
             assert time.monotonic() < deadline, "no result was recorded in time"
             time.sleep(0.005)
