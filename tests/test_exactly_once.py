@@ -140,6 +140,39 @@ def test_lines_resumes_multibyte_and_crlf_files_at_the_right_line(
     assert stop_then_resume(url, path, 17, encoding=encoding) == want[17:]
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+@pytest.mark.parametrize("commit", ["loop", "body"])
+def test_lines_resumes_at_an_offset_the_loop_committed(
+    url: str, tmp_path: Path, ending: str, commit: str
+) -> None:
+    """The offsets a loop commits while every line read has finished (its own commits,
+    cp.commit() in a body) are where the re-run starts, for each kind of line end.
+
+    A Counter in the state makes the failing run keep its last commit instead of writing
+    one at the exception (whose offset is found another way), so the re-run starts exactly
+    at an offset the loop's commit took.
+    """
+    raw = [f"line {i}{ending}" for i in range(40)]
+    path = tmp_path / "in.txt"
+    path.write_bytes("".join(raw).encode())
+    seen: list[str] = []
+    state = {"counts": collections.Counter()}
+    every = {"every": 7} if commit == "loop" else {"every_seconds": None}
+    with pytest.raises(Boom), checkpointed(OP, store=url, state=state, **every) as cp:
+        for n, line in enumerate(cp.lines(path)):
+            if n == 30:
+                raise Boom
+            cp.state.counts[line[-1]] += 1
+            seen.append(line)
+            if commit == "body" and n % 5 == 4:
+                cp.commit()
+    committed = 28 if commit == "loop" else 30
+    assert stored(url) == (ProcessState.FAILED, committed)
+    with checkpointed(OP, store=url, state=state) as cp:
+        rest = list(cp.lines(path))
+    assert rest == [f"line {i}\n" for i in range(committed, 40)]
+
+
 def test_lines_yields_a_last_line_without_newline_and_resumes_at_it(
     url: str, tmp_path: Path
 ) -> None:
@@ -710,3 +743,52 @@ def test_open_file_makes_an_immutable_state_fall_back_to_the_last_commit(
     with checkpointed(OP, store=url) as cp:
         cp.open(path, encoding="utf-8")
         assert path.read_text(encoding="utf-8") == text(range(3))
+
+
+@pytest.mark.parametrize(
+    ("exc", "after"),
+    [(Boom("flush failed"), ProcessState.FAILED), (KeyboardInterrupt(), ProcessState.PAUSED)],
+)
+def test_before_commit_failing_at_the_final_commit_marks_the_operation(
+    url: str, exc: BaseException, after: ProcessState
+) -> None:
+    """At a normal exit, a before_commit function that raises writes no checkpoint and marks
+    the operation FAILED (PAUSED for Ctrl-C): not left RUNNING by a process that lives on."""
+    final = False
+
+    def flush() -> None:
+        if final:
+            raise exc
+
+    with (
+        pytest.raises(type(exc)),
+        checkpointed(OP, store=url, state={"n": 0}, every=4, every_seconds=None) as cp,
+    ):
+        cp.before_commit(flush)
+        for _ in cp.iterate(range(10)):
+            cp.state.n += 1
+        final = True
+    assert stored(url) == (after, 8)
+    assert cp.state.n == 8  # put back to the last commit
+    assert loop_ints(url) == [8, 9]
+
+
+class Row:
+    """An object of the kind ORM queries yield: not plain data, and it changes between runs."""
+
+    def __init__(self, key: int, loaded: float) -> None:
+        self.key, self.loaded = key, loaded
+
+
+def test_items_that_are_not_plain_data_resume_by_position(url: str) -> None:
+    """A loop over objects records no identity: their attributes (a load time here) may differ
+    from run to run without the input changing, which must not refuse the resume."""
+    seen: list[int] = []
+    with pytest.raises(Boom), checkpointed(OP, store=url, every=1) as cp:
+        for row in cp.iterate([Row(k, 1.0) for k in range(6)]):
+            if row.key == 3:
+                raise Boom
+            seen.append(row.key)
+    with checkpointed(OP, store=url) as cp:
+        seen.extend(row.key for row in cp.iterate([Row(k, 2.0) for k in range(6)]))
+    assert seen == list(range(6))

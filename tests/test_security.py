@@ -597,6 +597,21 @@ def test_a_flipped_record_written_to_any_store_is_refused(
             assert back is None, name
 
 
+@pytest.mark.parametrize("when", [1e300, float("nan"), -1e300])
+def test_a_checkpoint_whose_time_is_no_time_is_stored_and_refused(
+    tmp_path: Path, when: float
+) -> None:
+    """A flipped bit in a timestamp's exponent (found by the test above, seed 3): the file
+    store, which also writes the time as text, stores the record, and loading refuses it."""
+    rec = records(op_id="time").checkpoint
+    store = FileStore(tmp_path / "store")
+    try:
+        store.add_checkpoint(dataclasses.replace(rec, timestamp=when))
+        assert store.find_good_checkpoint("time")[0] is None
+    finally:
+        store.close()
+
+
 # --- owner-only files -----------------------------------------------------------------------
 
 

@@ -311,8 +311,8 @@ def test_a_shared_map_rerun_over_its_input_reordered(shared_url: str) -> None:
 
 
 def test_repeated_items_run_once_across_participants(shared_url: str) -> None:
-    """Three participants, each item three times, one item failing (skip): every item runs
-    once in all, every participant fills every slot and sets the failing item aside; the
+    """Three participants, each item three times, one item failing (skip): every other item
+    runs once in all, every participant fills every slot and sets the failing item aside; the
     next run reopens the failed batch (all three 7s: batches hold 3 items) and runs 7 once."""
     fn = Counted(bad=7)
     items = [x // 3 for x in range(600)]
@@ -329,7 +329,10 @@ def test_repeated_items_run_once_across_participants(shared_url: str) -> None:
     for t in threads:
         t.join(30)
     assert len(outs) == 3
-    assert fn.calls == Counter(range(200))  # each distinct item once, in all
+    # Each distinct item once, in all; the failing one at most once per participant: a batch
+    # finished with a failure set aside is reopened by a participant whose map starts later.
+    assert fn.calls - Counter({7: fn.calls[7]}) == Counter(set(range(200)) - {7})
+    assert 1 <= fn.calls[7] <= 3
     for out, failed in outs:
         assert failed == {7}
         assert all(isinstance(out[i], Exception) for i in (21, 22, 23))
