@@ -332,3 +332,30 @@ def test_digest_is_a_stable_string() -> None:
     assert len(digests) == 1
     (digest,) = digests
     int(digest, 16)  # hex
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), _JSON, max_size=5))
+def test_canonical_json_is_json_dumps_sorted_and_compact(data: dict[str, Any]) -> None:
+    """The one spelling of checksummed metadata: json's C encoder, made once, gives exactly
+    json.dumps(sort_keys=True, separators=(",", ":")) (NaN and infinities included)."""
+    import json
+
+    from resumable.operation import canonical_json
+
+    want = json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
+    assert canonical_json(data) == want
+
+
+def test_canonical_json_refuses_what_json_refuses() -> None:
+    """A value JSON cannot hold raises TypeError, as json.dumps does."""
+    from resumable.operation import canonical_json
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        canonical_json({"x": object()})
