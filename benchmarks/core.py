@@ -553,6 +553,14 @@ smaller miss is reported as FAIL with exit status 0.
   call with a new argument, a hit a second call with it. The three sides take turns by blocks
   of 100 calls; the figures are medians per call.
 
+- **Exactly once** (`benchmarks/exactly_once.py`): a `cp.iterate` loop writing one line per
+  item to a `cp.open` file against the same loop writing to a plain `open()` file (the same
+  commits every second on both sides); a `cp.lines` loop over a 2,000,000-line file against
+  `for line in open(path)` over it, both with a `pass` body, the file in the page cache; and
+  re-entering a `cp.lines` loop stopped 1,000 lines before the end, from `checkpointed(...)`
+  to its first line (which is checked to be the right one), against one plain read of the
+  file: what resuming by counting lines would cost at least. Sides alternate in order.
+
 Backups (create, re-backup of an unchanged file, restore against `cp`) are measured by
 `benchmarks/backup.py`; their table and method are in [backups.md](backups.md#measured).
 
