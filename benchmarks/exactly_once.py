@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,18 +64,37 @@ def _write_loop(url: str, op_id: str, path: Path, n: int, *, library: bool) -> f
     return elapsed
 
 
+def _alternate(
+    rounds: int, plain: Callable[[int], float], library: Callable[[int], float]
+) -> tuple[list[float], list[float]]:
+    """Each side's seconds per round, the two run in turns, the first one alternating."""
+    a: list[float] = []
+    b: list[float] = []
+    for r in range(rounds):
+        gc.collect()
+        if r % 2:
+            b.append(library(r))
+            a.append(plain(r))
+        else:
+            a.append(plain(r))
+            b.append(library(r))
+    return a, b
+
+
 def bench_open(directory: Path, plan: Plan) -> Row:
     url = f"sqlite:///{directory / 'open.db'}"
     _write_loop(url, "open-warmup", directory / "warm.txt", 10_000, library=True)
-    plain: list[float] = []
-    lib: list[float] = []
-    for r in range(plan.rounds):
-        gc.collect()
-        for library in (True, False) if r % 2 else (False, True):
+
+    def side(library: bool) -> Callable[[int], float]:
+        def run(r: int) -> float:
             path = directory / f"out-{r}-{library}.txt"
             took = _write_loop(url, f"open-{r}-{library}", path, plan.write_items, library=library)
-            (lib if library else plain).append(took)
             path.unlink()
+            return took
+
+        return run
+
+    plain, lib = _alternate(plan.rounds, side(library=False), side(library=True))
     n = plan.write_items
     a, b = median(plain) / n * 1e9, median(lib) / n * 1e9
     return Row(
@@ -114,16 +134,9 @@ def _lines_loop(url: str, op_id: str, path: Path) -> float:
 def bench_lines(directory: Path, path: Path, plan: Plan) -> Row:
     url = f"sqlite:///{directory / 'lines.db'}"
     _lines_loop(url, "lines-warmup", path)  # and the file is in the page cache for both
-    plain: list[float] = []
-    lib: list[float] = []
-    for r in range(plan.rounds):
-        gc.collect()
-        if r % 2:
-            lib.append(_lines_loop(url, f"lines-{r}", path))
-            plain.append(_plain_read(path))
-        else:
-            plain.append(_plain_read(path))
-            lib.append(_lines_loop(url, f"lines-{r}", path))
+    plain, lib = _alternate(
+        plan.rounds, lambda r: _plain_read(path), lambda r: _lines_loop(url, f"lines-{r}", path)
+    )
     n = plan.lines
     a, b = median(plain) / n * 1e9, median(lib) / n * 1e9
     return Row(
@@ -167,18 +180,12 @@ def bench_resume(directory: Path, path: Path, plan: Plan) -> Row:
     n = plan.lines
     at = n - 1000
     expect = LINE % at
-    plain: list[float] = []
-    lib: list[float] = []
-    for r in range(plan.resume_rounds):
-        op = f"resume-{r}"
-        _stop_near_end(url, op, path, at)
-        gc.collect()
-        if r % 2:
-            lib.append(_resume_first(url, op, path, expect))
-            plain.append(_plain_read(path))
-        else:
-            plain.append(_plain_read(path))
-            lib.append(_resume_first(url, op, path, expect))
+
+    def resume(r: int) -> float:
+        _stop_near_end(url, f"resume-{r}", path, at)
+        return _resume_first(url, f"resume-{r}", path, expect)
+
+    plain, lib = _alternate(plan.resume_rounds, lambda r: _plain_read(path), resume)
     a, b = median(plain), median(lib)
     return Row(
         figure=f"Re-entering a `cp.lines` loop stopped at line {at:,} of {n:,}, to its first item",

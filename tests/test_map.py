@@ -655,9 +655,8 @@ def test_map_outside_a_block_or_inside_a_loop_body_is_refused() -> None:
 # --- 8. group commit ------------------------------------------------------------------------
 
 
-def test_completions_are_written_in_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """10,000 tiny items take far fewer than 10,000 store writes."""
-    store = open_store(url_for("sqlite", tmp_path))
+def group_sizes(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of results in each ``put_results`` call ``store`` gets from now on."""
     sizes: list[int] = []
     put = store.put_results
 
@@ -666,6 +665,13 @@ def test_completions_are_written_in_groups(tmp_path: Path, monkeypatch: pytest.M
         put(results)
 
     monkeypatch.setattr(store, "put_results", counting)
+    return sizes
+
+
+def test_completions_are_written_in_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 tiny items take far fewer than 10,000 store writes."""
+    store = open_store(url_for("sqlite", tmp_path))
+    sizes = group_sizes(store, monkeypatch)
     with checkpointed("group", store=store) as cp:
         assert cp.map(identity, range(10_000)) == list(range(10_000))
     assert sum(sizes) == 10_000
@@ -678,14 +684,7 @@ def test_large_results_are_written_in_smaller_groups(
 ) -> None:
     """Results of 1 MiB each: a group holds at most 16 MiB of them, not thousands."""
     store = open_store(url_for("sqlite", tmp_path))
-    sizes: list[int] = []
-    put = store.put_results
-
-    def counting(results: Any) -> None:
-        sizes.append(len(results))
-        put(results)
-
-    monkeypatch.setattr(store, "put_results", counting)
+    sizes = group_sizes(store, monkeypatch)
     with checkpointed("large", store=store) as cp:
         out = cp.map(lambda x: bytes([x]) * (1 << 20), range(40), workers=2)
     assert [len(b) for b in out] == [1 << 20] * 40
