@@ -319,7 +319,8 @@ class Checkpoint:
         finished line is committed with the position, with a digest of that line, which a
         re-run checks before it seeks. Each line ends in a newline (a CRLF is read as
         one newline, as :func:`open` does), except a last line without one. Works under
-        ``csv.reader(cp.lines(path))``.
+        ``csv.reader(cp.lines(path))`` when every record fits on one line (the position
+        counts lines, and a quoted field holding a newline makes a row span two).
 
         Args:
             path: the file.
