@@ -288,6 +288,7 @@ def _skip_lines(
                 )  # fmt: skip
             base_pos, base_off = at, int(entry["offset"])
             if entry.get("end") and at < start + skip:
+                lines.base_pos, lines.base_off = base_pos, base_off  # where its lines end
                 return at - start, iter(())  # the loop had finished; later loops went on
     rest = start + skip - base_pos
     found, offset = lines.skip(base_off, rest) if rest > 0 else (0, base_off)

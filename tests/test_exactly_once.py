@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import csv
 import re
 from collections.abc import Callable, Iterable
@@ -792,3 +793,30 @@ def test_items_that_are_not_plain_data_resume_by_position(url: str) -> None:
     with checkpointed(OP, store=url) as cp:
         seen.extend(row.key for row in cp.iterate([Row(k, 2.0) for k in range(6)]))
     assert seen == list(range(6))
+
+
+def test_a_finished_lines_loop_before_another_is_skipped_whole(url: str, tmp_path: Path) -> None:
+    """Two cp.lines loops in one block: a re-run past the first skips it whole (its offset
+    recorded as its end), even with lines appended to it since, and resumes the second at
+    its committed line, twice in a row."""
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("".join(f"a{i}\n" for i in range(5)))
+    second.write_text("".join(f"b{i}\n" for i in range(5)))
+
+    def job(stop: str | None, seen: list[str]) -> None:
+        with checkpointed(OP, store=url, every=1) as cp:
+            for x in cp.iterate(range(3)):
+                seen.append(str(x))
+            seen.extend(line.strip() for line in cp.lines(first))
+            for line in cp.lines(second):
+                if line.strip() == stop:
+                    raise Boom
+                seen.append(line.strip())
+
+    runs: list[list[str]] = [[], [], []]
+    for stop, seen in zip(["b2", "b4", None], runs, strict=True):
+        with pytest.raises(Boom) if stop else contextlib.nullcontext():
+            job(stop, seen)
+        with first.open("a") as f:  # lines appended to a loop that had ended: not read
+            f.write("".join(f"late{i}\n" for i in range(5)))
+    assert runs == [["0", "1", "2", "a0", "a1", "a2", "a3", "a4", "b0", "b1"], ["b2", "b3"], ["b4"]]
