@@ -158,18 +158,18 @@ def rows_for(times: dict[str, list[float]], size: int, rounds: int) -> list[Row]
 
 
 def run(quick: bool, directory: Path) -> list[Row]:
-    """Every figure of this script (128 MiB, 3 rounds when quick; else 512 MiB, 7)."""
-    size, rounds = (128 * MIB, 3) if quick else (512 * MIB, 7)
+    """Every figure of this script (128 MiB, 5 rounds when quick; else 512 MiB, 7)."""
+    size, rounds = (128 * MIB, 5) if quick else (512 * MIB, 7)
     times = measure(directory, size, rounds, lambda w: print(f"... {w}", file=sys.stderr))
     return rows_for(times, size, rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="128 MiB, 3 rounds (else 512, 7)")
+    parser.add_argument("--quick", action="store_true", help="128 MiB, 5 rounds (else 512, 7)")
     parser.add_argument("--dir", help="where to put the files (default: $TMPDIR)")
     args = parser.parse_args(argv)
-    size, rounds = (128 * MIB, 3) if args.quick else (512 * MIB, 7)
+    size, rounds = (128 * MIB, 5) if args.quick else (512 * MIB, 7)
     started = time.perf_counter()
     directory = Path(tempfile.mkdtemp(prefix="resumable-bench-backup-", dir=args.dir))
     try:

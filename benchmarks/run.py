@@ -110,10 +110,10 @@ def _cli(quick: bool, directory: Path) -> list[Row]:
 
 GROUPS = (
     Group("core", "Core: loops, commits, resume, calls", _core),
-    Group("exactly-once", "Exactly once: output files and input files", _exactly_once),
     # Before the groups that write hundreds of MB to the disk: its cp baseline and the
     # copies are timed best when no other writeback is pending.
     Group("backup", "Backups against cp", _backup),
+    Group("exactly-once", "Exactly once: output files and input files", _exactly_once),
     Group("peers", "Against what a user would write by hand", _peers),
     Group("scaling", "Scaling with operations and items", _scaling),
     Group("postgres", "PostgreSQL commit", _postgres),
