@@ -73,7 +73,8 @@ class Outputs:
 
     def _truncate(self, name: str, length: int) -> None:
         try:
-            fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if length == 0 else 0))
+            flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if length == 0 else 0)
+            fd = os.open(name, flags, 0o666)  # as open() creates a file: not executable
         except FileNotFoundError:
             raise CheckpointCorrupt(
                 f"{name} is missing, but the checkpoint of {self.op_id!r} counted {length:,} "

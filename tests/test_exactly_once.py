@@ -10,6 +10,7 @@ import codecs
 import collections
 import contextlib
 import csv
+import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -820,3 +821,18 @@ def test_a_finished_lines_loop_before_another_is_skipped_whole(url: str, tmp_pat
         with first.open("a") as f:  # lines appended to a loop that had ended: not read
             f.write("".join(f"late{i}\n" for i in range(5)))
     assert runs == [["0", "1", "2", "a0", "a1", "a2", "a3", "a4", "b0", "b1"], ["b2", "b3"], ["b4"]]
+
+
+def test_open_recreates_a_missing_empty_output_as_open_would(url: str, tmp_path: Path) -> None:
+    """A file committed empty and deleted since is made again with open()'s mode bits."""
+    path = tmp_path / "out.txt"
+    with pytest.raises(Boom), checkpointed(OP, store=url) as cp:
+        cp.open(path, "w")
+        raise Boom
+    path.unlink()
+    with checkpointed(OP, store=url) as cp:
+        cp.open(path).write("x\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert path.read_text() == "x\n"
