@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["check_number"]
+import os
+
+__all__ = ["check_number", "path_name"]
+
+
+def path_name(call: str, path: object) -> str:
+    """``path`` (a str, bytes or os.PathLike) as a str; TypeError naming ``call`` otherwise."""
+    if not isinstance(path, str | bytes | os.PathLike):
+        raise TypeError(f"{call}(path) needs a str or os.PathLike path, not {path!r}")
+    return os.fsdecode(os.fspath(path))
 
 
 def check_number(name: str, value: object, *, allow_zero: bool, kind: type = float) -> None:

@@ -261,11 +261,15 @@ def _skip(run: Run, iterable: Iterable[Any], start: int, skip: int) -> tuple[Ite
                 "inserted or removed before it, or edited)",
             )  # fmt: skip
     if skipped < skip:
-        log.warning(
-            "resumable.iterate.short_input", op_id=run.op_id, committed_position=skip,
-            items=skipped, note="the input has fewer items than an earlier run finished",
-        )  # fmt: skip
+        _short_input(run, skip, skipped, "items")
     return source, skipped
+
+
+def _short_input(run: Run, committed: int, found: int, what: str) -> None:
+    log.warning(
+        "resumable.iterate.short_input", op_id=run.op_id, committed_position=committed,
+        items=found, note=f"the input has fewer {what} than an earlier run finished",
+    )  # fmt: skip
 
 
 def _skip_lines(
@@ -293,11 +297,7 @@ def _skip_lines(
     rest = start + skip - base_pos
     found, offset = lines.skip(base_off, rest) if rest > 0 else (0, base_off)
     if found < rest:
-        log.warning(
-            "resumable.iterate.short_input", op_id=run.op_id, committed_position=skip,
-            items=base_pos - start + found,
-            note="the file has fewer lines than an earlier run finished",
-        )  # fmt: skip
+        _short_input(run, skip, base_pos - start + found, "lines")
     return base_pos + found - start, lines.lines_from(base_pos + found, offset)
 
 

@@ -18,6 +18,7 @@ import contextlib
 import os
 from typing import IO, Any, Final
 
+from ._checks import path_name
 from .errors import CheckpointCorrupt
 
 __all__ = ["Outputs", "check_mode"]
@@ -28,15 +29,14 @@ _APPEND: Final = {"a": "a", "at": "a", "ab": "ab", "w": "a", "wt": "a", "wb": "a
 
 def check_mode(path: object, mode: object) -> str:
     """The path as the record names it; refuses a mode cp.open does not take."""
-    if not isinstance(path, str | bytes | os.PathLike):
-        raise TypeError(f"cp.open(path) needs a str or os.PathLike path, not {path!r}")
+    name = path_name("cp.open", path)
     if mode not in _APPEND:
         raise ValueError(
             f"cp.open() writes a file exactly once, in mode 'a' (append; default), 'w' (start "
             f"empty on the first run), 'ab' or 'wb', not {mode!r}; read input with cp.lines() "
             "or open()"
         )
-    return os.fsdecode(os.fspath(path))
+    return name
 
 
 class Outputs:

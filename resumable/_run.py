@@ -184,9 +184,7 @@ class Run:
             self.restored = self.committed = ckpt.position
             self.restored_meta = ckpt.metadata
             self.ckpt_meta = dict(ckpt.metadata)  # nested values are replaced, never changed
-            self.set_state(serializers.decode(ckpt.serializer, ckpt.payload))
-        else:
-            self.set_state(self._initial_state())
+        self.set_state(self._state_in(ckpt))
         # What this run does, and why: the words `resumable show` prints too.
         decision = decide(op_id, op, ckpt)
         reason = decision.reason if log.wants(logging.INFO) else ""
@@ -242,6 +240,12 @@ class Run:
             "resumable.operation.resumed" if self.resumed else "resumable.operation.started",
             op_id=op_id, position=self.restored, attempt=op.attempts, reason=reason,
         )  # fmt: skip
+
+    def _state_in(self, ckpt: CheckpointRecord | None) -> Any:
+        """The state ``ckpt`` holds, or the first run's without one."""
+        if ckpt is None:
+            return self._initial_state()
+        return serializers.decode(ckpt.serializer, ckpt.payload)
 
     def _initial_state(self) -> Any:
         """This run's copy of ``state=``, made by a round trip through the serializer.
@@ -395,10 +399,7 @@ class Run:
         self.position = self.committed
         try:
             ckpt = self.store.latest_checkpoint(self.op_id) if self.seq else None
-            if ckpt is not None:
-                self.set_state(serializers.decode(ckpt.serializer, ckpt.payload))
-            else:
-                self.set_state(self._initial_state())
+            self.set_state(self._state_in(ckpt))
         except Exception as exc:  # noqa: BLE001 - best effort while another error propagates
             log.error("resumable.state.unrestored", op_id=self.op_id, error=repr(exc))
 

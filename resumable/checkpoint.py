@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import serializers
-from ._checks import check_number
+from ._checks import check_number, path_name
 from ._lines import LineFile, check_encoding
 from ._log import log
 from ._loop import open_loop, run_loop
@@ -333,10 +333,8 @@ class Checkpoint:
             InputChanged: the line before the committed offset is not the one an earlier
                 run finished there: the file was edited.
         """
-        if not isinstance(path, str | bytes | os.PathLike):
-            raise TypeError(f"cp.lines(path) needs a str or os.PathLike path, not {path!r}")
+        name = path_name("cp.lines", path)
         check_encoding(encoding, errors)
-        name = os.fsdecode(os.fspath(path))
         return self._iterate(name, None, progress, numbered=False, lines=(encoding, errors))
 
     def _iterate(
