@@ -13,7 +13,7 @@ psycopg: the same bytes into a table of the same shape, on one autocommit connec
 same ``synchronous_commit``. The two sides alternate, each going first every other time, so a
 noisy machine moves both alike. The unfenced path (an operation this process holds no lease
 on, ``lock=False``) is measured the same way. Everything runs in a schema of its own, dropped
-at the end. The exit code is 1 if a goal is missed by more than 2x, else 0.
+at the end. The exit code is 1 if a goal is missed by more than 1.5x, else 0.
 """
 
 from __future__ import annotations
