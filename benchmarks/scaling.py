@@ -36,33 +36,23 @@ def _store_with(directory: Path, n: int) -> str:
     return url
 
 
-def _enter_one(url: str, op_id: str, rounds: int) -> float:
-    """Median seconds to enter, and leave unchanged, one paused operation of the store."""
+def _enter_once(store: object, op_id: str) -> float:
+    """Seconds to enter, and leave unchanged, one paused operation of the store."""
     from resumable import checkpointed
-    from resumable.stores import resolve_store
 
-    store = resolve_store(url)
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        with checkpointed(op_id, store=store, lock=False) as cp:
-            _ = cp.position
-        times.append(time.perf_counter() - started)
-    return median(times)
+    started = time.perf_counter()
+    with checkpointed(op_id, store=store, lock=False) as cp:  # type: ignore[arg-type]
+        _ = cp.position
+    return time.perf_counter() - started
 
 
-def _list_all(url: str, rounds: int) -> float:
-    """Median seconds to read and verify every operation record."""
-    from resumable.stores import resolve_store
-
-    store = resolve_store(url)
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        ops = [op for op in store.list_operations() if op.verify()]
-        times.append(time.perf_counter() - started)
-        assert ops
-    return median(times)
+def _list_once(store: object) -> float:
+    """Seconds to read and verify every operation record."""
+    started = time.perf_counter()
+    ops = [op for op in store.list_operations() if op.verify()]  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - started
+    assert ops
+    return seconds
 
 
 class _Stop(Exception):
@@ -79,40 +69,53 @@ def _stop_at(data: range, position: int, url: str, op_id: str) -> None:
                 raise _Stop
 
 
-def _resume_at(directory: Path, position: int, rounds: int) -> float:
-    """Median seconds from entering a block to its first item, resumed at ``position``."""
+def _stopped_at(directory: Path, position: int, rounds: int) -> str:
+    """A store holding ``rounds`` operations stopped at item ``position`` (one per round)."""
+    url = f"sqlite:///{directory}/items-{position}.db"
+    for r in range(rounds):
+        with contextlib.suppress(_Stop):
+            _stop_at(range(position + 1), position, url, f"items-{r}")
+    return url
+
+
+def _resume_once(url: str, op_id: str, position: int) -> float:
+    """Seconds from entering a block to its first item, resumed at ``position``."""
     from resumable import checkpointed
 
-    url = f"sqlite:///{directory}/items-{position}.db"
-    data = range(position + 1)
-    times = []
-    for r in range(rounds):
-        op_id = f"items-{r}"
-        with contextlib.suppress(_Stop):
-            _stop_at(data, position, url, op_id)
-        started = time.perf_counter()
-        with checkpointed(op_id, store=url) as cp:
-            first = next(iter(cp.iterate(data)))
-        times.append(time.perf_counter() - started)
-        assert first == position
-    return median(times)
+    started = time.perf_counter()
+    with checkpointed(op_id, store=url) as cp:
+        first = next(iter(cp.iterate(range(position + 1))))
+    seconds = time.perf_counter() - started
+    assert first == position
+    return seconds
 
 
 def measure(directory: Path, quick: bool) -> dict[str, dict[int, float]]:
-    """Seconds per series and size."""
+    """Median seconds per series and size.
+
+    Every store is prepared first; then each round times every size, the sizes in increasing
+    order in one round and decreasing in the next, so no size is always timed right after
+    its own preparation (a 1M-item loop leaves the caches cold) or always first.
+    """
+    from resumable.stores import resolve_store
+
     sizes = QUICK_SIZES if quick else FULL_SIZES
     rounds = 5 if quick else 15
-    series: dict[str, dict[int, float]] = {
-        "resume one operation among N": {},
-        "list N operations, per operation": {},
-        "resume at item N of a sequence": {},
-    }
-    for n in sizes:
-        url = _store_with(directory, n)
-        series["resume one operation among N"][n] = _enter_one(url, f"op-{n // 2:07d}", rounds)
-        series["list N operations, per operation"][n] = _list_all(url, 3) / n
-        series["resume at item N of a sequence"][n] = _resume_at(directory, n, rounds)
-    return series
+    stores = {n: resolve_store(_store_with(directory, n)) for n in sizes}
+    stopped = {n: _stopped_at(directory, n, rounds) for n in sizes}
+    names = (
+        "resume one operation among N",
+        "list N operations, per operation",
+        "resume at item N of a sequence",
+    )
+    samples: dict[str, dict[int, list[float]]] = {name: {n: [] for n in sizes} for name in names}
+    for r in range(rounds):
+        for n in sizes if r % 2 == 0 else sizes[::-1]:
+            samples[names[0]][n].append(_enter_once(stores[n], f"op-{n // 2:07d}"))
+            if r < 3:
+                samples[names[1]][n].append(_list_once(stores[n]) / n)
+            samples[names[2]][n].append(_resume_once(stopped[n], f"items-{r}", n))
+    return {name: {n: median(v) for n, v in by_size.items()} for name, by_size in samples.items()}
 
 
 def rows_for(series: dict[str, dict[int, float]]) -> list[Row]:
