@@ -43,6 +43,8 @@ class Group:
     name: str
     title: str
     measure: Callable[[bool, Path], list[Row]]
+    #: Another page that shows this group's table: (path under docs/, section name).
+    page: tuple[str, str] | None = None
 
 
 def _core(quick: bool, directory: Path) -> list[Row]:
@@ -117,9 +119,9 @@ GROUPS = (
     Group("exactly-once", "Exactly once: output files and input files", _exactly_once),
     Group("peers", "Against what a user would write by hand", _peers),
     Group("scaling", "Scaling with operations and items", _scaling),
-    Group("postgres", "PostgreSQL commit", _postgres),
-    Group("shared", "Shared operations", _shared),
-    Group("cli", "The command line", _cli),
+    Group("postgres", "PostgreSQL commit", _postgres, ("scaling.md", "postgres")),
+    Group("shared", "Shared operations", _shared, ("scaling.md", "shared")),
+    Group("cli", "The command line", _cli, ("cli.md", "cli-benchmark")),
     Group("large", "Large state: memory of re-entry", _large),
 )
 
@@ -253,8 +255,7 @@ def write_pages(results: list[tuple[Group, list[Row], float]], command: str) -> 
     import checksums
 
     docs = _util.REPO / "docs"
-    rows = {group.name: found for group, found, _ in results}
-    every = [r for found in rows.values() for r in found]
+    every = [r for _, found, _ in results for r in found]
     info = _util.machine()
     written: list[Path] = []
 
@@ -264,12 +265,16 @@ def write_pages(results: list[tuple[Group, list[Row], float]], command: str) -> 
 
     put(_util.REPO / "README.md", "speed", speed_line(every, "docs/benchmarks.md"))
     put(docs / "index.md", "speed", speed_line(every, "benchmarks.md"))
-    put(
-        docs / "cli.md",
-        "cli-benchmark",
-        f"{_util.table(rows['cli'])}\n\nnproc {info['nproc']}, {info['python']}, SQLite "
-        f"{info['sqlite']}, {info['cpu']}; written by `{command}` ({_util.now_utc()}).",
-    )
+    for group, found, _ in results:
+        if group.page is not None and found:
+            page, section = group.page
+            put(
+                docs / page,
+                section,
+                f"Last run: {_util.now_utc()}, nproc {info['nproc']}, {info['cpu']}, "
+                f"{info['python']}, SQLite {info['sqlite']}; written by `{command}`.\n\n"
+                f"{_util.table(found)}",
+            )
     put(docs / "security.md", checksums.SECTION, checksums.table())
     return written
 
