@@ -125,8 +125,9 @@ def bench_loop(directory: Path, plan: Plan) -> list[Row]:
             "<= 150 ns/item",
             f"all three loops add each item to a local total. Hand-written checkpoint: reads "
             f"the clock every {CLOCK_EVERY:,} items (one integer comparison per item) and "
-            f"pickles position and total to a temp file + `os.replace` once a second and at "
-            f"the end: {hand:.0f} ns/item over the plain loop ({per['plain']:.0f} ns/item). "
+            f"pickles position and total to a temp file + `os.replace` once a second (and, "
+            f"untimed, at the end): {hand:.0f} ns/item over the plain loop "
+            f"({per['plain']:.0f} ns/item). "
             f"`cp.iterate`: its default policy (a commit once a second). Timed around the "
             f"`for` loop only (no final save, no block entry or exit); {plan.items:,} items, "
             f"median of {plan.rounds} rounds, the side that goes first rotating",
@@ -257,7 +258,7 @@ def bench_dbos(directory: Path, plan: Plan) -> list[Row]:
             "<= 1.0x DBOS",
             f"DBOS Transact {version}: {wait_dbos:.2f} s (`DBOS.launch()` re-enqueues the "
             f"PENDING workflow, which replays its {k} recorded steps and runs step {k}). "
-            f"Both sides: the job of the row above ({2 * k} items) SIGKILLed during item {k}, "
+            f"Both sides: the job of the row above, of {2 * k} items, SIGKILLed during item {k}, "
             f"then a new interpreter running the same script on a copy of the files it left, "
             f"timed from its start (imports included) until item {k} starts, checked to get "
             f"the total of items 0..{k - 1}; median of {plan.crash_rounds}, the side that "
