@@ -48,7 +48,7 @@ FULL = Plan(
     step_items=200, step_rounds=7, crash_at=50, crash_rounds=5,
 )  # fmt: skip
 QUICK = Plan(
-    items=300_000, rounds=3, commits=300,
+    items=300_000, rounds=7, commits=300,
     step_items=50, step_rounds=3, crash_at=50, crash_rounds=3,
 )  # fmt: skip
 
