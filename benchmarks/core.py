@@ -568,6 +568,31 @@ a smaller miss is reported as FAIL with exit status 0.
   to its first line (which is checked to be the right one), against one plain read of the
   file: what resuming by counting lines would cost at least. Sides alternate in order.
 
+- **Against what a user would write by hand** (`benchmarks/peers.py`): three loops over
+  `range(N)`, each adding the item to a local total, timed around the `for` only, the side
+  that goes first rotating each round; median per side. The hand-written loop also does one
+  integer comparison per item, reads the clock every 1,000 items, and once a second pickles
+  (position, total) to a temporary file and `os.replace`s it (its final save is untimed).
+  `cp.iterate` runs with its default policy, a commit once a second, in a SQLite-store block
+  (entry and exit untimed). Figure: (cp.iterate - plain) / N; ratio: against (hand-written -
+  plain) / N. File-store checkpoint: `store.add_checkpoint` at durability full against a
+  temporary file, write, fsync, rename and directory fsync of the same bytes, in turns with
+  the first side alternating; ratio of the medians.
+- **DBOS Transact** (`benchmarks/versus_dbos.py`; in the `bench` extra; its SQLite system
+  database in the temporary directory, with no PostgreSQL, network or Conductor): (a) in one
+  child process, a DBOS workflow calling one `@DBOS.step()` per item (the step returns the
+  item, and DBOS records it before the next step) against `checkpointed(...,
+  every_seconds=0)` on SQLite at `durability=full`, whose body does `cp.state.total += x`.
+  Whole jobs are timed, the sides in turns; per-item medians. Both make each item durable
+  against power loss before the next: DBOS with the SQLite settings it leaves in place (the
+  row prints them), `resumable` with WAL and `synchronous=FULL`. (b) Each side's job of 2k
+  items runs once and is killed by SIGKILL during item k. Each round copies the files it
+  left and starts a new interpreter on the copy: DBOS's script calls `DBOS.launch()`, which
+  re-enqueues the pending workflow and re-runs it, replaying k recorded steps; `resumable`'s
+  script re-enters the same block. Timed from the start of the process (imports included)
+  to the start of item k, which is checked to be item k with the total of items 0..k-1;
+  median of rounds, the first side alternating.
+
 Backups (create, re-backup of an unchanged file, restore against `cp`) are measured by
 `benchmarks/backup.py`; their table and method are in [backups.md](backups.md#measured).
 """
