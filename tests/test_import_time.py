@@ -49,7 +49,11 @@ def _loaded(code: str, cwd: Path) -> set[str]:
 
 
 def _heavy(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if m in HEAVY or m.rsplit(".", 1)[0] in HEAVY)
+    """The modules of :data:`HEAVY` among ``modules``, and their submodules."""
+    parts = {m: m.split(".") for m in modules}
+    return sorted(
+        m for m, p in parts.items() if any(".".join(p[:i]) in HEAVY for i in range(1, len(p) + 1))
+    )
 
 
 def test_import_resumable_loads_nothing_heavy(tmp_path: Path) -> None:
