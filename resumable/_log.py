@@ -6,26 +6,49 @@ to ``structlog.get_logger("resumable")`` and its processors. Where it has not, s
 default would print every event, debug ones included, to stdout; so events go instead to the
 standard library logger ``"resumable"`` rendered as ``key=value`` text, and follow its level
 (warnings and errors only, unless the application asks for more). structlog is imported on
-the first event, not at ``import resumable``.
+the first event, not at ``import resumable``; the standard library's logging on the first
+event that could be shown. Until anything imports logging, nothing can have configured it:
+its root logger stands at WARNING with no handler, so a debug or info event goes nowhere and
+is dropped without importing it (a warning goes to its last-resort handler, on stderr).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = ["log"]
+
+#: The standard library's levels (``logging.DEBUG`` ...), without importing it for them.
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 
 
 class _LazyLogger:
     """Forwards to structlog, importing it on first use."""
 
-    __slots__ = ("_fallback", "_std")
+    __slots__ = ("_fallback", "_logger")
 
     def __init__(self) -> None:
-        self._std = logging.getLogger("resumable")
+        self._logger: logging.Logger | None = None
         self._fallback: Any = None
+
+    @property
+    def _std(self) -> logging.Logger:
+        """The standard library logger ``"resumable"`` (imports logging on first use)."""
+        if self._logger is None:
+            import logging
+
+            self._logger = logging.getLogger("resumable")
+        return self._logger
+
+    def _enabled(self, level: int) -> bool:
+        """Whether the standard library logger would show ``level``."""
+        if self._logger is None and "logging" not in sys.modules:
+            return level >= WARNING  # an unconfigured root logger's level (see above)
+        return self._std.isEnabledFor(level)
 
     def wants(self, level: int) -> bool:
         """Whether an event at ``level`` could go anywhere (skip building costly fields)."""
@@ -36,10 +59,10 @@ class _LazyLogger:
             is_configured = getattr(structlog, "is_configured", None)
             if is_configured is not None and is_configured():
                 return True
-        return self._std.isEnabledFor(level)
+        return self._enabled(level)
 
     def _emit(self, level: int, event: str, kw: dict[str, Any]) -> None:
-        if "structlog" not in sys.modules and not self._std.isEnabledFor(level):
+        if "structlog" not in sys.modules and not self._enabled(level):
             return  # not even imported, so not configured: nothing would be shown
         import structlog
 
@@ -58,19 +81,19 @@ class _LazyLogger:
 
     def debug(self, event: str, **kw: Any) -> None:
         """Log ``event`` at debug level."""
-        self._emit(logging.DEBUG, event, kw)
+        self._emit(DEBUG, event, kw)
 
     def info(self, event: str, **kw: Any) -> None:
         """Log ``event`` at info level."""
-        self._emit(logging.INFO, event, kw)
+        self._emit(INFO, event, kw)
 
     def warning(self, event: str, **kw: Any) -> None:
         """Log ``event`` at warning level."""
-        self._emit(logging.WARNING, event, kw)
+        self._emit(WARNING, event, kw)
 
     def error(self, event: str, **kw: Any) -> None:
         """Log ``event`` at error level."""
-        self._emit(logging.ERROR, event, kw)
+        self._emit(ERROR, event, kw)
 
 
 log = _LazyLogger()

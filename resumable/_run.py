@@ -15,7 +15,6 @@ its attempts must be counted first.
 from __future__ import annotations
 
 import contextvars
-import logging
 import signal
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 from . import serializers
 from ._explain import decide
-from ._log import log
+from ._log import DEBUG, INFO, log
 from ._loop import NOTHING, Loop, item_digest
 from ._outputs import Outputs
 from ._owner import Owner
@@ -187,7 +186,7 @@ class Run:
         self.set_state(self._state_in(ckpt))
         # What this run does, and why: the words `resumable show` prints too.
         decision = decide(op_id, op, ckpt)
-        reason = decision.reason if log.wants(logging.INFO) else ""
+        reason = decision.reason if log.wants(INFO) else ""
         if op is not None and ckpt is not None and decision.reopen:
             # COMPLETED, but its final checkpoint failed its checksum and an older one was
             # loaded: that is not the final state, so the operation is not done. Resume from
@@ -480,7 +479,7 @@ class Run:
         ``hooks``: run the before_commit functions first (unless the caller just did).
         """
         store, op = self.store, self._record()
-        debug = log.wants(logging.DEBUG)
+        debug = log.wants(DEBUG)
         started = time.perf_counter() if debug else 0.0
         if new_state is ProcessState.COMPLETED:
             progress = 1.0

@@ -6,13 +6,12 @@ naming the kind of record, so a tag made for one kind never verifies as another.
 verifies only in the mode it was written in (see docs/security.md).
 
 The secret is looked up once, on the first checksum after :func:`forget_secret` (which every
-``configure()`` calls): the hot path of a commit never looks at it.
+``configure()`` calls): the hot path of a commit never looks at it. hashlib and hmac (OpenSSL,
+~3 ms to import) load with the first keyed checksum, not with ``import resumable``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import operator
 import struct
 from collections.abc import Callable
@@ -68,6 +67,8 @@ class Signer:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
+        import hashlib
+
         if len(key) > _BLOCK:
             key = hashlib.sha256(key).digest()
         key = key.ljust(_BLOCK, b"\x00")
@@ -104,6 +105,8 @@ def _xxh3(kind: int, header: bytes, payload: bytes) -> str:
 
 
 def _equal_in_constant_time(checksum: object, computed: str) -> bool:
+    import hmac
+
     return type(checksum) is str and checksum.isascii() and hmac.compare_digest(checksum, computed)
 
 

@@ -8,17 +8,14 @@ Common argument types have fast paths; numpy arrays are hashed by their buffer, 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import decimal
 import enum
-import fractions
 import inspect
 import pathlib
 import struct
+import sys
 import types
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import xxhash
 
@@ -29,10 +26,27 @@ __all__ = ["CallDigester", "code_fingerprint", "digest_value", "qualified_name"]
 _INT = struct.Struct("<q")
 _BUILTIN_BASES: tuple[type, ...] = (str, int, float, bytes, bytearray, list, tuple)
 _FLOAT = struct.Struct("<d")
-_BY_REPR = (
-    datetime.date, datetime.time, datetime.timedelta, datetime.timezone, decimal.Decimal,
-    fractions.Fraction, uuid.UUID, pathlib.PurePath, complex, range, slice,
+_BY_REPR = (pathlib.PurePath, complex, range, slice)
+#: More types digested by their repr, by module. A module not loaded yet has made no value of
+#: its types, so each is looked up once loaded: ``import resumable`` does not import datetime,
+#: decimal, fractions and uuid (~5 ms) for them.
+_BY_REPR_IN: Final = (
+    ("datetime", ("date", "time", "timedelta", "timezone")), ("decimal", ("Decimal",)),
+    ("fractions", ("Fraction",)), ("uuid", ("UUID",)),
 )  # fmt: skip
+
+
+def _by_repr(obj: object) -> bool:
+    """Whether ``obj`` is digested by its repr (a date, a Decimal, a path, a range...)."""
+    if isinstance(obj, _BY_REPR):
+        return True
+    for module_name, names in _BY_REPR_IN:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            types_ = tuple(t for t in (getattr(module, n, None) for n in names) if t is not None)
+            if isinstance(obj, types_):
+                return True
+    return False
 
 
 class _Undigestable(TypeError):
@@ -76,7 +90,7 @@ def _feed(h: Any, obj: Any, path: str, depth: int) -> None:  # noqa: PLR0912, PL
     elif isinstance(obj, enum.Enum):
         _feed_type(h, t, None)
         _feed(h, obj.value, f"{path}.value", depth + 1)
-    elif isinstance(obj, _BY_REPR):
+    elif _by_repr(obj):
         _feed_type(h, t, None)
         h.update(repr(obj).encode("utf-8", "surrogatepass"))
     elif _is_ndarray(obj):

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from resumable import ProcessState
@@ -74,6 +76,17 @@ def test_an_owner_whose_pid_now_names_another_process_is_dead(
     earlier = Owner(owner.host, proc.pid, owner.started - 60.0)
     assert earlier.is_alive() is False
     assert owner.is_alive() is True  # the process that does run under the pid
+
+
+def test_an_owner_records_what_psutil_reads_of_its_process(
+    child: tuple[subprocess.Popen[str], Owner],
+) -> None:
+    """Host and start time, read without psutil and socket on Linux: theirs, to the last bit."""
+    proc, owner = child
+    assert owner.started == psutil.Process(proc.pid).create_time()
+    assert owner.host == socket.gethostname()
+    me = Owner(socket.gethostname(), os.getpid(), psutil.Process(os.getpid()).create_time())
+    assert Owner.current() == me
 
 
 def test_an_owner_on_another_host_is_unknown() -> None:

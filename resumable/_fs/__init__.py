@@ -1,6 +1,6 @@
 """Every file and directory operation of the file store, the backups and the locks.
 
-Atomic writes are spelled once here (:mod:`.write`): a temp name (uuid + pid) in the same
+Atomic writes are spelled once here (:mod:`.write`): a temp name (random hex + pid) in the same
 directory, write, flush, fsync when durability asks for it, ``os.replace``, fsync the
 directory. Stores create files owner-only (0600) in owner-only directories (0700).
 

@@ -12,7 +12,6 @@ how they print in ``_format``.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +67,8 @@ def _library_log(*, verbose: bool) -> Iterator[None]:
     One handler, removed when the command ends (with the logger's level and propagation), so
     that a process calling the command line many times (tests do) gains nothing.
     """
+    import logging  # not for --help
+
     logger = logging.getLogger("resumable")
     level, propagate = logger.level, logger.propagate
     handler: logging.Handler

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -85,6 +84,8 @@ def print_table(
     """Print aligned columns; the second (a state) coloured when stdout is a terminal."""
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     tty = sys.stdout.isatty()
+    import shutil  # with bz2 and lzma: loaded when a table is printed, not for --help
+
     width = shutil.get_terminal_size().columns if tty else 0
     last = len(head) - 1
     states: dict[str, str] = {}

@@ -8,8 +8,6 @@ from typing import Any
 import click
 
 from resumable._admin import backup_statistics, statistics
-from resumable._gc import collect_garbage
-from resumable._verify import verify_backups, verify_store
 
 from ._context import (
     backup_dir,
@@ -35,6 +33,8 @@ def verify(**_: Any) -> None:
     Every operation record, every stored checkpoint (not only the newest), every result, and
     every backup's copy against its checksum.
     """
+    from resumable._verify import verify_backups, verify_store  # loaded for this command only
+
     with opened_store_or_none() as store:
         checked, bad = verify_store(store) if store is not None else ({}, [])
         url = store.url if store is not None else None
@@ -87,6 +87,8 @@ def verify(**_: Any) -> None:
 @json_option
 def gc(dry_run: bool, min_age: float, completed_older_than: float | None) -> None:
     """Remove leftovers no run can need (policy: docs/cli.md)."""
+    from resumable._gc import collect_garbage  # loaded for this command only
+
     older = None if completed_older_than is None else completed_older_than * 86400
     with opened_store_or_none() as store:
         removed, kept = collect_garbage(

@@ -5,7 +5,6 @@ A leaf: the package's URL factory and the PostgreSQL store's URL reader both use
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -59,6 +58,8 @@ def check_options(
             where = f"open_store({scheme}://..., {name}=...)"
         else:
             where = url
+        import difflib  # only for this message
+
         close = difflib.get_close_matches(name, [*valid, *extra], n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         rest = f", and {also_what}" if extra else ""

@@ -11,7 +11,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from resumable._log import log
 from resumable._signing import signature_hint
@@ -23,7 +23,9 @@ from resumable.operation import (
     ResultRecord,
 )
 
-from ._claims import Claim, Claims
+if TYPE_CHECKING:  # claims load with the first shared map, not with every store
+    from ._claims import Claims
+
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -243,6 +245,8 @@ class Store(ABC):
         :meth:`reopen_failed` in the next. Returns False, having written nothing, if the
         claim was taken over.
         """
+        from ._claims import Claim
+
         claim = Claim(op_id, group, batch, epoch, owner)
         return self.claims().finish(claim, results, failed=failed)
 

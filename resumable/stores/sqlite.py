@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from resumable import _trust
 from resumable.errors import CheckpointCorrupt, StoreError
@@ -32,8 +32,6 @@ from resumable.operation import (
 )
 
 from . import _rows, _sql, _sqlite_files
-from ._claims import Claims
-from ._sqlite_claims import SQLiteClaims
 from ._sqlite_sql import (
     BIG_PAYLOAD,
     CKPT_COLUMNS,
@@ -57,6 +55,9 @@ from .base import (
     Store,
     check_lease,
 )
+
+if TYPE_CHECKING:  # claims load with the first shared map, not with every store
+    from ._claims import Claims
 
 __all__ = ["SQLiteStore"]
 
@@ -110,7 +111,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._closer: weakref.finalize[[sqlite3.Connection, int], SQLiteStore] | None = None
         self._abandoned: list[sqlite3.Connection] = []
-        self._claims = SQLiteClaims(self.connected, self.lease)
+        self._claims: Claims | None = None  # made on first use: only shared maps claim
         with self.errors("open the database"):
             self._connection()
 
@@ -193,6 +194,12 @@ class SQLiteStore(Store):
 
     def claims(self) -> Claims:
         """The batch claims of shared operations, in the ``claims`` table."""
+        if self._claims is None:
+            from ._sqlite_claims import SQLiteClaims  # not loaded for stores that never share
+
+            with self._guard:
+                if self._claims is None:
+                    self._claims = SQLiteClaims(self.connected, self.lease)
         return self._claims
 
     # --- reads ----------------------------------------------------------------------------
