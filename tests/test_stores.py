@@ -119,6 +119,26 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(store: Store) -> None:
     assert latest.verify()
 
 
+def test_a_checkpoint_is_stored_with_its_own_metadata(store: Store) -> None:
+    """A store writes the metadata of the record it is given, whatever was made since: a
+    record made earlier loads with its own, and one whose metadata changed after sealing
+    (not the text its checksum covers) is refused, never stored as the sealed one."""
+    first = CheckpointRecord.create("a", 1, 1, RUNNING, 0.5, "pickle", b"p", {"m": 1})
+    last = CheckpointRecord.create("b", 1, 1, RUNNING, 0.5, "pickle", b"p", {"m": 2})
+    store.add_checkpoint(first)
+    loaded = store.latest_checkpoint("a")
+    assert loaded is not None
+    assert loaded.metadata == {"m": 1}
+    assert loaded.verify()
+    store.add_checkpoint(dataclasses.replace(last, metadata={"m": 3}))
+    with pytest.raises(CheckpointCorrupt, match="failed its checksum"):
+        store.latest_checkpoint("b")
+    made = CheckpointRecord.create("c", 1, 1, RUNNING, 0.5, "pickle", b"p", {"m": 4})
+    store.save(OperationRecord.new("c", "n", RUNNING), dataclasses.replace(made, metadata={}))
+    with pytest.raises(CheckpointCorrupt, match="failed its checksum"):
+        store.latest_checkpoint("c")
+
+
 def test_all_checkpoints_corrupt_raises(store: Store) -> None:
     """With no good checkpoint left, loading raises CheckpointCorrupt and loads nothing."""
     store.add_checkpoint(ckpt("op", 1))

@@ -110,6 +110,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._closer: weakref.finalize[[sqlite3.Connection, int], SQLiteStore] | None = None
         self._abandoned: list[sqlite3.Connection] = []
+        self._upsert: sqlite3.Cursor | None = None  # add_checkpoint's
         self._claims = SQLiteClaims(self.connected, self.lease)
         with self.errors("open the database"):
             self._connection()
@@ -263,7 +264,12 @@ class SQLiteStore(Store):
             with self._guard:
                 conn = self._connection()
                 if len(checkpoint.payload) <= BIG_PAYLOAD:
-                    conn.execute(UPSERT_CHECKPOINT, row)
+                    # One cursor of the connection in use, kept for this statement: making
+                    # one per commit (conn.execute does) costs as much as the rest of the call.
+                    cursor = self._upsert
+                    if cursor is None or cursor.connection is not conn:
+                        cursor = self._upsert = conn.cursor()
+                    cursor.execute(UPSERT_CHECKPOINT, row)
                 else:
                     with transaction(conn):
                         put_big_checkpoint(conn, row, checkpoint.payload)
