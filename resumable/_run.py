@@ -479,7 +479,7 @@ class Run:
         ``exact``: every item the loop read has finished (see :meth:`Loop.record`);
         ``hooks``: run the before_commit functions first (unless the caller just did).
         """
-        store, op = self.store, self._record()
+        store = self.store
         debug = log.wants(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
         if new_state is ProcessState.COMPLETED:
@@ -506,6 +506,7 @@ class Run:
         if ckpt is not None and new_state is ProcessState.RUNNING:
             store.add_checkpoint(ckpt)
         else:
+            op = self._record()
             meta = {**op.meta, **self.meta} if self.meta else op.meta
             new_op = op.to(new_state, error=error, heartbeat=time.time(), meta=meta)
             results = self.results if new_state is ProcessState.COMPLETED else ()

@@ -94,7 +94,7 @@ class SQLRows:
     def checkpoint_row(self, c: CheckpointRecord, history: int) -> tuple[Any, ...]:
         """The checkpoints row of ``c``, in ring slot ``seq % history``; the payload is [8]."""
         return (
-            self.enc(c.op_id), c.seq % history, c.seq, c.position, c.state.value,
+            self.enc(c.op_id), c.seq % history, c.seq, c.position, c.state._value_,
             c.progress, c.timestamp, c.serializer, c.payload, metadata_text(c.metadata) or None,
             c.checksum,
         )  # fmt: skip
