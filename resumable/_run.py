@@ -486,10 +486,14 @@ class Run:
         store = self.store
         debug = log.wants(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
+        total = self.total
         if new_state is _COMPLETED:
             progress = 1.0
+        elif total:
+            progress = position / total
+            progress = progress if progress < 1.0 else 1.0  # not min(): a call, on every commit
         else:
-            progress = min(1.0, position / self.total) if self.total else 0.0
+            progress = 0.0
         ckpt: CheckpointRecord | None = None
         payload = b""
         lengths = None
