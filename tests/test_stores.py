@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,34 @@ def test_durability_full_round_trips(kind: str, tmp_path: Path) -> None:
     assert store.durability == "full"
     store.save(OperationRecord.new("op", "n", RUNNING), ckpt("op", 1))
     assert store.latest_checkpoint("op").seq == 1  # type: ignore[union-attr]
+
+
+def test_sqlite_checkpoints_go_through_the_connection_in_use(tmp_path: Path) -> None:
+    """The SQLite store keeps one cursor for its checkpoint upsert: after close() (which
+    closes the connection) and in a forked child (which opens its own), the next checkpoint
+    goes through the new connection, never the closed or inherited one."""
+    store = SQLiteStore(tmp_path / "state.db")
+    store.add_checkpoint(ckpt("op", 1))
+    store.close()
+    store.add_checkpoint(ckpt("op", 2))  # a cursor of the closed connection would raise
+    assert store.latest_checkpoint("op").seq == 2  # type: ignore[union-attr]
+    if sys.platform == "win32":  # pragma: no cover - no fork
+        return
+    inherited = store._connection()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        code = 1
+        try:
+            store.add_checkpoint(ckpt("op", 3))
+            used = store._upsert
+            code = 0 if used is not None and used.connection is not inherited else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.add_checkpoint(ckpt("op", 4))
+    assert [c.seq for c in store.iter_checkpoints("op")] == [4, 3, 2]
+    store.close()
 
 
 def test_sqlite_full_durability_sets_synchronous_full(tmp_path: Path) -> None:
