@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -224,6 +225,33 @@ def test_sqlite_checkpoints_go_through_the_connection_in_use(tmp_path: Path) -> 
     store.add_checkpoint(ckpt("op", 4))
     assert [c.seq for c in store.iter_checkpoints("op")] == [4, 3, 2]
     store.close()
+
+
+def test_a_failed_sqlite_checkpoint_write_keeps_the_last_and_frees_the_store(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint write that fails (here: its connection closed underneath) raises
+    StoreError, leaves the last good checkpoint, and releases the store's guard, as a
+    successful one does: another thread can use the store at once."""
+    store = SQLiteStore(tmp_path / "state.db")
+    store.add_checkpoint(ckpt("op", 1))
+    store._connection().close()
+    with pytest.raises(StoreError, match="save a checkpoint"):
+        store.add_checkpoint(ckpt("op", 2))
+    taken: list[bool] = []
+
+    def take() -> None:
+        taken.append(store._guard.acquire(timeout=5))
+        if taken[-1]:
+            store._guard.release()
+
+    other = threading.Thread(target=take)
+    other.start()
+    other.join()
+    assert taken == [True]
+    reopened = SQLiteStore(tmp_path / "state.db")
+    assert [c.seq for c in reopened.iter_checkpoints("op")] == [1]
+    reopened.close()
 
 
 def test_sqlite_full_durability_sets_synchronous_full(tmp_path: Path) -> None:
