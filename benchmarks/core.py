@@ -193,7 +193,7 @@ def bench_commit(directory: Path, plan: Plan, durability: str) -> Row:
     raw.close()
     lib_p50, raw_p50 = median(lib) / 1e3, median(base) / 1e3
     lib_p90, raw_p90 = percentile(lib, 90) / 1e3, percentile(base, 90) / 1e3
-    limit = 1.3 if durability == "full" else 2.0
+    limit = 1.1 if durability == "full" else 1.3  # issue 16, goal 7
     return Row(
         figure=f"`cp.commit()` p50, small state, durability={durability}",
         measured=f"{lib_p50:.1f} us (p90 {lib_p90:.1f} us)",

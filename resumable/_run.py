@@ -44,6 +44,10 @@ from .stores.base import Store
 
 __all__ = ["BLOCK", "CALL", "COUNTED_CALL", "SHARED", "Mode", "Run", "Spec", "current"]
 
+#: The states a commit compares with, looked up once: reading ProcessState.RUNNING goes
+#: through the enum class's machinery (0.1 us, twice per commit).
+_RUNNING, _COMPLETED = ProcessState.RUNNING, ProcessState.COMPLETED
+
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "resumable_current_run", default=None
 )
@@ -478,13 +482,17 @@ class Run:
         ``exact``: every item the loop read has finished (see :meth:`Loop.record`);
         ``hooks``: run the before_commit functions first (unless the caller just did).
         """
-        store, op = self.store, self._record()
+        store = self.store
         debug = log.wants(DEBUG)
         started = time.perf_counter() if debug else 0.0
-        if new_state is ProcessState.COMPLETED:
+        total = self.total
+        if new_state is _COMPLETED:
             progress = 1.0
+        elif total:
+            progress = position / total
+            progress = progress if progress < 1.0 else 1.0  # not min(): a call, on every commit
         else:
-            progress = min(1.0, position / self.total) if self.total else 0.0
+            progress = 0.0
         ckpt: CheckpointRecord | None = None
         payload = b""
         lengths = None
@@ -502,12 +510,13 @@ class Run:
                 self.op_id, self.seq + 1, position, new_state, progress, ser, payload,
                 dict(meta) if meta else None,
             )  # fmt: skip
-        if ckpt is not None and new_state is ProcessState.RUNNING:
+        if ckpt is not None and new_state is _RUNNING:
             store.add_checkpoint(ckpt)
         else:
+            op = self._record()
             meta = {**op.meta, **self.meta} if self.meta else op.meta
             new_op = op.to(new_state, error=error, heartbeat=time.time(), meta=meta)
-            results = self.results if new_state is ProcessState.COMPLETED else ()
+            results = self.results if new_state is _COMPLETED else ()
             store.save(new_op, ckpt, results)
             self.op = new_op
         self.seq += 1

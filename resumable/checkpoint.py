@@ -210,7 +210,8 @@ class Checkpoint:
             )
         if run.completed_before:
             return
-        run.commit(run.position + 1 if run.in_body() else run.done, exact=run.in_body())
+        in_body = run.in_body()
+        run.commit(run.position + 1 if in_body else run.done, exact=in_body)
 
     def before_commit(self, fn: Callable[[], object]) -> Callable[[], object]:
         """Call ``fn()`` before every commit of this block, from now until it ends.

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sqlite3
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,6 +122,26 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(store: Store) -> None:
     assert latest.verify()
 
 
+def test_a_checkpoint_is_stored_with_its_own_metadata(store: Store) -> None:
+    """A store writes the metadata of the record it is given, whatever was made since: a
+    record made earlier loads with its own, and one whose metadata changed after sealing
+    (not the text its checksum covers) is refused, never stored as the sealed one."""
+    first = CheckpointRecord.create("a", 1, 1, RUNNING, 0.5, "pickle", b"p", {"m": 1})
+    last = CheckpointRecord.create("b", 1, 1, RUNNING, 0.5, "pickle", b"p", {"m": 2})
+    store.add_checkpoint(first)
+    loaded = store.latest_checkpoint("a")
+    assert loaded is not None
+    assert loaded.metadata == {"m": 1}
+    assert loaded.verify()
+    store.add_checkpoint(dataclasses.replace(last, metadata={"m": 3}))
+    with pytest.raises(CheckpointCorrupt, match="failed its checksum"):
+        store.latest_checkpoint("b")
+    made = CheckpointRecord.create("c", 1, 1, RUNNING, 0.5, "pickle", b"p", {"m": 4})
+    store.save(OperationRecord.new("c", "n", RUNNING), dataclasses.replace(made, metadata={}))
+    with pytest.raises(CheckpointCorrupt, match="failed its checksum"):
+        store.latest_checkpoint("c")
+
+
 def test_all_checkpoints_corrupt_raises(store: Store) -> None:
     """With no good checkpoint left, loading raises CheckpointCorrupt and loads nothing."""
     store.add_checkpoint(ckpt("op", 1))
@@ -174,6 +197,61 @@ def test_durability_full_round_trips(kind: str, tmp_path: Path) -> None:
     assert store.durability == "full"
     store.save(OperationRecord.new("op", "n", RUNNING), ckpt("op", 1))
     assert store.latest_checkpoint("op").seq == 1  # type: ignore[union-attr]
+
+
+def test_sqlite_checkpoints_go_through_the_connection_in_use(tmp_path: Path) -> None:
+    """The SQLite store keeps one cursor for its checkpoint upsert: after close() (which
+    closes the connection) and in a forked child (which opens its own), the next checkpoint
+    goes through the new connection, never the closed or inherited one."""
+    store = SQLiteStore(tmp_path / "state.db")
+    store.add_checkpoint(ckpt("op", 1))
+    store.close()
+    store.add_checkpoint(ckpt("op", 2))  # a cursor of the closed connection would raise
+    assert store.latest_checkpoint("op").seq == 2  # type: ignore[union-attr]
+    if sys.platform == "win32":  # pragma: no cover - no fork
+        return
+    inherited = store._connection()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        code = 1
+        try:
+            store.add_checkpoint(ckpt("op", 3))
+            used = store._upsert
+            code = 0 if used is not None and used.connection is not inherited else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.add_checkpoint(ckpt("op", 4))
+    assert [c.seq for c in store.iter_checkpoints("op")] == [4, 3, 2]
+    store.close()
+
+
+def test_a_failed_sqlite_checkpoint_write_keeps_the_last_and_frees_the_store(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint write that fails (here: its connection closed underneath) raises
+    StoreError, leaves the last good checkpoint, and releases the store's guard, as a
+    successful one does: another thread can use the store at once."""
+    store = SQLiteStore(tmp_path / "state.db")
+    store.add_checkpoint(ckpt("op", 1))
+    store._connection().close()
+    with pytest.raises(StoreError, match="save a checkpoint"):
+        store.add_checkpoint(ckpt("op", 2))
+    taken: list[bool] = []
+
+    def take() -> None:
+        taken.append(store._guard.acquire(timeout=5))
+        if taken[-1]:
+            store._guard.release()
+
+    other = threading.Thread(target=take)
+    other.start()
+    other.join()
+    assert taken == [True]
+    reopened = SQLiteStore(tmp_path / "state.db")
+    assert [c.seq for c in reopened.iter_checkpoints("op")] == [1]
+    reopened.close()
 
 
 def test_sqlite_full_durability_sets_synchronous_full(tmp_path: Path) -> None:

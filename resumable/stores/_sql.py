@@ -18,6 +18,7 @@ from resumable.operation import (
     OperationRecord,
     ResultRecord,
     canonical_json,
+    metadata_text,
 )
 
 from . import _rows
@@ -93,8 +94,9 @@ class SQLRows:
     def checkpoint_row(self, c: CheckpointRecord, history: int) -> tuple[Any, ...]:
         """The checkpoints row of ``c``, in ring slot ``seq % history``; the payload is [8]."""
         return (
-            self.enc(c.op_id), c.seq % history, c.seq, c.position, c.state.value,
-            c.progress, c.timestamp, c.serializer, c.payload, dumps(c.metadata), c.checksum,
+            self.enc(c.op_id), c.seq % history, c.seq, c.position, c.state._value_,
+            c.progress, c.timestamp, c.serializer, c.payload, metadata_text(c.metadata) or None,
+            c.checksum,
         )  # fmt: skip
 
     def result_row(self, r: ResultRecord) -> tuple[Any, ...]:

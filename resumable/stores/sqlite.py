@@ -112,6 +112,7 @@ class SQLiteStore(Store):
         self._closer: weakref.finalize[[sqlite3.Connection, int], SQLiteStore] | None = None
         self._abandoned: list[sqlite3.Connection] = []
         self._claims: Claims | None = None  # made on first use: only shared maps claim
+        self._upsert: sqlite3.Cursor | None = None  # add_checkpoint's
         with self.errors("open the database"):
             self._connection()
 
@@ -266,16 +267,26 @@ class SQLiteStore(Store):
     def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
         """Upsert ``checkpoint`` into its ring slot: one statement, one transaction."""
         row = ROWS.checkpoint_row(checkpoint, self.history)
-        try:  # the hot path of every loop commit: no context manager, no message unless needed
-            with self._guard:
-                conn = self._connection()
-                if len(checkpoint.payload) <= BIG_PAYLOAD:
-                    conn.execute(UPSERT_CHECKPOINT, row)
-                else:
-                    with transaction(conn):
-                        put_big_checkpoint(conn, row, checkpoint.payload)
+        # The hot path of every loop commit: no context manager (`with` on the guard costs
+        # twice its acquire and release), no message unless needed.
+        guard = self._guard
+        guard.acquire()
+        try:
+            conn = self._connection()
+            if len(checkpoint.payload) <= BIG_PAYLOAD:
+                # One cursor of the connection in use, kept for this statement: making one
+                # per commit (conn.execute does) costs as much as the rest of this call.
+                cursor = self._upsert
+                if cursor is None or cursor.connection is not conn:
+                    cursor = self._upsert = conn.cursor()
+                cursor.execute(UPSERT_CHECKPOINT, row)
+            else:
+                with transaction(conn):
+                    put_big_checkpoint(conn, row, checkpoint.payload)
         except self.driver_errors as exc:
             raise self.store_error(f"save a checkpoint of {checkpoint.op_id!r}", exc) from exc
+        finally:
+            guard.release()
 
     def save(
         self,
