@@ -33,6 +33,7 @@ from resumable.operation import (
 
 from . import _rows, _sql, _sqlite_files
 from ._claims import Claims
+from ._sqlite_cache import ResultCache
 from ._sqlite_claims import SQLiteClaims
 from ._sqlite_sql import (
     BIG_PAYLOAD,
@@ -111,6 +112,7 @@ class SQLiteStore(Store):
         self._closer: weakref.finalize[[sqlite3.Connection, int], SQLiteStore] | None = None
         self._abandoned: list[sqlite3.Connection] = []
         self._claims = SQLiteClaims(self.connected, self.lease)
+        self._cache = ResultCache()  # what @resumable hits read, while nothing changed
         with self.errors("open the database"):
             self._connection()
 
@@ -242,6 +244,29 @@ class SQLiteStore(Store):
         )
         return ROWS.result(rows[0]) if rows else None
 
+    def load_result(self, op_id: str, key: str) -> ResultRecord | None:
+        """As :meth:`Store.load_result`, from memory while the database is unchanged.
+
+        See :mod:`._sqlite_cache`: one ``PRAGMA data_version`` proves that no connection
+        changed the database since the record was read or written here.
+        """
+        try:  # the hit path of every @resumable call: no context manager, no message
+            with self._guard:
+                conn = self._connection()
+                cache = self._cache
+                cache.sync(conn)
+                rec = cache.get(op_id, key)
+                if rec is not None:
+                    return rec
+                rec = super().load_result(op_id, key)  # read after sync: at least as new
+                if rec is not None:
+                    cache.put(rec)
+                return rec
+        except StoreError:
+            raise
+        except self.driver_errors as exc:
+            raise self.store_error(f"read result {key!r} of {op_id!r}", exc) from exc
+
     def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
         """The operation's results whose key starts with ``prefix``, unverified."""
         rows = self._query(
@@ -278,16 +303,20 @@ class SQLiteStore(Store):
     ) -> None:
         """Write ``op``, ``checkpoint`` and ``results`` in one ``BEGIN IMMEDIATE`` transaction."""
         op_row = ROWS.operation_row(op)
-        with self.connected(f"save operation {op.op_id!r}") as conn, transaction(conn):
-            conn.execute(UPSERT_OPERATION, op_row)
-            if checkpoint is not None:
-                row = ROWS.checkpoint_row(checkpoint, self.history)
-                if len(checkpoint.payload) > BIG_PAYLOAD:
-                    put_big_checkpoint(conn, row, checkpoint.payload)
-                else:
-                    conn.execute(UPSERT_CHECKPOINT, row)
+        with self.connected(f"save operation {op.op_id!r}") as conn:
+            before = conn.total_changes
+            with transaction(conn):
+                conn.execute(UPSERT_OPERATION, op_row)
+                if checkpoint is not None:
+                    row = ROWS.checkpoint_row(checkpoint, self.history)
+                    if len(checkpoint.payload) > BIG_PAYLOAD:
+                        put_big_checkpoint(conn, row, checkpoint.payload)
+                    else:
+                        conn.execute(UPSERT_CHECKPOINT, row)
+                for result in results:
+                    conn.execute(UPSERT_RESULT, ROWS.result_row(result))
             if results:
-                conn.executemany(UPSERT_RESULT, map(ROWS.result_row, results))
+                self._cache.wrote(conn, before, results)
 
     def put_results(self, results: Sequence[ResultRecord]) -> None:
         """Store ``results`` in one transaction (a group commit)."""
