@@ -191,6 +191,9 @@ class CallDigester:
         self.defaults = {p.name: p.default for p in params if p.default is not p.empty}
         self.positional_only = {p.name for p in params if p.kind is p.POSITIONAL_ONLY}
         self.tags = {name: _name_tag(name) for name in self.names}
+        #: (name, tag) of each parameter in order, for calls that pass every one positionally
+        #: and ignore none (the common case): digested without binding.
+        self.positional = None if ignore or not self.simple else tuple(self.tags.items())
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The bound arguments, defaults applied, in parameter order.
@@ -224,11 +227,17 @@ class CallDigester:
                 names it and shows the ``ignore=``/``op_id=`` way out).
         """
         h = xxhash.xxh3_128()
-        ignore, tags = self.ignore, self.tags
-        for name, value in self.bind(args, kwargs).items():
+        ignore, tags, positional = self.ignore, self.tags, self.positional
+        pairs: Iterable[tuple[tuple[str, bytes], Any]]
+        if positional is not None and not kwargs and len(args) == len(positional):
+            pairs = zip(positional, args, strict=True)  # what bind() gives, in its order
+        else:
+            bound = self.bind(args, kwargs).items()
+            pairs = (((name, tags[name]), value) for name, value in bound)
+        for (name, tag), value in pairs:
             if name in ignore:
                 continue
-            h.update(tags[name])
+            h.update(tag)
             try:
                 _feed(h, value, name, 0)
             except _Undigestable as exc:
