@@ -566,16 +566,13 @@ Backups (create, re-backup of an unchanged file, restore against `cp`) are measu
 
 ## Known misses
 
-- **`@resumable` miss** (~130 us against a goal of 60 us) and the two ratios against
-  joblib.Memory. A miss does, in order: a result lookup (the hit check, ~5 us), the operation's
-  lock (~3 us), a read of its record (~6 us), the call, and one transaction writing the
-  COMPLETED record and the result (~30-45 us in WAL mode: two tables, their indexes). The rest
-  is Python: building and checksumming two records, the block's bookkeeping. Storing a call's
-  result in its operation's row would make the final write a single upsert (~12 us); the
-  remaining Python overhead would still have to halve to reach 60 us. The ratio goals were set
-  against a joblib.Memory of ~250 us per hit and ~450 us per miss; on this machine joblib is
-  two to three times faster than that, so they are reported but not used to fail the run.
-  A hit (one read) does meet its absolute goal, and beats diskcache's memoize.
+- **`@resumable` miss** against half of diskcache's memoize miss (its row says by how much).
+  A miss does, in order: the hit check (one read, which also tells whether the operation has
+  a record), the operation's lock, the call, and one transaction writing the COMPLETED record
+  and the result into two tables and their indexes; the rest is Python: digesting the
+  arguments, building and checksumming the record and the result, the run's bookkeeping.
+  Storing a call's result in its operation's row would make the final write one upsert, but
+  would move call results out of the results table that the store's tools and backups read.
 """
 
 

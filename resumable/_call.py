@@ -199,9 +199,10 @@ class Call:
             if first:
                 first = False
                 return
-            done = run.op.attempts if run.op is not None else 0
-            if limit is not None and done >= limit:
-                raise Exhausted(done)
+            if limit is not None:  # then the record was written on entry (COUNTED_CALL)
+                done = run.op.attempts if run.op is not None else 0
+                if done >= limit:
+                    raise Exhausted(done)
             run.count_attempt()
 
         return before_attempt

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from resumable import CheckpointCorrupt, configure, resumable
-from resumable.operation import ResultRecord
+from resumable.operation import OperationRecord, ProcessState, ResultRecord
 from resumable.stores import resolve_store
 from resumable.stores.sqlite import SQLiteStore
 
@@ -133,3 +133,63 @@ def test_a_reset_made_inside_a_call_is_seen_after_it(tmp_path: Path) -> None:
     assert resets(6) == 6
     assert value(6) == 7  # type: ignore[operator]
     assert ran == [6, 6]
+
+
+def test_a_call_finished_elsewhere_while_this_one_took_the_lock_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read before the lock found no record; one written before the lock is seen."""
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    ran, value = _counted(url)
+    store = resolve_store(url)
+    op_id, key = "value-8", "return:v:1"
+    real_lock = store.lock
+    # Made here, before the call: the checksum mode is settled, so only the write can matter.
+    done = OperationRecord.new(op_id, "value", ProcessState.COMPLETED, meta={"result": key})
+    result = ResultRecord.create(op_id, key, "pickle", pickle.dumps(-8))
+
+    class FinishedMeanwhile:
+        """Another process finishes the call just before this one takes the lock."""
+
+        def __init__(self, op_id: str) -> None:
+            self.lock = real_lock(op_id)
+
+        def acquire(self, timeout: float | None = None) -> None:
+            other = SQLiteStore(tmp_path / "calls.db")
+            try:
+                other.save(done, None, [result])
+            finally:
+                other.close()
+            self.lock.acquire(timeout)
+
+        def release(self) -> None:
+            self.lock.release()
+
+    monkeypatch.setattr(store, "lock", FinishedMeanwhile)
+    assert value(8) == -8  # type: ignore[operator]
+    assert ran == []
+
+
+def test_a_record_written_by_this_process_is_read_after_a_code_change(tmp_path: Path) -> None:
+    """The new code's first call finds the old code's record: warn, and reuse its result."""
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    ran: list[str] = []
+
+    @resumable(store=url, op_id="twice")
+    def old() -> str:
+        ran.append("old")
+        return "old"
+
+    @resumable(store=url, op_id="twice")
+    def new() -> str:
+        ran.append("new")
+        return "new" + "!"
+
+    @resumable(store=url, op_id="first")
+    def first() -> None:
+        """The first call settles the checksum mode: the memory is used from the next."""
+
+    first()
+    assert old() == "old"
+    assert new() == "old"  # on_code_change="warn": the stored result, not a run
+    assert ran == ["old"]

@@ -12,6 +12,10 @@ after proving that nothing changed the database since the record was read or wri
 - the secret in force: a record is verified under one checksum mode (see :mod:`._signing`),
   and ``configure(secret=...)`` changes the mode.
 
+The read that fills it (:data:`CALL_READ`) also tells whether the operation has a record at
+all, so a call that goes on to run, having taken its lock, need not read the record again
+while the database is unchanged (:meth:`ResultCache.absent`).
+
 Any of them changed: everything is forgotten and the next lookup reads the table. Entries are
 verified :class:`~resumable.operation.ResultRecord` objects: immutable, holding the payload's
 bytes, so each hit decodes its own copy and a caller that mutates what it got changes nothing
@@ -28,12 +32,21 @@ from typing import Any, Final
 from resumable import _signing
 from resumable.operation import ResultRecord
 
-__all__ = ["MAX_BYTES", "MAX_PAYLOAD", "ResultCache"]
+__all__ = ["CALL_READ", "MAX_BYTES", "MAX_PAYLOAD", "ResultCache"]
+
+#: One result (its columns are NULL if there is none) and whether its operation has a record.
+CALL_READ = """
+SELECT r.op_id, r.key, r.serializer, CASE typeof(r.payload) WHEN 'blob' THEN r.payload END,
+       r.created, r.checksum, EXISTS (SELECT 1 FROM operations WHERE op_id = ?1)
+FROM (SELECT 1) LEFT JOIN results AS r ON r.op_id = ?1 AND r.key = ?2
+"""
 
 #: The largest payload kept; decoding a larger one costs more than reading it again.
 MAX_PAYLOAD: Final = 64 << 10
 #: Payload bytes kept at most, over all entries.
 MAX_BYTES: Final = 16 << 20
+#: Operations known to have no record, kept at most.
+MAX_ABSENT: Final = 10_000
 
 
 class ResultCache:
@@ -42,7 +55,7 @@ class ResultCache:
     Every method is called under the store's guard, with the store's current connection.
     """
 
-    __slots__ = ("bytes", "changes", "conn", "records", "signer", "version")
+    __slots__ = ("bytes", "changes", "conn", "missing", "records", "signer", "version")
 
     def __init__(self) -> None:
         self.conn: sqlite3.Connection | None = None
@@ -51,6 +64,7 @@ class ResultCache:
         self.signer: Callable[..., Any] | None = None
         self.records: dict[tuple[str, str], ResultRecord] = {}
         self.bytes = 0
+        self.missing: set[str] = set()  # op ids without a record
 
     def sync(self, conn: sqlite3.Connection) -> None:
         """Forget everything if the database or the checksum mode changed since the last call.
@@ -67,6 +81,7 @@ class ResultCache:
             or signer is not self.signer
         ):
             self.records.clear()
+            self.missing.clear()
             self.bytes = 0
             self.conn, self.version, self.changes = conn, version, conn.total_changes
             self.signer = signer
@@ -74,6 +89,19 @@ class ResultCache:
     def get(self, op_id: str, key: str) -> ResultRecord | None:
         """The record kept for (op_id, key), if any (call :meth:`sync` first)."""
         return self.records.get((op_id, key))
+
+    def absent(self, op_id: str) -> bool:
+        """True if ``op_id`` is known to have no operation record (call :meth:`sync` first)."""
+        return op_id in self.missing
+
+    def note_record(self, op_id: str, *, exists: bool) -> None:
+        """Whether ``op_id`` had a record, in a read made after the last :meth:`sync`."""
+        if exists:
+            self.missing.discard(op_id)
+            return
+        if len(self.missing) >= MAX_ABSENT:
+            self.missing.clear()
+        self.missing.add(op_id)
 
     def put(self, rec: ResultRecord) -> None:
         """Keep a verified record read after the last :meth:`sync`."""
@@ -90,8 +118,10 @@ class ResultCache:
         records[rec.op_id, rec.key] = rec
         self.bytes += size
 
-    def wrote(self, conn: sqlite3.Connection, before: int, results: Iterable[ResultRecord]) -> None:
-        """This connection committed ``results`` (and other rows) since ``before`` changes.
+    def wrote(
+        self, conn: sqlite3.Connection, before: int, op_id: str, results: Iterable[ResultRecord]
+    ) -> None:
+        """This connection committed ``op_id``'s record and ``results`` since ``before`` changes.
 
         If the cache was valid just before that write (no other change by this connection
         since its last :meth:`sync`), it stays valid with these records, which are what the
@@ -102,5 +132,6 @@ class ResultCache:
         if conn is not self.conn or before != self.changes or _signing.digest is not self.signer:
             return
         self.changes = conn.total_changes
+        self.missing.discard(op_id)
         for rec in results:
             self.put(rec)
