@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
-from . import serializers
+from . import _run_call, serializers
 from ._explain import decide
 from ._log import log
 from ._loop import NOTHING, Loop, item_digest
@@ -176,7 +176,7 @@ class Run:
     def _open(self) -> None:
         store, op_id, mode = self.store, self.op_id, self.mode
         if mode is CALL or mode is COUNTED_CALL:
-            self._open_call()
+            _run_call.open_call(self)
             return
         if self.spec.fresh:
             with store.errors(f"discard operation {op_id!r}"):
@@ -245,68 +245,6 @@ class Run:
             "resumable.operation.resumed" if self.resumed else "resumable.operation.started",
             op_id=op_id, position=self.restored, attempt=op.attempts, reason=reason,
         )  # fmt: skip
-
-    def _open_call(self) -> None:
-        """:meth:`_open` for a ``@resumable`` call: no state and no checkpoints.
-
-        So the record alone decides (as :func:`decide` does without a checkpoint): COMPLETED
-        is done, anything else runs. The first run of a CALL writes nothing until it ends, so
-        its RUNNING record is not even made: :meth:`_record` makes it if it is needed (a
-        failure, a retry), and a success writes its COMPLETED record directly.
-        """
-        store, op_id, mode = self.store, self.op_id, self.mode
-        # The call read its result just before taking the lock: that read may prove there
-        # is still no record (no connection changed the database since), saving this one.
-        op = None if store.known_absent(op_id) else store.load_operation(op_id)
-        wants = log.wants(logging.INFO)
-        if op is not None and op.state is ProcessState.COMPLETED:
-            self.completed_before = True
-            self.op = op
-            reason = decide(op_id, op, None).reason if wants else ""
-            log.info("resumable.operation.skipped", op_id=op_id, reason=reason)
-            return
-        now = time.time()
-        self.began = now
-        if op is not None:
-            if op.state is ProcessState.RUNNING and op.owner != Owner.current():
-                log.warning(
-                    "resumable.operation.recovered", op_id=op_id, dead_owner=op.owner, position=0
-                )
-            op = op.to(
-                ProcessState.RUNNING, owner=Owner.current(), heartbeat=now,
-                attempts=op.attempts + 1, error=None,
-            )  # fmt: skip
-            # An earlier run's progress: results it recorded (cp.step values in it).
-            self.resumed = store.record_counts(op_id)["results"] > 0
-        elif mode.record_on_entry:
-            op = self._first_record(ProcessState.RUNNING, now)
-        if op is not None and mode.record_on_entry:
-            store.save(op)
-        self.op = op
-        if wants:
-            attempt = op.attempts if op is not None else 1
-            reason = decide(op_id, op, None).reason
-            log.info(
-                "resumable.operation.resumed" if self.resumed else "resumable.operation.started",
-                op_id=op_id, position=0, attempt=attempt, reason=reason,
-            )  # fmt: skip
-
-    def _first_record(self, state: ProcessState, now: float) -> OperationRecord:
-        """The record of a call's first run, in ``state``: one attempt, begun at entry."""
-        return OperationRecord.new(
-            self.op_id, self.spec.name or self.op_id, state, owner=Owner.current(), heartbeat=now,
-            attempts=1, created=self.began, updated=now,
-            meta=dict(self.meta) if state is ProcessState.COMPLETED else {},
-        )  # fmt: skip
-
-    def _complete_call(self) -> None:
-        """A call's first run succeeded: its COMPLETED record and result, in one write."""
-        op = self._first_record(ProcessState.COMPLETED, time.time())
-        self.store.save(op, None, self.results)
-        self.op = op
-        self.seq += 1
-        self.last_commit = time.monotonic()
-        log.info("resumable.operation.completed", op_id=self.op_id, position=0)
 
     def _state_in(self, ckpt: CheckpointRecord | None) -> Any:
         """The state ``ckpt`` holds, or the first run's without one."""
@@ -389,7 +327,7 @@ class Run:
 
     def _leave(self, exc: BaseException | None) -> None:
         if exc is None and self.op is None and not (self.hooks or self.failed or self.loop):
-            self._complete_call()  # a call's first run: it made no record (see _open_call)
+            _run_call.complete(self)  # a call's first run: it made no record (see _run_call)
             return
         if exc is None:
             if self.abandoned or self.in_body():
@@ -601,8 +539,8 @@ class Run:
         if op is None:
             if self.mode is not CALL:  # pragma: no cover - _open sets it for the others
                 raise RuntimeError(f"the run of {self.op_id!r} has no operation record")
-            # A call's first run makes its RUNNING record only now (see _open_call).
-            op = self.op = self._first_record(ProcessState.RUNNING, self.began)
+            # A call's first run makes its RUNNING record only now (see _run_call).
+            op = self.op = _run_call.first_record(self, ProcessState.RUNNING, self.began)
         return op
 
     # --- what cp.map reports ------------------------------------------------------------

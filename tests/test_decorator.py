@@ -131,6 +131,24 @@ def test_failed_call_runs_again_in_next_process_then_never(tmp_path: Path) -> No
     assert len(logged(tmp_path)) == 4
 
 
+def test_failed_first_call_is_recorded_failed_with_its_error(store_url: str, store: Store) -> None:
+    """A first call that raises leaves its operation FAILED, with the error and one attempt."""
+
+    @resumable(store=store_url)
+    def breaks(x: int) -> int:
+        raise Flaky(f"breaks({x})")
+
+    with pytest.raises(Flaky):
+        breaks(3)
+    op = store.load_operation(breaks.op_id_for(3))
+    assert op is not None
+    assert op.state is ProcessState.FAILED
+    assert op.error == "Flaky: breaks(3)"
+    assert op.attempts == 1
+    assert store.load_results(op.op_id, "") == {}
+    assert not breaks.is_done(3)
+
+
 # --- 2. op_id_for / is_done / reset ------------------------------------------------------------
 
 
