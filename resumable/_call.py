@@ -27,7 +27,7 @@ from resumable._run import CALL, COUNTED_CALL, Run, Spec, current
 from resumable.errors import LeaseLost, OperationLocked, ResumableError
 from resumable.keys import CallDigester, code_fingerprint, qualified_name
 from resumable.operation import ResultRecord, validate_op_id
-from resumable.retry import RetrySpec, make_retrying
+from resumable.retry import RetrySpec, call_retrying, call_retrying_async
 from resumable.serializers import Serializer
 from resumable.stores import resolve_store
 from resumable.stores.base import Store
@@ -320,7 +320,7 @@ def _attempt_sync(call: Call, run: Run, wrapped: Any, args: Any, kwargs: Any) ->
         if call.opts.retry is None:
             value = attempt()
         else:
-            value = make_retrying(call.opts.retry, never=(Exhausted,))(attempt)
+            value = call_retrying(call.opts.retry, attempt, never=(Exhausted,))
     except Exhausted as exc:
         raise call.exhausted(exc) from None
     call.finish(run, value)
@@ -366,8 +366,7 @@ async def _attempt_async(call: Call, run: Run, wrapped: Any, args: Any, kwargs: 
         if call.opts.retry is None:
             value = await attempt()
         else:
-            retrying = make_retrying(call.opts.retry, asynchronous=True, never=(Exhausted,))
-            value = await retrying(attempt)
+            value = await call_retrying_async(call.opts.retry, attempt, never=(Exhausted,))
     except Exhausted as exc:
         raise call.exhausted(exc) from None
     call.finish(run, value)

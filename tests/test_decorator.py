@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -455,6 +456,38 @@ def test_retry_int_retries_and_stores_one_result() -> None:
     assert op.state is ProcessState.COMPLETED
     assert op.attempts == 3
     assert len(default_store().load_results(op_id, "")) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_retry_int_waits_and_stops_by_attempt_number(
+    asynchronous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """retry=3: backoff 0.1 s then 0.2 s (plus up to 0.1 s jitter), three runs, then the error."""
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # tenacity's sync sleep
+    real_sleep = asyncio.sleep
+
+    async def no_wait(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)  # tenacity's async sleep
+    ran: list[int] = []
+
+    def body(x: int) -> int:
+        ran.append(x)
+        raise Flaky(f"run {len(ran)}")
+
+    async def abody(x: int) -> int:
+        return body(x)
+
+    broken = resumable(retry=3)(abody if asynchronous else body)
+    with pytest.raises(Flaky, match="run 3"):
+        asyncio.run(broken(4)) if asynchronous else broken(4)
+    assert ran == [4, 4, 4]
+    assert len(slept) == 2
+    assert 0.1 <= slept[0] <= 0.2
+    assert 0.2 <= slept[1] <= 0.3
 
 
 @pytest.mark.parametrize(
