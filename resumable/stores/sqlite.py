@@ -183,6 +183,7 @@ class SQLiteStore(Store):
             if closer is not None:
                 closer()  # closes the connection if this process opened it (see _close_own)
             self._conn = None
+            self._cache = ResultCache()  # holds nothing of the closed connection
             self._lock_file.close()
 
     @contextlib.contextmanager
