@@ -2,8 +2,9 @@
 
 Each side caches the same trivial function in its own temporary directory. A *miss* is the
 first call with new arguments (the function runs and its result is stored); a *hit* is a call
-whose result is stored. The sides take turns by blocks of 100 calls, so a noisy machine moves
-them alike while each runs with warm caches; the figures are medians. joblib and diskcache
+whose result is stored. The sides take turns by blocks of 100 calls, in an order reversed at
+every block, so a noisy machine moves them alike while each runs with warm caches; the
+figures are medians. joblib and diskcache
 come with the ``bench`` extra.
 """
 
@@ -63,45 +64,33 @@ def measure(n: int) -> dict[str, dict[str, float]]:
     return {p: {k: median(v) / 1e3 for k, v in d.items()} for p, d in out.items()}
 
 
-def bench_calls(n: int) -> list[Row]:
-    """The @resumable rows: hit and miss, each against its absolute goal and joblib.Memory.
+#: The goals of issue 16: a hit and a miss each at most half of diskcache's, in the same run.
+GOAL_RATIO = 0.5
 
-    The absolute hit goal gates the run. The ratio goals were set against a joblib.Memory hit
-    of ~250 us and miss of ~450 us; here joblib is faster, and the miss goal is a known miss
-    (see docs/benchmarks.md), so those rows are reported without failing the run.
+
+def bench_calls(n: int) -> list[Row]:
+    """The @resumable rows: hit and miss, each gated at GOAL_RATIO x diskcache's memoize.
+
+    joblib.Memory's figures are reported beside them (it is far behind on both), not gated.
     """
     m = measure(n)
     rows = []
-    for phase, limit_us, limit_ratio in (("hit", 15.0, 0.06), ("miss", 60.0, 0.15)):
+    for phase in ("hit", "miss"):
         ours, joblib_us, disk_us = m[phase]["resumable"], m[phase]["joblib"], m[phase]["diskcache"]
         compared = (
-            f"joblib.Memory {phase}: {joblib_us:.1f} us; diskcache memoize: {disk_us:.1f} us; "
-            f"{n} calls each, in turns"
+            f"diskcache memoize {phase}: {disk_us:.1f} us; joblib.Memory {phase}: "
+            f"{joblib_us:.1f} us (reported, not gated); {n} calls each, the sides in turns, "
+            "their order alternating"
         )
-        ratios = f"{fmt_ratio(ours, joblib_us)} joblib, {fmt_ratio(ours, disk_us)} diskcache"
-        what = f"`@resumable` {phase}, trivial function, SQLite store, durability normal"
         rows.append(
             Row(
-                figure=what,
+                figure=f"`@resumable` {phase}, trivial function, SQLite store, durability normal",
                 measured=f"{ours:.1f} us",
-                goal=f"<= {limit_us:g} us",
+                goal=f"<= {GOAL_RATIO:g}x diskcache memoize",
                 compared=compared,
-                ratio=ratios,
-                value=ours,
-                limit=limit_us,
-                gated=phase == "hit",
-            )
-        )
-        rows.append(
-            Row(
-                figure=f"{what}, relative to joblib.Memory",
-                measured=fmt_ratio(ours, joblib_us),
-                goal=f"<= {limit_ratio:g}x joblib.Memory",
-                compared=compared,
-                ratio=ratios,
-                value=ours / joblib_us,
-                limit=limit_ratio,
-                gated=False,
+                ratio=f"{fmt_ratio(ours, disk_us)} diskcache, {fmt_ratio(ours, joblib_us)} joblib",
+                value=ours / disk_us,
+                limit=GOAL_RATIO,
             )
         )
     return rows
@@ -109,4 +98,4 @@ def bench_calls(n: int) -> list[Row]:
 
 if __name__ == "__main__":
     for row in bench_calls(3000):
-        print(row.figure, row.measured, row.compared, row.result)
+        print(row.figure, row.measured, row.ratio, row.compared, row.result, sep=" | ")

@@ -16,7 +16,6 @@ later call after a failure runs again.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from resumable._run import CALL, COUNTED_CALL, Run, Spec, current
 from resumable.errors import LeaseLost, OperationLocked, ResumableError
 from resumable.keys import CallDigester, code_fingerprint, qualified_name
 from resumable.operation import ResultRecord, validate_op_id
-from resumable.retry import RetrySpec, make_retrying
+from resumable.retry import RetrySpec, call_retrying, call_retrying_async
 from resumable.serializers import Serializer
 from resumable.stores import resolve_store
 from resumable.stores.base import Store
@@ -85,13 +84,23 @@ class Options(Generic[P, R]):
         self.on_code_change = on_code_change
         self.max_attempts = max_attempts
         self.wait = wait  # seconds a call waits for its operation's lock; None: no bound
+        self.mode = CALL if max_attempts is None else COUNTED_CALL
 
-    @functools.cached_property
+        self._key: str | None = None  # made at the first call: see result_key()
+
+    @property
     def fingerprint(self) -> str:
         """What identifies this code: ``version=`` if given, else a digest of the code."""
         if self.version is not None:
             return f"v:{self.version}"
         return code_fingerprint(self.target)
+
+    def result_key(self) -> str:
+        """The key of this code's results, ``return:<fingerprint>`` (computed once)."""
+        key = self._key
+        if key is None:
+            key = self._key = f"return:{self.fingerprint}"
+        return key
 
     def op_id_of(self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The operation id of a call."""
@@ -119,7 +128,7 @@ class Call:
         self.opts = opts
         self.op_id = opts.op_id_of(instance, args, kwargs)
         self.store = resolve_store(opts.store)
-        self.key = f"return:{opts.fingerprint}"
+        self.key = opts.result_key()
 
     def stored(self, key: str | None = None) -> tuple[bool, Any]:
         """(True, result) if a result is stored under ``key`` (default: this code's)."""
@@ -167,17 +176,14 @@ class Call:
             )
         return False, None
 
-    @functools.cached_property
     def spec(self) -> Spec:
         """What a run of this call is: no state, nothing committed on the way.
 
         The record is written at the end, and on entry too when attempts are counted: they
         must survive a crash.
         """
-        return Spec(
-            self.op_id, self.store, self.opts.serializer, name=self.opts.name,
-            mode=CALL if self.opts.max_attempts is None else COUNTED_CALL,
-        )  # fmt: skip
+        opts = self.opts
+        return Spec(self.op_id, self.store, opts.serializer, name=opts.name, mode=opts.mode)
 
     def attempts(self, run: Run) -> Callable[[], None]:
         """A hook run before every attempt.
@@ -193,9 +199,10 @@ class Call:
             if first:
                 first = False
                 return
-            done = run.op.attempts if run.op is not None else 0
-            if limit is not None and done >= limit:
-                raise Exhausted(done)
+            if limit is not None:  # then the record was written on entry (COUNTED_CALL)
+                done = run.op.attempts if run.op is not None else 0
+                if done >= limit:
+                    raise Exhausted(done)
             run.count_attempt()
 
         return before_attempt
@@ -281,11 +288,11 @@ def run_sync(opts: Options[Any, Any], wrapped: Any, instance: Any, args: Any, kw
     found, value = call.stored()
     if found:
         return value
-    waiting = Waiting(call)
+    waiting, spec = Waiting(call), call.spec()
     while True:
         inside = False
         try:
-            with Run(call.spec) as run:
+            with Run(spec) as run:
                 inside = True
                 return _attempt_sync(call, run, wrapped, args, kwargs)
         except OperationLocked as exc:
@@ -313,7 +320,7 @@ def _attempt_sync(call: Call, run: Run, wrapped: Any, args: Any, kwargs: Any) ->
         if call.opts.retry is None:
             value = attempt()
         else:
-            value = make_retrying(call.opts.retry, never=(Exhausted,))(attempt)
+            value = call_retrying(call.opts.retry, attempt, never=(Exhausted,))
     except Exhausted as exc:
         raise call.exhausted(exc) from None
     call.finish(run, value)
@@ -327,11 +334,11 @@ async def run_async(
     found, value = call.stored()
     if found:
         return value
-    waiting = Waiting(call)
+    waiting, spec = Waiting(call), call.spec()
     while True:  # as in run_sync; entering tries the lock once, so the loop never blocks
         inside = False
         try:
-            with Run(call.spec) as run:
+            with Run(spec) as run:
                 inside = True
                 return await _attempt_async(call, run, wrapped, args, kwargs)
         except OperationLocked as exc:
@@ -359,8 +366,7 @@ async def _attempt_async(call: Call, run: Run, wrapped: Any, args: Any, kwargs: 
         if call.opts.retry is None:
             value = await attempt()
         else:
-            retrying = make_retrying(call.opts.retry, asynchronous=True, never=(Exhausted,))
-            value = await retrying(attempt)
+            value = await call_retrying_async(call.opts.retry, attempt, never=(Exhausted,))
     except Exhausted as exc:
         raise call.exhausted(exc) from None
     call.finish(run, value)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
-from . import serializers
+from . import _run_call, serializers
 from ._explain import decide
 from ._log import DEBUG, INFO, log
 from ._loop import NOTHING, Loop, item_digest
@@ -101,7 +101,8 @@ class Run:
     """What one run of an operation knows, from entering its block to leaving it."""
 
     __slots__ = (
-        "abandoned", "children", "ckpt_meta", "committed", "completed_before", "failed", "hooks",
+        "abandoned", "began", "children", "ckpt_meta", "committed", "completed_before", "failed",
+        "hooks",
         "last_commit", "lock", "loop", "maps", "meta", "mode", "old_sigterm", "op", "op_id",
         "outputs", "owner", "parent", "payload_of", "position", "restored", "restored_meta",
         "results", "resumed", "seq", "serializer", "spec", "state", "store", "token", "total",
@@ -149,6 +150,7 @@ class Run:
         self.token: contextvars.Token[Run | None] | None = None
         self.old_sigterm: Any = None
         self.owner = ""  # this participant's name in claims (shared blocks)
+        self.began = 0.0  # when a call's first run entered (its record is made at the end)
 
     # --- entering -------------------------------------------------------------------------
 
@@ -176,6 +178,9 @@ class Run:
 
     def _open(self) -> None:
         store, op_id, mode = self.store, self.op_id, self.mode
+        if mode is CALL or mode is COUNTED_CALL:
+            _run_call.open_call(self)
+            return
         if self.spec.fresh:
             with store.errors(f"discard operation {op_id!r}"):
                 store.delete_operation(op_id)
@@ -324,6 +329,9 @@ class Run:
             self.close()
 
     def _leave(self, exc: BaseException | None) -> None:
+        if exc is None and self.op is None and not (self.hooks or self.failed or self.loop):
+            _run_call.complete(self)  # a call's first run: it made no record (see _run_call)
+            return
         if exc is None:
             if self.abandoned or self.in_body():
                 self.position += 1  # left with `break`: that item's body ended normally
@@ -536,8 +544,11 @@ class Run:
     def _record(self) -> OperationRecord:
         """The operation record this run holds (set on entry: a run that entered has one)."""
         op = self.op
-        if op is None:  # pragma: no cover - _open sets it before the run is handed out
-            raise RuntimeError(f"the run of {self.op_id!r} has no operation record")
+        if op is None:
+            if self.mode is not CALL:  # pragma: no cover - _open sets it for the others
+                raise RuntimeError(f"the run of {self.op_id!r} has no operation record")
+            # A call's first run makes its RUNNING record only now (see _run_call).
+            op = self.op = _run_call.first_record(self, ProcessState.RUNNING, self.began)
         return op
 
     # --- what cp.map reports ------------------------------------------------------------

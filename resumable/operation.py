@@ -222,10 +222,10 @@ class OperationRecord(_Sealed):
 
     @classmethod
     def new(cls, op_id: str, name: str, state: ProcessState, **fields: Any) -> OperationRecord:
-        """A fresh record (not yet stored)."""
+        """A fresh record (not yet stored); ``created`` and ``updated`` default to now."""
         transition(None, state, op_id)
         now = time.time()
-        return cls(op_id, name, state, created=now, updated=now, **fields)._sealed()
+        return cls(op_id, name, state, **{"created": now, "updated": now, **fields})._sealed()
 
     def to(self, state: ProcessState, **changes: Any) -> OperationRecord:
         """A copy in ``state`` (checked against the table) with ``changes``, newly sealed."""

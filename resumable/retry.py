@@ -7,14 +7,16 @@ case the final failure re-raises the function's own exception, not ``RetryError`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import tenacity
 
-__all__ = ["RetrySpec", "make_retrying", "validate_retry"]
+__all__ = ["RetrySpec", "call_retrying", "call_retrying_async", "make_retrying", "validate_retry"]
 
 RetrySpec = int | Mapping[str, Any] | tenacity.BaseRetrying | None
+
+T = TypeVar("T")
 
 
 def validate_retry(spec: object) -> RetrySpec:
@@ -76,3 +78,61 @@ def _make(spec: RetrySpec, asynchronous: bool) -> tenacity.BaseRetrying:
         backoff = tenacity.wait_exponential(multiplier=0.1, max=10) + tenacity.wait_random(0, 0.1)
         return cls(stop=tenacity.stop_after_attempt(spec), wait=backoff, reraise=True)
     return cls(**{**spec, "reraise": True})
+
+
+def call_retrying(
+    spec: RetrySpec, fn: Callable[[], T], never: tuple[type[BaseException], ...] = ()
+) -> T:
+    """``make_retrying(spec, never=never)(fn)``, with no controller built if ``fn`` succeeds.
+
+    Only for ``retry=<attempts>``, whose controller does nothing a caller can see before or
+    after a first attempt that succeeds (no callbacks; waits and stops by attempt number).
+    If that attempt raises, the controller is built and its first attempt re-raises the same
+    exception instead of calling ``fn`` again: the same decisions, waits and attempts follow.
+    Other specs always go through their controller (their callbacks see every attempt).
+    """
+    if not isinstance(spec, int):
+        return make_retrying(spec, never=never)(fn)
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - handed to the controller, which decides
+        replay = _replay(exc, fn)
+    return make_retrying(spec, never=never)(replay)
+
+
+async def call_retrying_async(
+    spec: RetrySpec,
+    fn: Callable[[], Awaitable[T]],
+    never: tuple[type[BaseException], ...] = (),
+) -> T:
+    """The ``async`` twin of :func:`call_retrying`."""
+    if not isinstance(spec, int):
+        return await make_retrying(spec, asynchronous=True, never=never)(fn)
+    try:
+        return await fn()
+    except Exception as exc:  # noqa: BLE001 - handed to the controller, which decides
+        first: BaseException | None = exc
+
+    async def replay() -> T:
+        nonlocal first
+        if first is not None:
+            raised, first = first, None
+            raise raised
+        return await fn()
+
+    retrying = make_retrying(spec, asynchronous=True, never=never)
+    return await retrying(replay)
+
+
+def _replay(exc: BaseException, fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn``, whose first call raises ``exc`` (the attempt already made) instead of running."""
+    first: BaseException | None = exc
+
+    def replay() -> T:
+        nonlocal first
+        if first is not None:
+            raised, first = first, None
+            raise raised
+        return fn()
+
+    return replay

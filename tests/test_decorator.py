@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,24 @@ def test_failed_call_runs_again_in_next_process_then_never(tmp_path: Path) -> No
     third = worker_json(tmp_path, "flaky", "--fail")
     assert third == second
     assert len(logged(tmp_path)) == 4
+
+
+def test_failed_first_call_is_recorded_failed_with_its_error(store_url: str, store: Store) -> None:
+    """A first call that raises leaves its operation FAILED, with the error and one attempt."""
+
+    @resumable(store=store_url)
+    def breaks(x: int) -> int:
+        raise Flaky(f"breaks({x})")
+
+    with pytest.raises(Flaky):
+        breaks(3)
+    op = store.load_operation(breaks.op_id_for(3))
+    assert op is not None
+    assert op.state is ProcessState.FAILED
+    assert op.error == "Flaky: breaks(3)"
+    assert op.attempts == 1
+    assert store.load_results(op.op_id, "") == {}
+    assert not breaks.is_done(3)
 
 
 # --- 2. op_id_for / is_done / reset ------------------------------------------------------------
@@ -437,6 +456,38 @@ def test_retry_int_retries_and_stores_one_result() -> None:
     assert op.state is ProcessState.COMPLETED
     assert op.attempts == 3
     assert len(default_store().load_results(op_id, "")) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_retry_int_waits_and_stops_by_attempt_number(
+    asynchronous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """retry=3: backoff 0.1 s then 0.2 s (plus up to 0.1 s jitter), three runs, then the error."""
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # tenacity's sync sleep
+    real_sleep = asyncio.sleep
+
+    async def no_wait(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)  # tenacity's async sleep
+    ran: list[int] = []
+
+    def body(x: int) -> int:
+        ran.append(x)
+        raise Flaky(f"run {len(ran)}")
+
+    async def abody(x: int) -> int:
+        return body(x)
+
+    broken = resumable(retry=3)(abody if asynchronous else body)
+    with pytest.raises(Flaky, match="run 3"):
+        asyncio.run(broken(4)) if asynchronous else broken(4)
+    assert ran == [4, 4, 4]
+    assert len(slept) == 2
+    assert 0.1 <= slept[0] <= 0.2
+    assert 0.2 <= slept[1] <= 0.3
 
 
 @pytest.mark.parametrize(

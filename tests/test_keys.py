@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import inspect
 import random
 import struct
 import threading
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resumable.keys import digest_value
+from resumable.keys import CallDigester, digest_value
 
 # --- strategies -------------------------------------------------------------------------------
 
@@ -359,3 +360,30 @@ def test_canonical_json_refuses_what_json_refuses() -> None:
 
     with pytest.raises(TypeError, match="not JSON serializable"):
         canonical_json({"x": object()})
+
+
+def _two(a: object, b: object = "zé") -> None:
+    """A function whose calls are digested below."""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((1, "zé"), "4c4d81b65b2db2a711641547"),
+        ((-(1 << 63), ""), "46c0e389f451c500354557b4"),
+        ((1 << 70, "x\udcff"), "149398db82c22c92fe95e9cf"),
+        ((True, 1.5), "c4804a112a391c8a0d990d63"),
+    ],
+)
+def test_call_ids_are_stable_and_the_same_however_spelled(
+    args: tuple[object, object], expected: str
+) -> None:
+    """Stored results are found by these ids: they never change between versions.
+
+    The expected digests are those of the version before the positional fast path.
+    """
+    digester = CallDigester(_two, inspect.signature(_two), frozenset())
+    positional = digester.op_id(args, {})
+    assert positional == digester.op_id((), {"a": args[0], "b": args[1]})
+    assert positional == digester.op_id((args[0],), {"b": args[1]})
+    assert positional.rsplit(":", 1)[1] == expected

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from resumable._owner import Owner
 from resumable.operation import (
     CheckpointRecord,
     OperationRecord,
@@ -31,6 +32,19 @@ STORED_OP_IDS = (
 
 #: The tables :meth:`SQLRows.count_query` counts, in the order of its columns.
 COUNTED = ("operations", "checkpoints", "results")
+
+
+#: The owner column of recent owners: a process writes its own over and over.
+_OWNERS: dict[Owner, str] = {}
+
+
+def _owner_json(owner: Owner) -> str:
+    text = _OWNERS.get(owner)
+    if text is None:
+        if len(_OWNERS) >= 64:
+            _OWNERS.clear()
+        text = _OWNERS[owner] = json.dumps(owner.to_json())
+    return text
 
 
 def dumps(data: dict[str, Any] | None) -> str | None:
@@ -84,7 +98,7 @@ class SQLRows:
     def operation_row(self, op: OperationRecord) -> tuple[Any, ...]:
         """The operations row of ``op``."""
         enc = self.enc
-        owner = json.dumps(op.owner.to_json()) if op.owner is not None else None
+        owner = None if op.owner is None else _owner_json(op.owner)
         return (
             enc(op.op_id), enc(op.name), op.state.value, owner, op.heartbeat,
             op.attempts, op.created, op.updated, None if op.error is None else enc(op.error),

@@ -465,6 +465,15 @@ class Store(ABC):
                 log.warning("resumable.result.corrupt", op_id=op_id, key=rec.key)
         return good
 
+    def known_absent(self, op_id: str) -> bool:
+        """True if ``op_id`` is known to have no record without reading it; False if unsure.
+
+        A store that can prove the database unchanged since a read found no record answers
+        from that (SQLite); the others always say False, and the caller reads.
+        """
+        del op_id
+        return False
+
     def load_result(self, op_id: str, key: str) -> ResultRecord | None:
         """A stored result that passes its checksum; None if missing or corrupt (logged)."""
         try:  # the hit path of every @resumable call: no context manager, no message

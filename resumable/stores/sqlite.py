@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from resumable import _trust
+from resumable._log import log
 from resumable.errors import CheckpointCorrupt, StoreError
 from resumable.locks import Lock, LockFile, store_lock
 from resumable.operation import (
@@ -32,6 +33,7 @@ from resumable.operation import (
 )
 
 from . import _rows, _sql, _sqlite_files
+from ._sqlite_cache import CALL_READ, ResultCache
 from ._sqlite_sql import (
     BIG_PAYLOAD,
     CKPT_COLUMNS,
@@ -113,6 +115,7 @@ class SQLiteStore(Store):
         self._abandoned: list[sqlite3.Connection] = []
         self._claims: Claims | None = None  # made on first use: only shared maps claim
         self._upsert: sqlite3.Cursor | None = None  # add_checkpoint's
+        self._cache = ResultCache()  # what @resumable hits read, while nothing changed
         with self.errors("open the database"):
             self._connection()
 
@@ -182,6 +185,7 @@ class SQLiteStore(Store):
             if closer is not None:
                 closer()  # closes the connection if this process opened it (see _close_own)
             self._conn = None
+            self._cache = ResultCache()  # holds nothing of the closed connection
             self._lock_file.close()
 
     @contextlib.contextmanager
@@ -250,6 +254,49 @@ class SQLiteStore(Store):
         )
         return ROWS.result(rows[0]) if rows else None
 
+    def load_result(self, op_id: str, key: str) -> ResultRecord | None:
+        """As :meth:`Store.load_result`, from memory while the database is unchanged.
+
+        See :mod:`._sqlite_cache`: one ``PRAGMA data_version`` proves that no connection
+        changed the database since the record was read or written here.
+        """
+        try:  # the hit path of every @resumable call: no context manager, no message
+            with self._guard:
+                conn = self._connection()
+                cache = self._cache
+                cache.sync(conn)
+                rec = cache.get(op_id, key)
+                if rec is not None:
+                    return rec
+                # Read after sync: at least as new as what it validated.
+                (row,) = query(conn, CALL_READ, (_enc(op_id), _enc(key)))
+                cache.note_record(op_id, exists=bool(row[6]))
+                if row[0] is None:
+                    return None
+                rec = ROWS.result(row[:6])
+                if not (rec.verify() and rec.op_id == op_id and rec.key == key):
+                    log.warning("resumable.result.corrupt", op_id=op_id, key=key)
+                    return None
+                cache.put(rec)
+                return rec
+        except StoreError:
+            raise
+        except self.driver_errors as exc:
+            raise self.store_error(f"read result {key!r} of {op_id!r}", exc) from exc
+
+    def known_absent(self, op_id: str) -> bool:
+        """True if ``op_id`` has no record, proven without reading it (see :mod:`._sqlite_cache`).
+
+        So it is when a read since which the database has not changed found none.
+        """
+        try:
+            with self._guard:
+                conn = self._connection()
+                self._cache.sync(conn)
+                return self._cache.absent(op_id)
+        except self.driver_errors as exc:
+            raise self.store_error(f"read operation {op_id!r}", exc) from exc
+
     def iter_results(self, op_id: str, prefix: str) -> Iterator[ResultRecord]:
         """The operation's results whose key starts with ``prefix``, unverified."""
         rows = self._query(
@@ -296,16 +343,26 @@ class SQLiteStore(Store):
     ) -> None:
         """Write ``op``, ``checkpoint`` and ``results`` in one ``BEGIN IMMEDIATE`` transaction."""
         op_row = ROWS.operation_row(op)
-        with self.connected(f"save operation {op.op_id!r}") as conn, transaction(conn):
-            conn.execute(UPSERT_OPERATION, op_row)
-            if checkpoint is not None:
-                row = ROWS.checkpoint_row(checkpoint, self.history)
-                if len(checkpoint.payload) > BIG_PAYLOAD:
-                    put_big_checkpoint(conn, row, checkpoint.payload)
-                else:
-                    conn.execute(UPSERT_CHECKPOINT, row)
-            if results:
-                conn.executemany(UPSERT_RESULT, map(ROWS.result_row, results))
+        try:  # every call's final write: no message built unless needed
+            with self._guard:
+                conn = self._connection()
+                before = conn.total_changes
+                with transaction(conn):
+                    conn.execute(UPSERT_OPERATION, op_row)
+                    if checkpoint is not None:
+                        row = ROWS.checkpoint_row(checkpoint, self.history)
+                        if len(checkpoint.payload) > BIG_PAYLOAD:
+                            put_big_checkpoint(conn, row, checkpoint.payload)
+                        else:
+                            conn.execute(UPSERT_CHECKPOINT, row)
+                    for result in results:
+                        conn.execute(UPSERT_RESULT, ROWS.result_row(result))
+                if results:
+                    self._cache.wrote(conn, before, op.op_id, results)
+        except StoreError:
+            raise  # already says everything (see errors())
+        except self.driver_errors as exc:
+            raise self.store_error(f"save operation {op.op_id!r}", exc) from exc
 
     def put_results(self, results: Sequence[ResultRecord]) -> None:
         """Store ``results`` in one transaction (a group commit)."""
