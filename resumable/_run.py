@@ -269,7 +269,11 @@ class Run:
         return serializers.decode(written_by, payload)
 
     def set_state(self, value: Any) -> None:
-        """Make ``value`` this run's state (a dict becomes a :class:`State`)."""
+        """Make ``value`` this run's state (a dict becomes a :class:`State`).
+
+        Called on entering and leaving only: ``Checkpoint`` copies the state into ``cp.state``
+        (an instance attribute, for speed) after each.
+        """
         if value is None or isinstance(value, dict):
             value = State(value)
         elif isinstance(value, Mapping):

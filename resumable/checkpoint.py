@@ -38,8 +38,30 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class _StateAttribute:
+    """The local state: restored on re-runs; attribute and item access for dict states.
+
+    Still readable after the block: the final values, or after an exception, the values
+    committed with ``cp.position``. (An exception exit commits the last finished item,
+    the interrupted item's assignments undone, if the state holds only values that
+    cannot change in place; otherwise, or with a ``cp.open`` file or a
+    ``cp.before_commit`` function, it keeps the last commit.)
+    """
+
+    # Entering a block puts its run's state in the instance's __dict__, which wins over this
+    # (a non-data descriptor): `cp.state` in a loop body is then a plain attribute read, not
+    # a Python call (a property cost about as much as the undo log of an assignment).
+
+    def __get__(self, cp: Checkpoint | None, owner: type | None = None) -> Any:
+        if cp is None:
+            return self
+        raise RuntimeError("cp.state is available once `with checkpointed(...) as cp:` is entered")
+
+
 class Checkpoint:
     """An operation entered with ``with checkpointed(...) as cp``; see :func:`checkpointed`."""
+
+    state: Any = _StateAttribute()
 
     def __init__(
         self,
@@ -83,22 +105,6 @@ class Checkpoint:
         self._active = False
 
     # --- read-only facts ------------------------------------------------------------------
-
-    @property
-    def state(self) -> Any:
-        """The local state: restored on re-runs; attribute and item access for dict states.
-
-        Still readable after the block: the final values, or after an exception, the values
-        committed with ``cp.position``. (An exception exit commits the last finished item,
-        the interrupted item's assignments undone, if the state holds only values that
-        cannot change in place; otherwise, or with a ``cp.open`` file or a
-        ``cp.before_commit`` function, it keeps the last commit.)
-        """
-        if self._run is None or self._run.state is None:
-            raise RuntimeError(
-                "cp.state is available once `with checkpointed(...) as cp:` is entered"
-            )
-        return self._run.state
 
     @property
     def position(self) -> int:
@@ -148,6 +154,19 @@ class Checkpoint:
     def __repr__(self) -> str:
         return f"<Checkpoint {self.op_id!r} position={self.position}>"
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "state":
+            raise AttributeError("cp.state cannot be replaced; assign its fields (cp.state.x = 1)")
+        object.__setattr__(self, name, value)
+
+    def _show_state(self) -> None:
+        """Make ``cp.state`` the run's state (see :class:`_StateAttribute`)."""
+        run = self._run
+        if run is None or run.state is None:
+            self.__dict__.pop("state", None)
+        else:
+            self.__dict__["state"] = run.state
+
     def _active_run(self, what: str) -> Run:
         run = self._run
         if not self._active or run is None:
@@ -163,8 +182,10 @@ class Checkpoint:
             raise RuntimeError("this checkpointed() block is already active; make a new one")
         self._run, self.op_id = None, self._spec.op_id
         run = self._run = Run(self._spec)
+        self._show_state()
         try:
             run.__enter__()
+            self._show_state()
             self.op_id, self._active = run.op_id, True
             return self  # noqa: TRY300 - in the try: an interrupt here must release the lock too
         except BaseException:
@@ -182,6 +203,7 @@ class Checkpoint:
                 self._run.__exit__(exc_type, exc, tb)
         finally:
             self._active = False
+            self._show_state()  # leaving may have put the state back to the last commit
 
     async def __aenter__(self) -> Checkpoint:
         return self.__enter__()

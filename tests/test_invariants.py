@@ -4,7 +4,7 @@ fails if its invariant is broken.
 - A record is loaded only by the operation it names: another operation's checkpoint or result
   file copied into this operation's folder of the file store is never loaded as its own.
 - The undo log keeps the value a field had *before* the failing item, however often the item
-  assigned or deleted it.
+  assigned or deleted it, and leaves alone what only finished items assigned or deleted.
 - A shared map's claim is fenced by owner *and* epoch: a holder whose claim ran out (or was
   given back) and was claimed again by the same owner token writes nothing.
 - The SQLite store's multi-statement writes hold the write lock from their ``BEGIN``: another
@@ -182,6 +182,29 @@ def test_a_failing_item_rolls_back_each_field_to_its_value_before_the_item(
     before = {"twice": 2, "then_del": 2, "del_then": 2}
     assert dict(cp.state) == before
     with checkpointed("undo", store=url) as cp:
+        assert cp.position == 3
+        assert dict(cp.state) == before
+
+
+def test_a_failing_item_keeps_what_finished_items_alone_assigned(tmp_path: Path) -> None:
+    """The log keeps an entry per field, tagged with the position it was made at; a field
+    that only finished items assigned (its entry stale) is left as they left it, in memory
+    and in the store, and so is a field deleted by a finished item."""
+    url = f"sqlite:///{tmp_path}/state.db"
+    start = {"early": 0, "every": 0, "gone": 0}
+    with pytest.raises(Boom), checkpointed("stale", store=url, state=start) as cp:
+        for i in cp.iterate(range(10)):
+            if i == 1:
+                cp.state.early = "set by item 1"
+                cp.state.made = "made by item 1"
+                del cp.state.gone
+            if i == 3:
+                cp.state.every = "failing"
+                raise Boom
+            cp.state.every = i
+    before = {"early": "set by item 1", "every": 2, "made": "made by item 1"}
+    assert dict(cp.state) == before
+    with checkpointed("stale", store=url) as cp:
         assert cp.position == 3
         assert dict(cp.state) == before
 
