@@ -123,6 +123,7 @@ def bench_iterate(directory: Path, plan: Plan) -> Row:
         compared=f"plain `for`: {plain_ns:.0f} ns/item",
         ratio=fmt_ratio(lib_ns, plain_ns),
         value=per_item,
+        key="iterate",
         limit=40.0,
     )
 
@@ -176,6 +177,7 @@ def bench_state(directory: Path, plan: Plan) -> Row:
         compared=f"the same loop updating a plain dict: {plain_ns:.0f} ns/item",
         ratio=fmt_ratio(lib_ns, plain_ns),
         value=per_assignment,
+        key="state",
         limit=150.0,
     )
 
@@ -257,6 +259,7 @@ def bench_commit(directory: Path, plan: Plan, durability: str) -> Row:
         ),
         ratio=fmt_ratio(lib_p50, raw_p50),
         value=lib_p50 / raw_p50,
+        key="commit" if durability == "normal" else "commit-full",
         limit=limit,
     )
 
