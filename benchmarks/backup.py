@@ -194,7 +194,7 @@ def _cp_version() -> str:
         out = subprocess.run(["cp", "--version"], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "`cp` of an unknown version"
-    return f"`cp` is {out.stdout.splitlines()[0]}"
+    return f"`cp --version`: {out.stdout.splitlines()[0]}"
 
 
 def render(rows: list[Row]) -> str:
