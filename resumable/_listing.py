@@ -66,9 +66,7 @@ def summaries(store: Store, states: Iterable[ProcessState] = ()) -> list[Summary
     in those (effective) states.
     """
     wanted = frozenset(states)
-    with store.errors("list operations"):
-        ops = list(store.list_operations())
-    heads = store.checkpoint_heads()
+    ops, heads = store.operations_and_heads()
     found = []
     for op in ops:
         head = heads.get(op.op_id)

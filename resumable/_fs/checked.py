@@ -177,9 +177,12 @@ def read_checked(
     fd, st = open_checked(folder, name, path, os.O_RDONLY)
     try:
         _trust.check_size(path, st, limit)
-        with open(fd, "rb", closefd=False) as f:
-            # Its size, not the limit: a buffered read of n bytes allocates n bytes first.
-            data = f.read(st.st_size + 1)
+        # Its size, not the limit: a read of n bytes allocates n bytes first. One read(2)
+        # of a byte more than its size takes a regular file whole and shows that it grew (a
+        # file object would read twice, after its own setup).
+        data = os.read(fd, st.st_size + 1)
+        while len(data) < st.st_size and (more := os.read(fd, st.st_size + 1 - len(data))):
+            data += more  # a short read (over 2 GiB, a signal), or the file shrank
         if len(data) > st.st_size:  # grew since fstat: no record is written in place
             raise UnsafePath(path, "it grew while it was read", "try again")
         return data, st

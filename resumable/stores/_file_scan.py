@@ -14,6 +14,7 @@ reports it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import stat
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -33,6 +34,7 @@ from .base import Stored, Swept
 __all__ = [
     "checkpoint_heads",
     "op_names",
+    "operations_and_heads",
     "record_counts",
     "scan_records",
     "stored_op_ids",
@@ -158,17 +160,26 @@ def _newest_in(ops: _fs.Dir, name: str) -> CheckpointRecord | None:
     except (FileNotFoundError, UnsafePath):
         return None  # a refused folder is passed over here: runs and verify name it
     with folder:
-        names = records.checkpoint_names(folder)
-        if not names:
-            return None
-        try:
-            rec = records.read_checkpoint(folder, names[0])
-            if rec is None or not records.misnamed(names[0], rec):
-                return rec  # None: dropped from the history meanwhile
-        except records.BAD_FILE:
-            pass
+        return _newest(folder, lambda: _record_in(ops, name))
+
+
+def _newest(folder: _fs.Dir, op_id: Callable[[], str]) -> CheckpointRecord | None:
+    """The newest checkpoint file in ``checkpoints`` folder ``folder``, unverified.
+
+    None if there is none; one that cannot be parsed, is refused or holds another seq than
+    its name says is a damaged record of operation ``op_id()``, which fails its checksum.
+    """
+    names = records.checkpoint_names(folder)
+    if not names:
+        return None
+    try:
+        rec = records.read_checkpoint(folder, names[0])
+        if rec is None or not records.misnamed(names[0], rec):
+            return rec  # None: dropped from the history meanwhile
+    except records.BAD_FILE:
+        pass
     # Fails its checksum: callers fall back.
-    return _rows.damaged_checkpoint(_record_in(ops, name), records.seq_of(names[0]))
+    return _rows.damaged_checkpoint(op_id(), records.seq_of(names[0]))
 
 
 def checkpoint_heads(ops: _fs.Dir | None, errors: Errors) -> dict[str, CheckpointRecord]:
@@ -186,6 +197,49 @@ def checkpoint_heads(ops: _fs.Dir | None, errors: Errors) -> dict[str, Checkpoin
         if rec is not None:
             found[rec.op_id] = rec
     return found
+
+
+def _named_by(name: str, op: OperationRecord | None) -> str:
+    """The op id of ``op`` if its key names folder ``name``, else "" (as :func:`_record_in`)."""
+    return op.op_id if op is not None and op_key(op.op_id) == name else ""
+
+
+def operations_and_heads(
+    ops: _fs.Dir | None, errors: Errors
+) -> tuple[list[OperationRecord], dict[str, CheckpointRecord]]:
+    """The operation records (in id order) and :func:`checkpoint_heads`, in one pass.
+
+    Each operation folder is opened once, for its record and then its newest checkpoint.
+    An operation record that cannot be read, or is refused, is passed over (as the store's
+    ``list_operations`` does).
+    """
+    found: list[OperationRecord] = []
+    heads: dict[str, CheckpointRecord] = {}
+    if ops is None:
+        return found, heads
+    for name in op_names(ops):
+        with errors(f"read {ops.path / name}"):
+            try:
+                folder = ops.sub(name)
+            except (FileNotFoundError, UnsafePath):
+                continue  # gone meanwhile, or refused: runs and verify name it
+            with folder:
+                op: OperationRecord | None = None
+                with contextlib.suppress(OSError, *DAMAGE):
+                    doc = records.read_doc(folder, "operation.json")
+                    op = None if doc is None else records.op_from(doc)
+                if op is not None:
+                    found.append(op)
+                try:
+                    inner = folder.sub("checkpoints")
+                except (FileNotFoundError, UnsafePath):
+                    continue
+                with inner:
+                    rec = _newest(inner, functools.partial(_named_by, name, op))
+        if rec is not None:
+            heads[rec.op_id] = rec
+    found.sort(key=lambda op: op.op_id)
+    return found, heads
 
 
 def scan_records(ops: _fs.Dir | None, errors: Errors) -> Iterator[Stored]:

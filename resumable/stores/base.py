@@ -297,6 +297,15 @@ class Store(ABC):
                     found[op_id] = newest
         return found
 
+    def operations_and_heads(self) -> tuple[list[OperationRecord], dict[str, CheckpointRecord]]:
+        """:meth:`list_operations` and :meth:`checkpoint_heads`, for ``resumable list``.
+
+        A store that can read both in one pass over its operations overrides this.
+        """
+        with self.errors("list operations"):
+            ops = list(self.list_operations())
+        return ops, self.checkpoint_heads()
+
     def record_counts(self, op_id: str | None = None) -> dict[str, int]:
         """How many ``operations``, ``checkpoints`` and ``results`` are stored.
 

@@ -390,6 +390,11 @@ class FileStore(Store):
         with self._each_op("list operations") as ops:
             return _file_scan.checkpoint_heads(ops, self.errors)
 
+    def operations_and_heads(self) -> tuple[list[OperationRecord], dict[str, CheckpointRecord]]:
+        """:meth:`list_operations` and :meth:`checkpoint_heads` in one pass over the folders."""
+        with self._each_op("list operations") as ops:
+            return _file_scan.operations_and_heads(ops, self.errors)
+
     def scan_records(self) -> Iterator[Stored]:
         """Every record file, parsed; an unparsable or refused one comes with record None."""
         with self._each_op("list operations") as ops:
