@@ -276,6 +276,11 @@ def write_pages(results: list[tuple[Group, list[Row], float]], command: str) -> 
                 f"{_util.table(found)}",
             )
     put(docs / "security.md", checksums.SECTION, checksums.table())
+    for group, found, _ in results:
+        if group.name == "backup" and found:
+            import backup
+
+            written.append(backup.write_doc(found))
     return written
 
 
