@@ -148,36 +148,46 @@ class Row:
     ratio: str
     value: float
     limit: float
-    #: A known miss, reported but not failing the run; see ``result``. ``why`` says why.
+    #: False for a known miss: ``limit`` is a goal not met yet, and ``why`` says why. Such a
+    #: row still fails the run above ``guard`` (a regression guard, in the units of ``value``).
     gated: bool = True
     #: Why a row is not gated: rendered under "Known misses" with the row's own figures.
     why: str = ""
+    #: For a row not gated: the value above which the run fails all the same.
+    guard: float = 0.0
     #: A short name for prose that quotes this row's figure (README's "Cheap enough" line).
     key: str = ""
 
     def __post_init__(self) -> None:
         # A row that cannot fail is not a measurement of a goal: no infinite or zero limits,
-        # and no row left out of the gate without a reason.
+        # and no row left out of the gate without a reason and a regression guard.
         if not (math.isfinite(self.limit) and self.limit > 0):
             raise ValueError(f"row {self.figure!r}: its limit {self.limit!r} can never be missed")
         if not math.isfinite(self.value):
             raise ValueError(f"row {self.figure!r}: measured {self.value!r}")
-        if not self.gated and not self.why:
-            raise ValueError(f"row {self.figure!r} is not gated: say why (Row.why)")
+        if not self.gated and not (self.why and math.isfinite(self.guard) and self.guard > 0):
+            raise ValueError(
+                f"row {self.figure!r} is not gated: say why (Row.why) and above which value "
+                "it still fails the run (Row.guard)"
+            )
 
     @property
     def result(self) -> str:
         if self.value <= self.limit:
             return "PASS"
         if not self.gated:
-            return f"MISSED by {self.value / self.limit:.1f}x (known; not gated, see notes)"
+            if self.value > self.guard:
+                return f"FAIL (known miss, and above its guard {self.guard:g})"
+            return f"MISSED by {self.value / self.limit:.1f}x (known; see notes)"
         if self.value <= self.limit * HARD_FACTOR:
             return "FAIL"
         return f"FAIL (>{HARD_FACTOR:g}x goal)"
 
     @property
     def hard_fail(self) -> bool:
-        return self.gated and self.value > self.limit * HARD_FACTOR
+        if not self.gated:
+            return self.value > self.guard
+        return self.value > self.limit * HARD_FACTOR
 
 
 def table(rows: Sequence[Row]) -> str:

@@ -153,7 +153,9 @@ def rows_for(times: dict[str, list[float]], size: int, rounds: int) -> list[Row]
     best = {name: min(values) for name, values in times.items()}
     mid = {name: median(values) for name, values in times.items()}
 
-    def row(figure: str, ours: str, base: str, limit: float, why: str = "") -> Row:
+    def row(
+        figure: str, ours: str, base: str, limit: float, why: str = "", guard: float = 0.0
+    ) -> Row:
         return Row(
             figure=figure,
             measured=f"{best[ours] * 1e3:.0f} ms, {mib / best[ours]:.0f} MiB/s "
@@ -166,6 +168,7 @@ def rows_for(times: dict[str, list[float]], size: int, rounds: int) -> list[Row]
             limit=limit,
             gated=not why,
             why=why,
+            guard=guard,
         )
 
     return [
@@ -178,6 +181,7 @@ def rows_for(times: dict[str, list[float]], size: int, rounds: int) -> list[Row]
             1.5,
             why="plain `cp` leaves the copy in the page cache, not on the disk: a durable "
             "backup is held to `cp` + `sync`, the row above.",
+            guard=8.0,
         ),
         row("`create` of the unchanged file (dedup)", "unchanged", "cp", 0.5),
         # cp rewrites in place, which is not atomic: the like-for-like baseline is cp + mv.
@@ -189,6 +193,7 @@ def rows_for(times: dict[str, list[float]], size: int, rounds: int) -> list[Row]
             why="`cp` over a file rewrites it in place, which a crash can leave half written; "
             "a restore writes a copy and renames it over, so it is held to `cp` + `mv`, the "
             "row below.",
+            guard=3.0,
         ),
         row("`restore` over a file, durable=False, against cp + mv", "restore", "cp+mv over", 1.5),
         row("`restore` over a file, durable=True", "restore durable", "cp over+sync", 1.5),

@@ -215,11 +215,14 @@ def known_misses(rows: list[Row]) -> str:
     free = [r for r in rows if not r.gated]
     if not free:
         return "\n## Known misses\n\nNone: every row of this run is gated.\n"
-    lines = ["\n## Known misses\n\nRows reported but not gated, with this run's figures:\n"]
+    lines = [
+        "\n## Known misses\n\nRows whose goal is not met yet, with this run's figures; each "
+        "still fails the run past a regression guard:\n"
+    ]
     for r in free:
         lines.append(
             f"- **{r.figure}**: {r.measured} against a goal of {r.goal} ({r.ratio}; "
-            f"{r.result}). {r.why}"
+            f"{r.result}). {r.why} It fails the run above {r.guard:g}, in the goal's units."
         )
     return "\n".join(lines) + "\n"
 
