@@ -11,12 +11,11 @@ survive a crash.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING
 
 from ._explain import decide
-from ._log import log
+from ._log import INFO, log
 from ._owner import Owner
 from .operation import OperationRecord, ProcessState
 
@@ -35,7 +34,7 @@ def open_call(run: Run) -> None:
     # The call read its result just before taking the lock: that read may prove there
     # is still no record (no connection changed the database since), saving this one.
     op = None if store.known_absent(op_id) else store.load_operation(op_id)
-    wants = log.wants(logging.INFO)
+    wants = log.wants(INFO)
     if op is not None and op.state is ProcessState.COMPLETED:
         run.completed_before = True
         run.op = op
