@@ -177,7 +177,7 @@ class Row:
             return "PASS"
         if not self.gated:
             if self.value > self.guard:
-                return f"FAIL (known miss, and above its guard {self.guard:g})"
+                return f"FAIL (known miss, and above its guard {self.guard:.3g})"
             return f"MISSED by {self.value / self.limit:.1f}x (known; see notes)"
         if self.value <= self.limit * HARD_FACTOR:
             return "FAIL"

@@ -222,7 +222,7 @@ def known_misses(rows: list[Row]) -> str:
     for r in free:
         lines.append(
             f"- **{r.figure}**: {r.measured} against a goal of {r.goal} ({r.ratio}; "
-            f"{r.result}). {r.why} It fails the run above {r.guard:g}, in the goal's units."
+            f"{r.result}). {r.why} It fails the run above {r.guard:.3g}, in the goal's units."
         )
     return "\n".join(lines) + "\n"
 
