@@ -95,24 +95,35 @@ def _iterate_loop(url: str, op_id: str, data: range) -> float:
         return perf() - started
 
 
+def _paired(
+    rounds: int, base: Callable[[int], float], ours: Callable[[int], float]
+) -> tuple[list[float], list[float], list[float]]:
+    """Seconds of ``base`` and ``ours`` once a round, the one going first alternating, and
+    their differences round by round (each round after a garbage collection)."""
+    plain: list[float] = []
+    lib: list[float] = []
+    for r in range(rounds):
+        gc.collect()
+        if r % 2:
+            b = ours(r)
+            a = base(r)
+        else:
+            a = base(r)
+            b = ours(r)
+        plain.append(a)
+        lib.append(b)
+    return plain, lib, [b - a for a, b in zip(plain, lib, strict=True)]
+
+
 def bench_iterate(directory: Path, plan: Plan) -> Row:
     url = sqlite_url(directory, "iterate.db")
     data = range(ONE_M)
     _iterate_loop(url, "iterate-warmup", range(10_000))  # open the store, load what loads lazily
-    plain: list[float] = []
-    lib: list[float] = []
-    diffs: list[float] = []
-    for r in range(plan.iterate_rounds):
-        gc.collect()
-        if r % 2:
-            b = _iterate_loop(url, f"iterate-{r}", data)
-            a = _plain_loop(data)
-        else:
-            a = _plain_loop(data)
-            b = _iterate_loop(url, f"iterate-{r}", data)
-        plain.append(a)
-        lib.append(b)
-        diffs.append(b - a)
+    plain, lib, diffs = _paired(
+        plan.iterate_rounds,
+        lambda r: _plain_loop(data),
+        lambda r: _iterate_loop(url, f"iterate-{r}", data),
+    )
     per_item = median(diffs) / len(data) * 1e9
     plain_ns = median(plain) / len(data) * 1e9
     lib_ns = median(lib) / len(data) * 1e9
@@ -158,20 +169,11 @@ def bench_state(directory: Path, plan: Plan) -> Row:
     data = range(ONE_M)
     for fields in (True, False):  # open the store, load what loads lazily
         _state_loop(url, f"state-warmup-{fields}", range(10_000), fields=fields)
-    plain: list[float] = []
-    lib: list[float] = []
-    diffs: list[float] = []
-    for r in range(plan.iterate_rounds):
-        gc.collect()
-        if r % 2:
-            b = _state_loop(url, f"state-{r}", data, fields=True)
-            a = _state_loop(url, f"dict-{r}", data, fields=False)
-        else:
-            a = _state_loop(url, f"dict-{r}", data, fields=False)
-            b = _state_loop(url, f"state-{r}", data, fields=True)
-        plain.append(a)
-        lib.append(b)
-        diffs.append(b - a)
+    plain, lib, diffs = _paired(
+        plan.iterate_rounds,
+        lambda r: _state_loop(url, f"dict-{r}", data, fields=False),
+        lambda r: _state_loop(url, f"state-{r}", data, fields=True),
+    )
     per_assignment = median(diffs) / (2 * len(data)) * 1e9
     plain_ns = median(plain) / len(data) * 1e9
     lib_ns = median(lib) / len(data) * 1e9
