@@ -134,6 +134,46 @@ def postgres_url(url: str | None = None) -> str | None:
     return url
 
 
+# --- absolute goals on a slower machine -----------------------------------------------------
+
+#: The absolute goals (ns, us, ms per operation) were set on a machine where a plain
+#: ``for x in range(N): pass`` took this long per item.
+REFERENCE_NS = 10.0
+_SLOWDOWN: list[float] = []
+
+
+def slowdown() -> float:
+    """How many times slower than :data:`REFERENCE_NS` this machine runs a plain loop (>= 1).
+
+    Measured once per process (best of 5 loops of 1M items). A VM whose host throttles it
+    runs everything several times slower; an absolute goal is scaled by this factor, and the
+    row says so (:func:`goal`), so the gate compares like with like.
+    """
+    if not _SLOWDOWN:
+        import time
+
+        data = range(1_000_000)
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _x in data:
+                pass
+            best = min(best, time.perf_counter() - started)
+        _SLOWDOWN.append(max(1.0, best / len(data) * 1e9 / REFERENCE_NS))
+    return _SLOWDOWN[0]
+
+
+def goal(limit: float, unit: str) -> tuple[float, str]:
+    """An absolute goal on this machine: (limit scaled by :func:`slowdown`, its text)."""
+    factor = slowdown()
+    if factor <= 1.0:
+        return limit, f"<= {limit:g} {unit}"
+    return limit * factor, (
+        f"<= {limit * factor:.3g} {unit} ({limit:g} x {factor:.1f}: a plain `for` runs "
+        f"{factor:.1f}x slower here than where the goal was set)"
+    )
+
+
 # --- the report ---------------------------------------------------------------------------
 
 
