@@ -43,8 +43,27 @@ class Group:
     name: str
     title: str
     measure: Callable[[bool, Path], list[Row]]
-    #: Another page that shows this group's table: (path under docs/, section name).
-    page: tuple[str, str] | None = None
+    #: Writes this group's figures into another page, from its rows and the command line;
+    #: returns the page's path (see :func:`table_section`).
+    page: Callable[[list[Row], str], Path] | None = None
+
+
+def table_section(page: str, section: str) -> Callable[[list[Row], str], Path]:
+    """A ``Group.page`` that puts the group's table in ``section`` of ``docs/<page>``."""
+
+    def write(rows: list[Row], command: str) -> Path:
+        info = _util.machine()
+        path = _util.REPO / "docs" / page
+        _util.replace_section(
+            path,
+            section,
+            f"Last run: {_util.now_utc()}, nproc {info['nproc']}, {info['cpu']}, "
+            f"{info['python']}, SQLite {info['sqlite']}; written by `{command}`.\n\n"
+            f"{_util.table(rows)}",
+        )
+        return path
+
+    return write
 
 
 def _core(quick: bool, directory: Path) -> list[Row]:
@@ -75,6 +94,13 @@ def _backup(quick: bool, directory: Path) -> list[Row]:
     import backup
 
     return backup.run(quick, directory)
+
+
+def _backup_page(rows: list[Row], command: str) -> Path:
+    import backup
+
+    del command  # backup.render names the command line itself
+    return backup.write_doc(rows)
 
 
 def _postgres(quick: bool, directory: Path) -> list[Row]:
@@ -115,13 +141,13 @@ GROUPS = (
     Group("core", "Core: loops, commits, resume, calls", _core),
     # Before the groups that write hundreds of MB to the disk: its cp baseline and the
     # copies are timed best when no other writeback is pending.
-    Group("backup", "Backups against cp", _backup),
+    Group("backup", "Backups against cp", _backup, _backup_page),
     Group("exactly-once", "Exactly once: output files and input files", _exactly_once),
     Group("peers", "Against what a user would write by hand", _peers),
     Group("scaling", "Scaling with operations and items", _scaling),
-    Group("postgres", "PostgreSQL commit", _postgres, ("scaling.md", "postgres")),
-    Group("shared", "Shared operations", _shared, ("scaling.md", "shared")),
-    Group("cli", "The command line", _cli, ("cli.md", "cli-benchmark")),
+    Group("postgres", "PostgreSQL commit", _postgres, table_section("scaling.md", "postgres")),
+    Group("shared", "Shared operations", _shared, table_section("scaling.md", "shared")),
+    Group("cli", "The command line", _cli, table_section("cli.md", "cli-benchmark")),
     Group("large", "Large state: memory of re-entry", _large),
 )
 
@@ -266,7 +292,6 @@ def write_pages(results: list[tuple[Group, list[Row], float]], command: str) -> 
 
     docs = _util.REPO / "docs"
     every = [r for _, found, _ in results for r in found]
-    info = _util.machine()
     written: list[Path] = []
 
     def put(path: Path, section: str, text: str) -> None:
@@ -275,22 +300,10 @@ def write_pages(results: list[tuple[Group, list[Row], float]], command: str) -> 
 
     put(_util.REPO / "README.md", "speed", speed_line(every, "docs/benchmarks.md"))
     put(docs / "index.md", "speed", speed_line(every, "benchmarks.md"))
-    for group, found, _ in results:
-        if group.page is not None and found:
-            page, section = group.page
-            put(
-                docs / page,
-                section,
-                f"Last run: {_util.now_utc()}, nproc {info['nproc']}, {info['cpu']}, "
-                f"{info['python']}, SQLite {info['sqlite']}; written by `{command}`.\n\n"
-                f"{_util.table(found)}",
-            )
     put(docs / "security.md", checksums.SECTION, checksums.table())
-    for group, found, _ in results:
-        if group.name == "backup" and found:
-            import backup
-
-            written.append(backup.write_doc(found))
+    written.extend(
+        group.page(found, command) for group, found, _ in results if group.page and found
+    )
     return written
 
 
