@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -163,15 +164,17 @@ def slowdown() -> float:
     return _SLOWDOWN[0]
 
 
-def goal(limit: float, unit: str) -> tuple[float, str]:
-    """An absolute goal on this machine: (limit scaled by :func:`slowdown`, its text)."""
+def goal(limit: float, unit: str) -> dict[str, Any]:
+    """An absolute goal on this machine, as a :class:`Row`'s ``goal`` and ``limit`` fields:
+    ``limit`` scaled by :func:`slowdown`, and the text that says so."""
     factor = slowdown()
     if factor <= 1.0:
-        return limit, f"<= {limit:g} {unit}"
-    return limit * factor, (
-        f"<= {limit * factor:.3g} {unit} ({limit:g} x {factor:.1f}: a plain `for` runs "
-        f"{factor:.1f}x slower here than where the goal was set)"
-    )
+        return {"goal": f"<= {limit:g} {unit}", "limit": limit}
+    return {
+        "goal": f"<= {limit * factor:.3g} {unit} ({limit:g} x {factor:.1f}: a plain `for` runs "
+        f"{factor:.1f}x slower here than where the goal was set)",
+        "limit": limit * factor,
+    }
 
 
 # --- the report ---------------------------------------------------------------------------

@@ -334,20 +334,18 @@ def bench_enter_warm(url: str, plan: Plan) -> list[Row]:
         Row(
             figure="resume `range(10_000_000)` at 9,999,000: enter to first item (warm)",
             measured=f"{median(resume) * 1e3:.2f} ms (p90 {percentile(resume, 90) * 1e3:.2f})",
-            goal=_util.goal(5.0, "ms")[1],
+            **_util.goal(5.0, "ms"),
             compared=compared,
             ratio=fmt_ratio(median(resume) * 1e3, new_ms),
             value=median(resume) * 1e3,
-            limit=_util.goal(5.0, "ms")[0],
         ),
         Row(
             figure="re-enter a completed 1M-item operation: enter, empty loop, exit (warm)",
             measured=f"{median(done) * 1e3:.2f} ms (p90 {percentile(done, 90) * 1e3:.2f})",
-            goal=_util.goal(20.0, "ms")[1],
+            **_util.goal(20.0, "ms"),
             compared=compared,
             ratio=fmt_ratio(median(done) * 1e3, new_ms),
             value=median(done) * 1e3,
-            limit=_util.goal(20.0, "ms")[0],
         ),
     ]
 
@@ -372,20 +370,18 @@ def bench_enter_cold(url: str, plan: Plan) -> list[Row]:
                 "(after `import resumable`)"
             ),
             measured=f"{median(resume) * 1e3:.1f} ms (best {min(resume) * 1e3:.1f})",
-            goal=_util.goal(5.0, "ms")[1],
+            **_util.goal(5.0, "ms"),
             compared=compared,
             ratio=fmt_ratio(median(resume) * 1e3, new_ms),
             value=median(resume) * 1e3,
-            limit=_util.goal(5.0, "ms")[0],
         ),
         Row(
             figure="re-enter the completed 1M-item operation, first block of a new process",
             measured=f"{median(done) * 1e3:.1f} ms (best {min(done) * 1e3:.1f})",
-            goal=_util.goal(20.0, "ms")[1],
+            **_util.goal(20.0, "ms"),
             compared=compared,
             ratio=fmt_ratio(median(done) * 1e3, new_ms),
             value=median(done) * 1e3,
-            limit=_util.goal(20.0, "ms")[0],
         ),
     ]
 
@@ -528,14 +524,13 @@ def bench_map(directory: Path, plan: Plan) -> Row:
             f"of each item, default pool of {workers} threads, SQLite)"
         ),
         measured=f"{extra:+.1f} us/item (cp.map {lib_us:.1f} us/item in all)",
-        goal=_util.goal(20.0, "us/item")[1],
+        **_util.goal(20.0, "us/item"),
         compared=(
             f"the same pool over 256-item chunks, nothing recorded: {chunk_us:.1f} us/item "
             f"(`list(ThreadPoolExecutor({workers}).map(fn, items))`: {pool_us:.1f} us/item)"
         ),
         ratio=fmt_ratio(lib_us, pool_us),
         value=extra,
-        limit=_util.goal(20.0, "us/item")[0],
     )
 
 
@@ -573,14 +568,13 @@ def bench_save_checkpoint(directory: Path, plan: Plan) -> Row:
     return Row(
         figure="`FailsafeManager.save_checkpoint` p50, durability full (fsyncs included)",
         measured=f"{lib_ms:.2f} ms (p90 {percentile(lib, 90) / 1e6:.2f} ms)",
-        goal=_util.goal(1.0, "ms")[1],
+        **_util.goal(1.0, "ms"),
         compared=(
             f"one atomic write with file and directory fsync of a similar JSON: {raw_ms:.2f} ms; "
             f"{plan.save_samples} samples each"
         ),
         ratio=fmt_ratio(lib_ms, raw_ms),
         value=lib_ms,
-        limit=_util.goal(1.0, "ms")[0],
     )
 
 
