@@ -35,10 +35,12 @@ from resumable.operation import ResultRecord
 __all__ = ["CALL_READ", "MAX_BYTES", "MAX_PAYLOAD", "ResultCache"]
 
 #: One result (its columns are NULL if there is none) and whether its operation has a record.
+#: Its parameters are (op id, op id, key): plain ``?`` placeholders, since Python 3.12 warns
+#: (and 3.14 refuses) numbered ones bound from a sequence.
 CALL_READ = """
 SELECT r.op_id, r.key, r.serializer, CASE typeof(r.payload) WHEN 'blob' THEN r.payload END,
-       r.created, r.checksum, EXISTS (SELECT 1 FROM operations WHERE op_id = ?1)
-FROM (SELECT 1) LEFT JOIN results AS r ON r.op_id = ?1 AND r.key = ?2
+       r.created, r.checksum, EXISTS (SELECT 1 FROM operations WHERE op_id = ?)
+FROM (SELECT 1) LEFT JOIN results AS r ON r.op_id = ? AND r.key = ?
 """
 
 #: The largest payload kept; decoding a larger one costs more than reading it again.

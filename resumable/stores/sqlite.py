@@ -312,7 +312,8 @@ class SQLiteStore(Store):
                 if rec is not None:
                     return rec
                 # Read after sync: at least as new as what it validated.
-                (row,) = query(conn, CALL_READ, (_enc(op_id), _enc(key)))
+                op = _enc(op_id)
+                (row,) = query(conn, CALL_READ, (op, op, _enc(key)))
                 cache.note_record(op_id, exists=bool(row[6]))
                 if row[0] is None:
                     return None
