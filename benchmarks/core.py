@@ -130,18 +130,11 @@ def bench_iterate(directory: Path, plan: Plan) -> Row:
     return Row(
         figure="`cp.iterate` overhead per item (1M items, `pass` body, SQLite, default policy)",
         measured=f"{per_item:.0f} ns/item (loop {lib_ns:.0f} ns/item)",
-        goal="<= 40 ns/item",
+        **_util.goal(40.0, "ns/item"),  # issue 16, goal 6
         compared=f"plain `for`: {plain_ns:.0f} ns/item",
         ratio=fmt_ratio(lib_ns, plain_ns),
         value=per_item,
         key="iterate",
-        limit=40.0,
-        gated=False,
-        why="issue 16's goal 6, not met yet: nearly all of the overhead is resuming the "
-        "`cp.iterate` generator once per item; what is left to cut is a C-level iterator.",
-        # The goal before issue 16 (150 ns where a plain `for` took 10), as a multiple of
-        # this run's plain `for`: a machine running slower moves both alike.
-        guard=15.0 * plain_ns,
     )
 
 
@@ -181,17 +174,11 @@ def bench_state(directory: Path, plan: Plan) -> Row:
         figure="`cp.state` assignment over a plain dict assignment (1M items, two updates per "
         "item: `cp.state.total += x; cp.state.n += 1`, in `cp.iterate`, SQLite)",
         measured=f"{per_assignment:.0f} ns/assignment (loop {lib_ns:.0f} ns/item)",
-        goal="<= 150 ns/assignment",
+        **_util.goal(150.0, "ns/assignment"),  # issue 16, goal 2
         compared=f"the same loop updating a plain dict: {plain_ns:.0f} ns/item",
         ratio=fmt_ratio(lib_ns, plain_ns),
         value=per_assignment,
         key="state",
-        limit=150.0,
-        gated=False,
-        why="issue 16's goal 2, not met with margin yet: an assignment is still a Python-level "
-        "`__setattr__` that writes the undo log (old value, then tag) before the value.",
-        # Well above the cost before issue 16's work, as a multiple of this run's dict loop.
-        guard=10.0 * plain_ns,
     )
 
 
@@ -446,19 +433,13 @@ def bench_import(plan: Plan) -> Row:
     import_ms = min(times["import"]) * 1e3
     extra = import_ms - bare_ms
     return Row(
-        figure="`import resumable` beyond a bare interpreter start (best of runs)",
+        figure="`import resumable` beyond a bare interpreter start (best of runs; bytecode "
+        "cached, as after `pip install`)",
         measured=f"{extra:.0f} ms ({import_ms:.0f} ms in all)",
-        goal="<= 50 ms",
+        **_util.goal(50.0, "ms"),  # issue 16, goal 8
         compared=f'`python -c "pass"`: {bare_ms:.0f} ms, best of {plan.import_runs}',
         ratio=fmt_ratio(import_ms, bare_ms),
         value=extra,
-        limit=50.0,
-        gated=False,
-        why="issue 16's goal 8, not met with margin yet: what is left is mostly `typing`, "
-        "`dataclasses` (with `inspect`) and the dataclasses made at import, and what the first "
-        "block needs anyway (pathlib, json, pickle, sqlite3).",
-        # Where the run failed before issue 16 (300 ms), as a multiple of a bare start.
-        guard=15.0 * bare_ms,
     )
 
 
@@ -622,7 +603,10 @@ METHOD = """\
   of each side (the sides in turn, plain first in one round and `cp.iterate` in the other).
 - **Import time**: `python -c "import resumable"` and `python -c "pass"` run alternately in
   subprocesses (from a directory outside the repository); the figure is the difference of
-  the best run of each.
+  the best run of each. The children keep compiled bytecode, as after `pip install`, even
+  where the shell sets `PYTHONDONTWRITEBYTECODE` (this project's CI machines do): see
+  `_cache_bytecode` in `benchmarks/_util.py`. Without it, every child would compile
+  `resumable` from source, and the row would time the compiler.
 - **`cp.map` bookkeeping**: `cp.map(fn, items)` with its default key (a digest of each item)
   and its default thread pool, inside a new operation of a SQLite store in a temporary
   directory (timed around the call only: it digests the items, makes and shuts down its pool,

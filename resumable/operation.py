@@ -248,7 +248,7 @@ class OperationRecord(_Sealed):
         meta = canonical_json(self.meta)
         text = (
             f"{len(self.op_id)}:{self.op_id}\x1f{len(self.name)}:{self.name}\x1f"
-            f"{self.state.value}\x1f{len(owner)}:{owner}\x1f{self.attempts}\x1f"
+            f"{self.state._value_}\x1f{len(owner)}:{owner}\x1f{self.attempts}\x1f"
             f"{len(error)}:{error}\x1f{len(meta)}:{meta}\x00"
         )
         numbers = _TIMES.pack(self.heartbeat, self.created, self.updated)
@@ -304,7 +304,7 @@ class CheckpointRecord(_Sealed):
 
     def _compute(self) -> str:
         return _checkpoint_digest(
-            self.checkpoint_id, self.op_id, self.seq, self.position, self.state.value,
+            self.checkpoint_id, self.op_id, self.seq, self.position, self.state._value_,
             self.progress, self.timestamp, self.serializer, canonical_json(self.metadata),
             self.payload,
         )  # fmt: skip

@@ -53,7 +53,7 @@ def list_(states: tuple[str, ...]) -> None:
     for s in found:
         ckpt, op, state = s.checkpoint, s.op, s.state
         rows.append([
-            printable(op.op_id), state.value, f"{ckpt.progress:.0%}" if ckpt else "-",
+            printable(op.op_id), state._value_, f"{ckpt.progress:.0%}" if ckpt else "-",
             str(ckpt.position) if ckpt else "-", str(op.attempts), time_text(op.updated),
             _note(s, state),
         ])  # fmt: skip

@@ -100,7 +100,7 @@ class SQLRows:
         enc = self.enc
         owner = None if op.owner is None else _owner_json(op.owner)
         return (
-            enc(op.op_id), enc(op.name), op.state.value, owner, op.heartbeat,
+            enc(op.op_id), enc(op.name), op.state._value_, owner, op.heartbeat,
             op.attempts, op.created, op.updated, None if op.error is None else enc(op.error),
             dumps(op.meta), op.checksum,
         )  # fmt: skip
