@@ -68,11 +68,23 @@ def time_text(when: float | str) -> str:
     try:
         fraction, whole = math.modf(when)
         micros = round(fraction * 1e6)  # as datetime rounds: half to even, to the microsecond
-        t = time.localtime(int(whole) + (micros >= 1_000_000) - (micros < 0))
+        second = int(whole) + (micros >= 1_000_000) - (micros < 0)
+        # The zone's names and offsets in the key: time.tzset() may change them meanwhile.
+        text = _second_text(second, time.tzname, time.timezone, time.altzone)
     except (OverflowError, OSError, ValueError, TypeError):
-        return iso_time(when, timespec="seconds")  # no time: its "(not a time)" text
+        text = None
+    return iso_time(when, timespec="seconds") if text is None else text
+
+
+@functools.lru_cache(maxsize=1024)  # operations listed together were often updated together
+def _second_text(second: int, *_zone: object) -> str | None:
+    """The POSIX ``second`` in local time, as :func:`time_text` writes it.
+
+    None outside the years 1000 to 9998, which strftime would not pad or datetime cannot hold.
+    """
+    t = time.localtime(second)
     if not 999 < t.tm_year < 9999:  # strftime pads no year to 4 digits; datetime's limits
-        return iso_time(when, timespec="seconds")
+        return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + _utc_offset(t.tm_gmtoff)
 
 
