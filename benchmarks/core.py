@@ -211,42 +211,56 @@ def _check_synchronous(store: object, expected: int) -> None:
 
 def bench_commit(directory: Path, plan: Plan, durability: str) -> Row:
     from resumable import checkpointed
+    from resumable.stores import open_store
+    from resumable.stores._sqlite_sql import UPSERT_CHECKPOINT
 
     synchronous = "FULL" if durability == "full" else "NORMAL"
     raw = _raw_connection(directory / f"raw-{durability}.db", synchronous)
+    # A database the store made (its schema), written with the store's statement directly.
+    open_store(sqlite_url(directory, f"row-{durability}.db", durability)).close()
+    rows = _raw_connection(directory / f"row-{durability}.db", synchronous)
     url = sqlite_url(directory, f"commit-{durability}.db", durability)
     warmup = 200
     lib: list[int] = []
     base: list[int] = []
+    same: list[int] = []
     clock = time.perf_counter_ns
     with checkpointed(f"commit-{durability}", store=url, state=dict(SMALL_STATE)) as cp:
         _check_synchronous(cp.store, 2 if durability == "full" else 1)
         st = cp.state
         live = st.to_dict()
+        # Metadata and checksum texts of the sizes the library writes.
+        meta = '{"item":"0123456789abcdef0123456789abcdef"}'
+        sums = "0123456789abcdef0123456789abcdef"
+        samples: dict[str, list[int]] = {"lib": lib, "raw": base, "row": same}
+
+        def commit(payload: bytes, i: int) -> None:
+            cp.commit()
+
+        def upsert(payload: bytes, i: int) -> None:
+            raw.execute(_RAW_UPSERT, ("op", payload))
+
+        def own_row(payload: bytes, i: int) -> None:
+            row = ("op", i % 3, i, i, "RUNNING", 0.5, 1.7e9 + i, "pickle", payload, meta, sums)
+            rows.execute(UPSERT_CHECKPOINT, row)
+
+        sides = [("lib", commit), ("raw", upsert), ("row", own_row)]
         gc.collect()
         for i in cp.iterate(range(warmup + plan.commit_samples)):
             st.done = i + 1  # the payload changes every time, as in a real loop
             st.bytes += 4096 + i % 13
             payload = pickle.dumps(live, protocol=5)  # the bytes the library writes
-            if i % 2:
+            k = i % 3  # each side first, second and third in turn
+            for name, side in sides[k:] + sides[:k]:
                 t0 = clock()
-                cp.commit()
-                t1 = clock()
-                raw.execute(_RAW_UPSERT, ("op", payload))
-                t2 = clock()
-                lib_ns, raw_ns = t1 - t0, t2 - t1
-            else:
-                t0 = clock()
-                raw.execute(_RAW_UPSERT, ("op", payload))
-                t1 = clock()
-                cp.commit()
-                t2 = clock()
-                raw_ns, lib_ns = t1 - t0, t2 - t1
-            if i >= warmup:
-                lib.append(lib_ns)
-                base.append(raw_ns)
+                side(payload, i)
+                took = clock() - t0
+                if i >= warmup:
+                    samples[name].append(took)
     raw.close()
+    rows.close()
     lib_p50, raw_p50 = median(lib) / 1e3, median(base) / 1e3
+    row_p50 = median(same) / 1e3
     lib_p90, raw_p90 = percentile(lib, 90) / 1e3, percentile(base, 90) / 1e3
     limit = 1.1 if durability == "full" else 1.3  # issue 16, goal 7
     guard = 2.6 if durability == "full" else 4.0  # where the run failed before issue 16
@@ -256,16 +270,20 @@ def bench_commit(directory: Path, plan: Plan, durability: str) -> Row:
         goal=f"<= {limit:g}x raw",
         compared=(
             f"raw WAL upsert, synchronous={synchronous}: {raw_p50:.1f} us "
-            f"(p90 {raw_p90:.1f} us), {len(base)} samples each"
+            f"(p90 {raw_p90:.1f} us); the store's own statement and row, no library code: "
+            f"{row_p50:.1f} us ({fmt_ratio(row_p50, raw_p50)} raw); {len(base)} samples each"
         ),
         ratio=fmt_ratio(lib_p50, raw_p50),
         value=lib_p50 / raw_p50,
         key="commit" if durability == "normal" else "commit-full",
         limit=limit,
         gated=False,
-        why="issue 16's goal 7, not met yet: the SQLite write is under half of a commit; the "
-        "rest is Python (the record, its canonical JSON and checksum, the pickle, the last "
-        "item's digest for the input check).",
+        why="issue 16's goal 7, not met yet: the store's own statement and row, written with "
+        "no library code, cost about what the raw upsert does (the row's last comparison), so "
+        "nearly all that a commit adds is Python: the pickle, the record, its canonical JSON "
+        "and checksum, the last item's digest for the input check. Within the goal, that "
+        "would leave a small fraction of the raw write for all of them: not reachable in "
+        "Python.",
         guard=guard,
     )
 
