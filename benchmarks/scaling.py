@@ -118,7 +118,8 @@ def measure(directory: Path, quick: bool) -> dict[str, dict[int, float]]:
             samples[names[2]][n].append(_resume_once(stopped[n], f"items-{r}", n))
     # The listing after all the rest: a block entered right after N operations were listed
     # (and their records freed) in the same process took longer the larger N was, while
-    # without a listing before it, it stays flat. No user's block follows such a listing.
+    # without a listing before it, it stays flat: these series time entering, not the
+    # after-effects of a listing.
     for r in range(3):
         for n in sizes if r % 2 == 0 else sizes[::-1]:
             samples[names[1]][n].append(_list_once(stores[n]) / n)
