@@ -198,8 +198,7 @@ def _floor(url: str) -> Callable[[], float] | None:
     if url.startswith("postgres"):
         import psycopg
 
-        base, _, query = url.partition("?")
-        schema = dict(p.split("=", 1) for p in query.split("&"))["schema"]
+        base, schema = _server_and_schema(url)
         select = (
             f'SELECT payload FROM "{schema}".checkpoints WHERE op_id = %s ORDER BY seq DESC LIMIT 1'
         )
@@ -229,14 +228,19 @@ def _url(kind: str, root: Path) -> str | None:
     return server + ("&" if "?" in server else "?") + f"schema={schema}"
 
 
+def _server_and_schema(url: str) -> tuple[str, str]:
+    """The server URL and the schema of a store URL that :func:`_url` made."""
+    base, _, query = url.partition("?")
+    return base, dict(p.split("=", 1) for p in query.split("&"))["schema"]
+
+
 def _drop(url: str) -> None:
     if not url.startswith("postgres"):
         return
     import psycopg
     from psycopg import sql
 
-    base, _, query = url.partition("?")
-    schema = dict(p.split("=", 1) for p in query.split("&"))["schema"]
+    base, schema = _server_and_schema(url)
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
