@@ -647,10 +647,13 @@ multiplied by that slowdown, measured once per run, and its Goal cell says so.
   (`x + 1`) under `@resumable` (SQLite store), `joblib.Memory(...).cache` and
   `diskcache.Cache(...).memoize()`, each in its own temporary directory. A miss is the first
   call with a new argument, a hit a second call with it. The three sides take turns by blocks
-  of 100 calls; the figures are medians per call. The misses have a fourth side: the
-  transaction a miss ends with (`BEGIN IMMEDIATE`, the store's upserts of a COMPLETED
-  operation record and of its result, `COMMIT`) on a database the store made, with rows built
-  beforehand and op ids that are digests, as the library's are: the write alone.
+  of 100 calls; the figures are medians per call. The misses have two more sides, on
+  databases the store made, with rows built beforehand and op ids that are digests, as the
+  library's are. The first is the transaction a miss ends with (`BEGIN IMMEDIATE`, the
+  store's upserts of a COMPLETED operation record and of its result, `COMMIT`): the write
+  alone. The second is every SQL statement of a miss: the same transaction after the reads a
+  miss makes first (`PRAGMA data_version` and the result's read, which finds none, then
+  `PRAGMA data_version` again once the lock is taken).
 
 - **Exactly once** (`benchmarks/exactly_once.py`): a `cp.iterate` loop writing one line per
   item to a `cp.open` file against the same loop writing to a plain `open()` file (the same
