@@ -49,6 +49,10 @@ def _cache_bytecode() -> None:
 
 
 _cache_bytecode()
+# The library's lines on stderr (a block resumed, skipped as completed) would fill the run's
+# output thousands of times over, as blocks are entered again and again: only warnings, here
+# and in every child.
+os.environ.setdefault("RESUMABLE_LOG", "quiet")
 
 
 # --- statistics ---------------------------------------------------------------------------

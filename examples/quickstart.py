@@ -32,21 +32,14 @@ def main() -> None:
     try:
         run(job)
     except KeyboardInterrupt:
-        print(f"\nInterrupted after photo {job.position}. Run me again to carry on from there.")
-        sys.exit(130)
+        sys.exit(130)  # resumable has said where it paused: no traceback
     print(f"Done: {job.state.done} thumbnails, {job.state.bytes:,} bytes in all.")
 
 
 def run(job: Checkpoint) -> None:
     with job as cp:
-        if cp.completed_before:
-            print("Nothing to do: an earlier run finished all the photos (use --fresh to redo).")
-        elif cp.resumed:
-            print(
-                f"Resuming at photo {cp.position + 1} of {len(PHOTOS)}: "
-                f"{cp.position} were finished by an earlier run."
-            )
-        else:
+        # A resumed or finished run is announced by resumable itself, on stderr.
+        if not (cp.resumed or cp.completed_before):
             print(f"Starting on {len(PHOTOS)} photos. Press Ctrl-C any time, then run me again.")
         for name in cp.iterate(PHOTOS, progress=True):
             size = thumbnail(name)

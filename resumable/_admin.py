@@ -137,7 +137,7 @@ def reset_operation(store: Store, op_id: str) -> dict[str, int] | None:
             store.delete_operation(op_id)
     finally:
         lock.release()
-    log.info("resumable.operation.reset", op_id=op_id, **counts)
+    log.debug("resumable.operation.reset", op_id=op_id, **counts)
     return counts if any(counts.values()) else None
 
 

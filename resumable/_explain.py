@@ -17,7 +17,15 @@ from .operation import CheckpointRecord, OperationRecord, ProcessState
 if TYPE_CHECKING:
     from .stores.base import Store
 
-__all__ = ["Action", "Decision", "decide", "effective_state", "explain", "final_lost"]
+__all__ = [
+    "Action",
+    "Decision",
+    "decide",
+    "effective_state",
+    "explain",
+    "final_lost",
+    "stopped_why",
+]
 
 #: ``run``: from the start; ``resume``: from a committed position; ``skip``: completed, runs
 #: nothing; ``blocked``: cannot run until someone acts (every checkpoint is corrupt).
@@ -163,23 +171,32 @@ def _reason(d: Decision) -> str:
 
 
 def _why(op: OperationRecord | None) -> str:
-    """Why the operation stopped, as a clause (empty if unknown)."""
+    """Why the operation stopped, as a clause in parentheses (empty if unknown)."""
+    why = stopped_why(op)
+    return f" ({why})" if why else ""
+
+
+def stopped_why(op: OperationRecord | None) -> str:
+    """Why the operation stopped, as a clause: ``it failed: ValueError: ...`` (empty if unknown).
+
+    The one whose state is RUNNING is looked up: its process may still run it.
+    """
     s = ProcessState
     if op is None or op.state not in (s.RUNNING, s.RECOVERING):
         if op is not None and op.state is s.FAILED:
-            return f" (it failed: {op.error})" if op.error else " (it failed)"
+            return f"it failed: {op.error}" if op.error else "it failed"
         if op is not None and op.state is s.PAUSED:
-            return " (it was paused: Ctrl-C or SIGTERM)"
+            return "it was paused: Ctrl-C or SIGTERM"
         return ""
     alive = op.owner.is_alive() if op.owner is not None else False
     who = f"process {op.owner.pid} on {op.owner.host}" if op.owner else "an unknown process"
     if alive is False:
-        return f" ({who}, which ran it, died)"
+        return f"{who}, which ran it, died"
     if alive is None:
-        return f" ({who} runs it, or ran it: it is on another host)"
+        return f"{who} runs it, or ran it: it is on another host"
     return (
-        f" ({who} runs it now; a second block gets OperationLocked, a second @resumable call "
-        "waits for its result)"
+        f"{who} runs it now; a second block gets OperationLocked, a second @resumable call "
+        "waits for its result"
     )
 
 

@@ -70,7 +70,7 @@ def collect_garbage(
             gc.old_completed(store, completed_older_than)
     if backup_dir is not None:
         gc.backup_strays(backup_dir)
-    log.info("resumable.gc.done", removed=len(gc.removed), kept=len(gc.kept), dry_run=dry_run)
+    log.debug("resumable.gc.done", removed=len(gc.removed), kept=len(gc.kept), dry_run=dry_run)
     return gc.removed, gc.kept
 
 

@@ -1,99 +1,154 @@
-"""The library's structlog logger.
+"""The library's events, and where they go.
 
-Events have stable dotted names (``resumable.checkpoint.saved``) and key-value fields. The
-library never configures logging. Where the application has configured structlog, events go
-to ``structlog.get_logger("resumable")`` and its processors. Where it has not, structlog's
-default would print every event, debug ones included, to stdout; so events go instead to the
-standard library logger ``"resumable"`` rendered as ``key=value`` text, and follow its level
-(warnings and errors only, unless the application asks for more). structlog is imported on
-the first event, not at ``import resumable``; the standard library's logging on the first
-event that could be shown. Until anything imports logging, nothing can have configured it:
-its root logger stands at WARNING with no handler, so a debug or info event goes nowhere and
-is dropped without importing it (a warning goes to its last-resort handler, on stderr).
+An event has a stable dotted name (``resumable.operation.resumed``) and key-value fields. The
+library never configures logging; each event goes to the first of these that applies:
+
+1. structlog, if the application configured it: the structured event, to
+   ``structlog.get_logger("resumable")`` and its processors;
+2. the standard library logger ``"resumable"``, if the application gave it (or the root
+   logger) a handler: one record whose message is the event's human line (see
+   :mod:`resumable._messages`), with the event's name in ``record.event`` and its fields in
+   ``record.fields``; the application's levels decide what is shown;
+3. otherwise the library prints the human line itself, ``resumable: <line>``, on stderr (through
+   ``tqdm.write`` while tqdm is loaded, so a progress bar stays whole), for events at or above
+   ``RESUMABLE_LOG``'s level: ``quiet`` (warnings and errors), ``info`` (the default: also what
+   a person running the job should know, e.g. that a run resumed, and where) or ``debug``
+   (everything, a commit included).
+
+Events that happen per call or per commit are at debug level, so the default shows a few
+lines per run, not one per item. ``RESUMABLE_LOG`` is read at the first event. Neither
+structlog nor the standard library's logging is imported for an event: until something imports
+them, nothing can have configured them.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import logging
 
-__all__ = ["log"]
+__all__ = ["DEBUG", "ERROR", "INFO", "LEVELS", "WARNING", "log"]
 
 #: The standard library's levels (``logging.DEBUG`` ...), without importing it for them.
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 
+#: ``RESUMABLE_LOG``'s values: the lowest level printed when logging is not configured.
+LEVELS: Final = {"quiet": WARNING, "info": INFO, "debug": DEBUG}
+_DEFAULT: Final = "info"
 
-class _LazyLogger:
-    """Forwards to structlog, importing it on first use."""
 
-    __slots__ = ("_fallback", "_logger")
+class _Log:
+    """Routes events (see the module's docstring); one instance, :data:`log`."""
+
+    __slots__ = ("_logger", "_threshold")
 
     def __init__(self) -> None:
         self._logger: logging.Logger | None = None
-        self._fallback: Any = None
+        self._threshold: int | None = None  # from RESUMABLE_LOG, read at the first event
 
     @property
     def _std(self) -> logging.Logger:
-        """The standard library logger ``"resumable"`` (imports logging on first use)."""
+        """The standard library logger ``"resumable"`` (only once logging is imported)."""
         if self._logger is None:
             import logging
 
             self._logger = logging.getLogger("resumable")
         return self._logger
 
-    def _enabled(self, level: int) -> bool:
-        """Whether the standard library logger would show ``level``."""
-        if self._logger is None and "logging" not in sys.modules:
-            return level >= WARNING  # an unconfigured root logger's level (see above)
-        return self._std.isEnabledFor(level)
+    def threshold(self) -> int:
+        """The lowest level printed on stderr when nothing is configured (``RESUMABLE_LOG``)."""
+        level = self._threshold
+        if level is None:
+            raw = os.environ.get("RESUMABLE_LOG", "").strip().lower() or _DEFAULT
+            level = LEVELS.get(raw)
+            if level is None:
+                level = LEVELS[_DEFAULT]
+                self._print(
+                    f"RESUMABLE_LOG={raw!r} is not one of {', '.join(LEVELS)}; using {_DEFAULT!r}"
+                )
+            self._threshold = level
+        return level
+
+    def reread(self) -> None:
+        """Read ``RESUMABLE_LOG`` again at the next event (tests change it)."""
+        self._threshold = None
+
+    def _structlog(self) -> Any:
+        """The structlog module if the application configured it, else None."""
+        structlog = sys.modules.get("structlog")
+        if structlog is None:
+            return None
+        # Another thread may be importing it right now: a partly initialized module has no
+        # is_configured yet, and then it cannot have been configured either.
+        is_configured = getattr(structlog, "is_configured", None)
+        return structlog if is_configured is not None and is_configured() else None
+
+    def _handled(self) -> bool:
+        """True if the application gave the ``resumable`` logger (or an ancestor) a handler."""
+        return "logging" in sys.modules and self._std.hasHandlers()
 
     def wants(self, level: int) -> bool:
         """Whether an event at ``level`` could go anywhere (skip building costly fields)."""
-        structlog = sys.modules.get("structlog")
+        if self._structlog() is not None:
+            return True
+        if self._handled():
+            return self._std.isEnabledFor(level)
+        return level >= self.threshold()
+
+    def log(self, level: int, event: str, **kw: Any) -> None:
+        """Log ``event`` with fields ``kw`` at ``level`` (one of :data:`LEVELS`' values)."""
+        structlog = self._structlog()
         if structlog is not None:
-            # Another thread may be importing it right now: a partly initialized module has
-            # no is_configured yet, and then it cannot have been configured either.
-            is_configured = getattr(structlog, "is_configured", None)
-            if is_configured is not None and is_configured():
-                return True
-        return self._enabled(level)
-
-    def _emit(self, level: int, event: str, kw: dict[str, Any]) -> None:
-        if "structlog" not in sys.modules and not self._enabled(level):
-            return  # not even imported, so not configured: nothing would be shown
-        import structlog
-
-        if structlog.is_configured():
             structlog.get_logger("resumable").log(level, event, **kw)
             return
-        if not self._std.isEnabledFor(level):
+        if self._handled():
+            std = self._std
+            if std.isEnabledFor(level):
+                text = _line(event, kw)
+                if text is not None:
+                    std.log(level, "%s", text, extra={"event": event, "fields": kw})
             return
-        if self._fallback is None:
-            self._fallback = structlog.wrap_logger(
-                self._std,
-                processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
-                wrapper_class=structlog.stdlib.BoundLogger,
-            )
-        self._fallback.log(level, event, **kw)
+        if level >= self.threshold():
+            text = _line(event, kw)
+            if text is not None:
+                self._print(text)
+
+    @staticmethod
+    def _print(text: str) -> None:
+        line = f"resumable: {text}"
+        tqdm = sys.modules.get("tqdm")
+        try:
+            if tqdm is not None and hasattr(tqdm, "tqdm"):
+                tqdm.tqdm.write(line, file=sys.stderr)  # clears the bars, then redraws them
+            else:
+                print(line, file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr closed or gone: an event is never worth a crash
+            pass
 
     def debug(self, event: str, **kw: Any) -> None:
         """Log ``event`` at debug level."""
-        self._emit(DEBUG, event, kw)
+        self.log(DEBUG, event, **kw)
 
     def info(self, event: str, **kw: Any) -> None:
         """Log ``event`` at info level."""
-        self._emit(INFO, event, kw)
+        self.log(INFO, event, **kw)
 
     def warning(self, event: str, **kw: Any) -> None:
         """Log ``event`` at warning level."""
-        self._emit(WARNING, event, kw)
+        self.log(WARNING, event, **kw)
 
     def error(self, event: str, **kw: Any) -> None:
         """Log ``event`` at error level."""
-        self._emit(ERROR, event, kw)
+        self.log(ERROR, event, **kw)
 
 
-log = _LazyLogger()
+def _line(event: str, fields: dict[str, Any]) -> str | None:
+    from ._messages import line
+
+    return line(event, fields)
+
+
+log = _Log()

@@ -15,16 +15,15 @@ its attempts must be counted first.
 from __future__ import annotations
 
 import contextvars
-import signal
-import threading
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import FrameType, TracebackType
-from typing import Any
+from types import TracebackType
+from typing import Any, Final
 
-from . import _run_call, serializers
-from ._explain import decide
+from . import _run_call, _signals, serializers
+from ._explain import decide, stopped_why
 from ._log import DEBUG, INFO, log
 from ._loop import NOTHING, Loop, item_digest
 from ._outputs import Outputs
@@ -56,6 +55,23 @@ _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
 def current() -> Run | None:
     """The innermost run entered in this thread or task, if any."""
     return _current.get()
+
+
+#: Completed blocks skipped with a line each (at info level) in one process; the next ones,
+#: after one line that says so, at debug level: a job of many small blocks, run again, would
+#: otherwise print a line per block.
+SKIP_LINES: Final = 3
+_skipped = itertools.count()  # next() is atomic: threads share it
+
+
+def _log_skipped(op_id: str, reason: str) -> None:
+    n = next(_skipped)
+    if n < SKIP_LINES:
+        log.info("resumable.operation.skipped", op_id=op_id, reason=reason)
+        return
+    if n == SKIP_LINES:
+        log.info("resumable.operation.skipped_more", shown=SKIP_LINES)
+    log.debug("resumable.operation.skipped", op_id=op_id, reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +119,10 @@ class Run:
     __slots__ = (
         "abandoned", "began", "children", "ckpt_meta", "committed", "completed_before", "failed",
         "hooks",
-        "last_commit", "lock", "loop", "maps", "meta", "mode", "old_sigterm", "op", "op_id",
+        "last_commit", "lock", "loop", "maps", "meta", "mode", "op", "op_id",
         "outputs", "owner", "parent", "payload_of", "position", "restored", "restored_meta",
-        "results", "resumed", "seq", "serializer", "spec", "state", "store", "token", "total",
+        "results", "resumed", "seq", "serializer", "signals", "spec", "state", "store", "token",
+        "total",
     )  # fmt: skip
 
     def __init__(self, spec: Spec) -> None:
@@ -148,7 +165,7 @@ class Run:
         self.results: list[ResultRecord] = []  # stored with the final commit (@resumable)
         self.meta: dict[str, Any] = {}  # merged into the operation record at the final commit
         self.token: contextvars.Token[Run | None] | None = None
-        self.old_sigterm: Any = None
+        self.signals: _signals.Entered | None = None  # see _install_sigterm
         self.owner = ""  # this participant's name in claims (shared blocks)
         self.began = 0.0  # when a call's first run entered (its record is made at the end)
 
@@ -216,11 +233,13 @@ class Run:
                 store.save(op)
                 log.info("resumable.operation.repaired", op_id=op_id, state=done.value)
             self.op = op
-            log.info("resumable.operation.skipped", op_id=op_id, reason=reason)
+            _log_skipped(op_id, reason)
             return
         me = Owner.current()
         now = time.time()
-        earlier_run = op is not None  # and it did not complete (that returned above)
+        earlier = op  # the record of an earlier run that did not complete (that returned above)
+        progress = ckpt.progress if ckpt is not None else 0.0
+        recovered = False
         if op is None:
             op = OperationRecord.new(
                 op_id, self.spec.name or op_id, ProcessState.RUNNING, owner=me, heartbeat=now,
@@ -228,9 +247,11 @@ class Run:
             )  # fmt: skip
         else:
             if op.state is ProcessState.RUNNING and op.owner != me and not mode.shared:
+                # Its lock was free, so the process that ran it is gone: one line says so.
+                recovered = True
                 log.warning(
                     "resumable.operation.recovered", op_id=op_id, dead_owner=op.owner,
-                    position=self.restored,
+                    position=self.restored, progress=progress,
                 )  # fmt: skip
             op = op.to(
                 ProcessState.RUNNING, owner=me, heartbeat=now, attempts=op.attempts + 1,
@@ -242,11 +263,28 @@ class Run:
         # An earlier run's progress is a checkpoint, or results it recorded (cp.map items,
         # cp.step values) even if it died before its first checkpoint (see `resumed`).
         self.resumed = ckpt is not None or (
-            earlier_run and store.record_counts(op_id)["results"] > 0
+            earlier is not None and store.record_counts(op_id)["results"] > 0
         )
+        self._log_entry(earlier, progress, reason, recovered=recovered)
+
+    def _log_entry(
+        self, earlier: OperationRecord | None, progress: float, reason: str, *, recovered: bool
+    ) -> None:
+        """Say that the run started, or resumed and why (the earlier run's record: ``earlier``).
+
+        ``recovered``: the earlier run's process died, and a warning said so already.
+        """
+        op_id, attempt = self.op_id, self.op.attempts if self.op is not None else 1
+        if not self.resumed:
+            log.debug(
+                "resumable.operation.started", op_id=op_id, position=0, attempt=attempt,
+                reason=reason,
+            )  # fmt: skip
+            return
         log.info(
-            "resumable.operation.resumed" if self.resumed else "resumable.operation.started",
-            op_id=op_id, position=self.restored, attempt=op.attempts, reason=reason,
+            "resumable.operation.resumed", op_id=op_id, position=self.restored,
+            progress=progress, attempt=attempt, reason=reason,
+            why=stopped_why(earlier) if reason else "", recovered=recovered,
         )  # fmt: skip
 
     def _state_in(self, ckpt: CheckpointRecord | None) -> Any:
@@ -309,13 +347,8 @@ class Run:
         parent = self.parent
         while parent is not None and not parent.mode.saves_position:
             parent = parent.parent
-        if not self.mode.saves_position or parent is not None:
-            return
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
-            return  # the application handles SIGTERM itself; leave its handler alone
-        self.old_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+        if self.mode.saves_position and parent is None:
+            self.signals = _signals.enter()
 
     # --- leaving --------------------------------------------------------------------------
 
@@ -349,22 +382,26 @@ class Run:
                 log.warning("resumable.operation.failed", op_id=self.op_id, error=error)
                 return
             self.commit(self.done, ProcessState.COMPLETED, exact=True, hooks=False)
-            log.info("resumable.operation.completed", op_id=self.op_id, position=self.done)
+            log.debug("resumable.operation.completed", op_id=self.op_id, position=self.done)
             return
         if isinstance(exc, LeaseLost):  # another process runs it now: write nothing more
             log.warning("resumable.operation.lease_lost", op_id=self.op_id, error=str(exc))
             return
+        exc = _signals.as_raised(exc)  # a cancellation by SIGTERM or SIGINT under asyncio
         paused = isinstance(exc, KeyboardInterrupt | SystemExit)
         new_state = ProcessState.PAUSED if paused else ProcessState.FAILED
         error = f"{type(exc).__name__}: {exc}"
+        event = "resumable.operation.paused" if paused else "resumable.operation.failed"
+        # A call's exception reaches its caller, who decides: a line per failed call is noise.
+        level = INFO if self.mode.saves_position else DEBUG
         if not self._can_undo():
             # The item in flight may have changed what no undo log sees (a list appended to,
             # an output file, a buffer): keep the last commit, and the items since run again.
             self._mark_only(new_state, error)
             self._restore_committed()
-            log.info(
-                "resumable.operation.paused" if paused else "resumable.operation.failed",
-                op_id=self.op_id, position=self.committed, error=error, kept="last commit",
+            log.log(
+                level, event, op_id=self.op_id, position=self.committed, error=error,
+                kept="last commit",
             )  # fmt: skip
             return
         undone = rollback(self.state) if isinstance(self.state, State) else []
@@ -376,9 +413,10 @@ class Run:
                 note="the previous checkpoint stands",
             )  # fmt: skip
             self._mark_only(new_state, error)
-        log.info(
-            "resumable.operation.paused" if paused else "resumable.operation.failed",
-            op_id=self.op_id, position=self.done, error=error, rolled_back=undone,
+        # The position committed: the new one, or the last one if this commit failed.
+        log.log(
+            level, event, op_id=self.op_id, position=self.committed, error=error,
+            rolled_back=undone,
         )  # fmt: skip
 
     def _before_last_commit(self) -> None:
@@ -435,9 +473,9 @@ class Run:
         if self.token is not None:
             _current.reset(self.token)
             self.token = None
-        if self.old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self.old_sigterm)
-            self.old_sigterm = None
+        if self.signals is not None:
+            _signals.leave(self.signals)
+            self.signals = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -454,7 +492,7 @@ class Run:
         if self.mode.record_on_entry:
             self.store.save(self.op)
         self.completed_before = False
-        log.info("resumable.operation.rerun", op_id=self.op_id)
+        log.debug("resumable.operation.rerun", op_id=self.op_id)
 
     def count_attempt(self) -> None:
         """Record one more attempt on the operation, so it survives a crash."""
@@ -571,7 +609,3 @@ class Run:
         """The keys set aside, for a message (the first ten)."""
         keys = sorted(map(short_repr, self.failed))
         return ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ._explain import decide
-from ._log import INFO, log
+from ._log import DEBUG, log
 from ._owner import Owner
 from .operation import OperationRecord, ProcessState
 
@@ -34,20 +34,22 @@ def open_call(run: Run) -> None:
     # The call read its result just before taking the lock: that read may prove there
     # is still no record (no connection changed the database since), saving this one.
     op = None if store.known_absent(op_id) else store.load_operation(op_id)
-    wants = log.wants(INFO)
+    # A call's events are at debug level: a line per call would drown what matters.
+    wants = log.wants(DEBUG)
     if op is not None and op.state is ProcessState.COMPLETED:
         run.completed_before = True
         run.op = op
         reason = decide(op_id, op, None).reason if wants else ""
-        log.info("resumable.operation.skipped", op_id=op_id, reason=reason)
+        log.debug("resumable.operation.skipped", op_id=op_id, reason=reason, kind="call")
         return
     now = time.time()
     run.began = now
     if op is not None:
         if op.state is ProcessState.RUNNING and op.owner != Owner.current():
             log.warning(
-                "resumable.operation.recovered", op_id=op_id, dead_owner=op.owner, position=0
-            )
+                "resumable.operation.recovered", op_id=op_id, dead_owner=op.owner, position=0,
+                kind="call",
+            )  # fmt: skip
         op = op.to(
             ProcessState.RUNNING, owner=Owner.current(), heartbeat=now,
             attempts=op.attempts + 1, error=None,
@@ -62,9 +64,9 @@ def open_call(run: Run) -> None:
     if wants:
         attempt = op.attempts if op is not None else 1
         reason = decide(op_id, op, None).reason
-        log.info(
+        log.debug(
             "resumable.operation.resumed" if run.resumed else "resumable.operation.started",
-            op_id=op_id, position=0, attempt=attempt, reason=reason,
+            op_id=op_id, position=0, attempt=attempt, reason=reason, kind="call",
         )  # fmt: skip
 
 
@@ -84,4 +86,4 @@ def complete(run: Run) -> None:
     run.op = op
     run.seq += 1
     run.last_commit = time.monotonic()
-    log.info("resumable.operation.completed", op_id=run.op_id, position=0)
+    log.debug("resumable.operation.completed", op_id=run.op_id, position=0, kind="call")

@@ -517,7 +517,7 @@ class Checkpoint:
             value = fn(*args, **kwargs)
             ser, payload = serializers.encode(run.serializer, value, f"result of step {name!r}")
             store.put_result(ResultRecord.create(op_id, key, ser, payload))
-        log.info(
+        log.debug(
             "resumable.step.done", op_id=op_id, step=name,
             seconds=round(time.perf_counter() - started, 6),
         )  # fmt: skip

@@ -115,7 +115,7 @@ class _Helpers:
                 existed = store.delete_operation(op_id)
         finally:
             lock.release()
-        log.info("resumable.call.reset", op_id=op_id, existed=existed)
+        log.debug("resumable.call.reset", op_id=op_id, existed=existed)
         return existed
 
 

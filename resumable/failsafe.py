@@ -145,7 +145,7 @@ class FailsafeManager:
             self._seqs[operation_id] = seq
             checkpoint = self._to_data(rec, operation_name, dict(data))
             self._remember(checkpoint)
-        log.info(
+        log.debug(
             "resumable.failsafe.checkpoint_saved", op_id=operation_id, state=state.value,
             progress=progress, checkpoint_id=rec.checkpoint_id,
         )  # fmt: skip

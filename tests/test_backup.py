@@ -467,6 +467,9 @@ def test_auto_backup_picks_up_a_change_within_one_interval(
     assert not backups.auto_running
 
 
+MISSING = "resumable.backup.auto_missing"
+
+
 def test_auto_backup_logs_a_missing_file_and_goes_on(
     backups: Backups, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -479,14 +482,14 @@ def test_auto_backup_logs_a_missing_file_and_goes_on(
     wait_for(lambda: len(backups.list()) == 2, what="the first pass")
     a.unlink()
     wait_for(
-        lambda: any("resumable.backup.auto_missing" in r.getMessage() for r in caplog.records),
+        lambda: any(getattr(r, "event", "") == MISSING for r in caplog.records),
         what="the warning",
     )
     assert str(a) in (backups.statistics()["auto_backup"]["last_error"] or "")
     b.write_bytes(b"b, changed")
     wait_for(lambda: len(backups.list(b)) == 2, what="the next backup of b")
     assert backups.auto_running
-    missing = [r for r in caplog.records if "auto_missing" in r.getMessage()]
+    missing = [r for r in caplog.records if getattr(r, "event", "") == MISSING]
     assert len(missing) == 1  # once, not on every pass
 
 

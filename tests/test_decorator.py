@@ -639,7 +639,7 @@ def test_retries_stop_at_max_attempts() -> None:
 
 
 def _code_changed(caplog: pytest.LogCaptureFixture) -> bool:
-    return any("resumable.call.code_changed" in r.getMessage() for r in caplog.records)
+    return any(getattr(r, "event", "") == "resumable.call.code_changed" for r in caplog.records)
 
 
 def test_code_change_warn_logs_and_returns_stored_result(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from resumable._log import log
+from resumable._log import DEBUG, INFO, log
 from resumable._progress import check_progress, open_progress
 from resumable.errors import ResumableError
 from resumable.retry import RetrySpec
@@ -57,9 +57,11 @@ def run_map(
     results: list[Any] = [None] * len(items)
     pending = load_done(store, op_id, prefix, results, keys)
     repeated = 0 if keys is None else len(keys.copies)
-    log.info(
+    done_before = len(items) - repeated - len(pending)
+    log.log(
+        INFO if done_before else DEBUG,  # a map that resumes says so; one that starts, not
         "resumable.map.started", op_id=op_id, map=number, items=len(items),
-        done_before=len(items) - repeated - len(pending), repeated=repeated,
+        done_before=done_before, repeated=repeated,
     )  # fmt: skip
     if host.completed_before:
         if pending:
@@ -89,7 +91,7 @@ def run_map(
     finally:
         if reporter is not None:
             reporter.close()
-    log.info(
+    log.debug(
         "resumable.map.done", op_id=op_id, map=number, items=len(items), ran=ran,
         failed=failures, seconds=round(time.perf_counter() - started, 6),
     )  # fmt: skip

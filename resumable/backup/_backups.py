@@ -202,7 +202,7 @@ class Backups:
             _fs.remove(data)
             raise
         self._copies.remember(backup_id, data)
-        log.info(
+        log.debug(
             "resumable.backup.created",
             backup_id=backup_id,
             source=str(source),
@@ -342,10 +342,10 @@ class Backups:
                 return False
             except BackupRefused as exc:
                 _fs.remove(Path(exc.path))
-                log.info("resumable.backup.deleted", backup_id=backup_id, refused=exc.reason)
+                log.debug("resumable.backup.deleted", backup_id=backup_id, refused=exc.reason)
                 return True
             self._remove([m])
-        log.info("resumable.backup.deleted", backup_id=backup_id)
+        log.debug("resumable.backup.deleted", backup_id=backup_id)
         return True
 
     def _remove(self, gone: Iterable[Manifest]) -> None:
@@ -366,7 +366,7 @@ class Backups:
             keep.add(newest_good.backup_id)
         gone = [m for m in history if m.backup_id not in keep]
         self._remove(gone)
-        log.info("resumable.backup.rotated", source=source, removed=[m.backup_id for m in gone])
+        log.debug("resumable.backup.rotated", source=source, removed=[m.backup_id for m in gone])
 
     def _clean_strays(self) -> None:
         """Remove temp files and uncommitted copies, unless another creator is at work."""
@@ -382,7 +382,7 @@ class Backups:
                 else:
                     stray.append(name)
         if stray:
-            log.info("resumable.backup.strays_removed", files=stray)
+            log.debug("resumable.backup.strays_removed", files=stray)
 
     # --- automatic backups --------------------------------------------------------------------
 
@@ -407,7 +407,7 @@ class Backups:
         self.stop_auto()
         self._auto = AutoBackup(self.create, targets, float(interval))
         self._auto.start()
-        log.info(
+        log.debug(
             "resumable.backup.auto_started", paths=[str(t) for t in targets], interval=interval
         )
 
@@ -415,7 +415,7 @@ class Backups:
         """Stop the auto-backup thread; returns within a second (a copy in progress finishes)."""
         if self._auto is not None and self._auto.running:
             self._auto.stop(STOP_WAIT)
-            log.info("resumable.backup.auto_stopped")
+            log.debug("resumable.backup.auto_stopped")
 
     @property
     def auto_running(self) -> bool:
