@@ -62,7 +62,8 @@ def store_option(f: F) -> F:
     """``--store URL``, on the group and on every command that reads a store."""
     return click.option(
         "--store", metavar="URL", expose_value=False, callback=_remember,
-        help="Store URL (default: $RESUMABLE_STORE, else sqlite:///.resumable/state.db).",
+        help="Store URL (default: $RESUMABLE_STORE, else the project's [tool.resumable] store, "
+        "else sqlite:///.resumable/state.db).",
     )(f)  # fmt: skip
 
 
@@ -88,7 +89,7 @@ def settings() -> Settings:
 
 
 def store_url() -> str:
-    """``--store``, else ``$RESUMABLE_STORE``, else the default store."""
+    """``--store``, else the library's default store (``$RESUMABLE_STORE``, a project's)."""
     from resumable.stores import default_store_url
 
     return settings().store or default_store_url()

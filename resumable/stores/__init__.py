@@ -20,16 +20,18 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from resumable import _config
+from resumable._log import log
 
+from ._discover import FALLBACK, Default, default_store, local_path
 from ._options import check_options
 from .base import DEFAULT_HISTORY, Durability, Store
 from .sqlite import SQLiteStore  # the default store: loaded with the package, others on demand
 
 __all__ = ["DEFAULT_HISTORY", "DEFAULT_STORE_URL", "Durability", "Store", "open_store"]
 
-#: Where operations live unless ``store=``, ``configure(store=...)`` or ``RESUMABLE_STORE``
-#: says otherwise: relative to the working directory.
-DEFAULT_STORE_URL = "sqlite:///.resumable/state.db"
+#: Where operations live unless ``store=``, ``configure(store=...)``, ``RESUMABLE_STORE`` or a
+#: project's configuration says otherwise: relative to the working directory.
+DEFAULT_STORE_URL = FALLBACK
 
 
 def open_store(url: str, **options: Any) -> Store:
@@ -121,8 +123,11 @@ _cache: dict[tuple[str, str, int], Store] = {}
 
 
 def default_store_url() -> str:
-    """``RESUMABLE_STORE`` if set, else :data:`DEFAULT_STORE_URL`."""
-    return os.environ.get("RESUMABLE_STORE") or DEFAULT_STORE_URL
+    """The default store's URL here (see :mod:`._discover`).
+
+    ``RESUMABLE_STORE``, else a project's configuration, else :data:`DEFAULT_STORE_URL`.
+    """
+    return default_store(os.getcwd()).url  # noqa: PTH109
 
 
 def resolve_store(spec: str | Store | None) -> Store:
@@ -132,25 +137,35 @@ def resolve_store(spec: str | Store | None) -> Store:
     """
     if isinstance(spec, Store):
         return spec
+    cwd = os.getcwd()  # noqa: PTH109
+    default: Default | None = None
     if spec is None:
         configured = _config.current().store
         if isinstance(configured, Store):
             return configured
-        spec = configured if isinstance(configured, str) and configured else default_store_url()
+        if isinstance(configured, str) and configured:
+            spec = configured
+        else:
+            default = default_store(cwd)
+            spec = default.url
     if not isinstance(spec, str):
         raise TypeError(
             f"store must be a URL such as 'sqlite:///jobs.db' or a Store, not {type(spec).__name__}"
         )
-    key = (spec, "" if spec.startswith("memory:") else os.getcwd(), os.getpid())  # noqa: PTH109
+    key = (spec, "" if spec.startswith("memory:") else cwd, os.getpid())
     store = _cache.get(key)
     if store is None:
         # No lock held across the open: a Ctrl-C landing as a `with lock:` block ends can
         # leave the lock taken, and every later call would hang. setdefault is atomic, so two
         # threads racing here agree on one store.
+        where = local_path(spec) if default is not None else None
+        new = where is not None and not os.path.lexists(where)
         opened = open_store(spec)
         store = _cache.setdefault(key, opened)
         if store is not opened:
             opened.close()  # another thread won the race: its store is the one used
+        elif new and default is not None:
+            log.info("resumable.store.created", url=store.url, source=default.source)
     return store
 
 
