@@ -160,7 +160,8 @@ def listing(
         newest = sorted(range(len(kept)), key=lambda i: kept[i].op.updated, reverse=True)
         not_shown = len(kept) - limit
         kept = [kept[i] for i in sorted(newest[:limit])]
-    shown = [_with_items(store, s) for s in kept]
+    # Only a record that names maps can have items (the check inline: 10,000 rows).
+    shown = [_with_items(store, s) if "maps" in s.op.meta else s for s in kept]
     return Listing(shown, hidden, not_shown, damaged)
 
 
