@@ -601,6 +601,19 @@ class Run:
         self.maps += 1
         return number
 
+    def note_map(self, number: int, items: int) -> None:
+        """Note in the record that map ``number`` records ``items`` items (``resumable list``).
+
+        As ``meta["maps"]`` (see :mod:`resumable._map_records`), written at once if it changed:
+        the listing shows the map's items done / total while it runs and after a crash.
+        """
+        op = self._record()
+        maps = op.meta.get("maps")
+        maps = maps if isinstance(maps, dict) else {}
+        if maps.get(str(number)) != items:
+            self.op = op.with_changes(meta={**op.meta, "maps": {**maps, str(number): items}})
+            self.store.save(self.op)
+
     def set_aside(self, key: Any) -> None:
         """Note an item that ``cp.map(..., on_error="skip")`` set aside (``cp.failed``)."""
         self.failed.add(key)

@@ -75,7 +75,8 @@ def first_record(run: Run, state: ProcessState, now: float) -> OperationRecord:
     return OperationRecord.new(
         run.op_id, run.spec.name or run.op_id, state, owner=Owner.current(), heartbeat=now,
         attempts=1, created=run.began, updated=now,
-        meta=dict(run.meta) if state is ProcessState.COMPLETED else {},
+        # "function" marks a call's record in every state (`resumable list` hides calls by it).
+        meta=dict(run.meta) if state is ProcessState.COMPLETED else {"function": run.spec.name},
     )  # fmt: skip
 
 

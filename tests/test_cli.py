@@ -289,7 +289,7 @@ def test_tables_for_people(tmp_path: Path) -> None:
     assert "\x1b[" not in out
     head, *rows = out.splitlines()
     assert head.split() == [
-        "OPERATION", "STATE", "PROGRESS", "POSITION", "ATTEMPTS", "UPDATED", "NOTE",
+        "OPERATION", "STATE", "PROGRESS", "DONE", "ATTEMPTS", "UPDATED", "NOTE",
     ]  # fmt: skip
     assert rows[0].split()[:4] == ["failed", "failed", "40%", "4"]
     assert "nothing to recover" in cli("recover", "--store", "memory://").stdout

@@ -432,3 +432,24 @@ def test_save_stores_results_with_the_operation(store: Store) -> None:
     store.save(op, ckpt("op", 1, state=ProcessState.COMPLETED), [result])
     assert store.load_result("op", "return") == result
     assert store.load_operation("op").state is ProcessState.COMPLETED  # type: ignore[union-attr]
+
+
+def test_results_counted_and_read_by_serializer(store: Store) -> None:
+    """count_results counts a prefix's results by serializer (keys stored encoded included);
+    results_with_serializer reads only those one serializer wrote."""
+    batch = [ResultRecord.create("op", f"map0:{i}", "pickle", bytes([i])) for i in range(20)]
+    batch += [ResultRecord.create("op", f"map0:s{i}", "!error", b"ValueError") for i in (3, 4)]
+    batch.append(ResultRecord.create("op", "map0:s\udc80odd", "!error", b"surrogate key"))
+    batch.append(ResultRecord.create("op", "map0:\x00\x01marks", "json", b"1"))
+    batch.append(ResultRecord.create("op", "map1:0", "!error", b"other map"))
+    batch.append(ResultRecord.create("other", "map0:0", "pickle", b"other op"))
+    store.put_results(batch)
+    assert store.count_results("op", "map0:") == {"pickle": 20, "!error": 3, "json": 1}
+    assert store.count_results("op", "map1:") == {"!error": 1}
+    assert store.count_results("op", "") == {"pickle": 20, "!error": 4, "json": 1}
+    assert store.count_results("op", "map2:") == {}
+    assert store.count_results("none", "map0:") == {}
+    errors = store.results_with_serializer("op", "map0:", "!error")
+    assert sorted(r.key for r in errors) == ["map0:s3", "map0:s4", "map0:s\udc80odd"]
+    assert all(r.verify() for r in errors)
+    assert store.results_with_serializer("op", "map1:", "pickle") == []

@@ -71,6 +71,8 @@ def run_map(
                 "a completed operation runs nothing: reset it (fresh=True) to run it again"
             )
         return _filled(results, keys)
+    if len(items) > repeated:  # an empty map has no progress to show
+        host.note_map(number, len(items) - repeated)
     raising = on_error == "raise"
     task = Task(fn, retry, host.serializer, raising)
     started = time.perf_counter()

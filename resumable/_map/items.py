@@ -17,8 +17,8 @@ Equal items have one key, so under the default key an item that occurs several t
 once: in its first slot; the others get its result (or its exception) when the map returns
 (:meth:`ItemKeys.fill`). ``key=`` values must differ from item to item.
 
-A map sees the block it runs in through :class:`MapHost`: what it may read, and the two
-things it reports (the map's number, the items it set aside).
+A map sees the block it runs in through :class:`MapHost`: what it may read, and the three
+things it reports (the map's number, how many items it records, the items it set aside).
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class MapHost(Protocol):
 
     def set_aside(self, key: Any) -> None:
         """Note an item set aside by ``on_error="skip"`` (``cp.failed``)."""
+        ...
+
+    def note_map(self, number: int, items: int) -> None:
+        """Note that map ``number`` records ``items`` items when done (``resumable list``)."""
         ...
 
 

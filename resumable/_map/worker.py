@@ -17,13 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from resumable._map_records import ERROR
 from resumable.retry import RetrySpec, make_retrying
 from resumable.serializers import Serializer, encode
 
 __all__ = ["ERROR", "ChunkResult", "Outcome", "RemoteTraceback", "Task", "run_chunk"]
 
-#: The serializer name of a record that says "this item failed" (its payload: the error).
-ERROR: Final = "!error"
 #: Identifies this process to a chunk, which tells from it whether it runs in another one.
 _TOKEN: Final = os.urandom(8).hex()
 

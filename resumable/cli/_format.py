@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "age_text",
+    "clip",
+    "display_width",
     "owner_text",
     "plural",
     "print_fields",
@@ -112,37 +114,106 @@ def styled_state(value: str) -> str:
     return click.style(value, fg=_COLOURS.get(value), bold=value == "failed")
 
 
+def display_width(text: str) -> int:
+    """The terminal columns ``text`` takes.
+
+    2 for a wide or fullwidth character (CJK, most emoji), 0 for a combining mark or a
+    zero-width format character, else 1: Unicode's East Asian Width and general category.
+    """
+    if text.isascii():
+        return len(text)
+    return sum(map(_char_width, text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _char_width(char: str) -> int:
+    import unicodedata  # loaded when a table holds more than ASCII
+
+    if unicodedata.category(char) in ("Mn", "Me", "Cf"):  # combining marks, zero-width format
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _fit(text: str, columns: int) -> str:
+    """The longest start of ``text`` that takes at most ``columns`` columns."""
+    used = 0
+    for i, char in enumerate(text):
+        used += _char_width(char)
+        if used > columns:
+            return text[:i]
+    return text
+
+
+def clip(text: str, columns: int) -> str:
+    """``text``, or if it takes more than ``columns`` columns, its start and end around ``…``.
+
+    Both ends stay: ids differ at the start (their family) and at the end (a batch number,
+    a digest). ``columns`` is at least 3.
+    """
+    if display_width(text) <= columns:
+        return text
+    keep = columns - 1
+    head = _fit(text, keep - keep // 2)
+    tail = _fit(text[::-1], keep // 2)[::-1]
+    while tail and not _char_width(tail[0]):  # a mark whose base was cut off
+        tail = tail[1:]
+    return f"{head}…{tail}"
+
+
 def print_table(
     head: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
 ) -> None:
-    """Print aligned columns; the second (a state) coloured when stdout is a terminal."""
-    widths = [max(map(len, column)) for column in zip(head, *rows, strict=True)]
+    """Print aligned columns; the second (a state) coloured when stdout is a terminal.
+
+    Columns are measured in terminal columns (:func:`display_width`), not in characters.
+    """
+    widths: list[int] = []
+    narrow = True  # every cell is ASCII: a character is a column
+    for column in zip(head, *rows, strict=True):
+        if "".join(column).isascii():
+            widths.append(max(map(len, column)))
+        else:
+            narrow = False
+            widths.append(max(map(display_width, column)))
     last = len(head) - 1
-    # One format for every line (str.format pads as ljust and rjust do, in C).
+    # One format for every line (str.format pads as ljust and rjust do, in C) ...
     formats = [f"{{:{'>' if i in right else '<'}{w}}}" for i, w in enumerate(widths)]
     line = "  ".join([*formats[:last], "{}"])
+
+    def render(cells: Sequence[str]) -> str:
+        # ... and its padding made up by hand in a row that holds wide or combining characters.
+        if narrow or "".join(cells).isascii():
+            return line.format(*cells)
+        padded = [
+            " " * (w - display_width(c)) + c if i in right else c + " " * (w - display_width(c))
+            for i, (c, w) in enumerate(zip(cells[:last], widths, strict=False))
+        ]
+        return "  ".join([*padded, cells[last]])
+
     tty = sys.stdout.isatty()
     if not tty:
-        click.echo("\n".join(line.format(*cells).rstrip() for cells in [head, *rows]))
+        click.echo("\n".join(render(cells).rstrip() for cells in [head, *rows]))
         return
     import shutil  # with bz2 and lzma: loaded when a table is printed, not for --help
 
     width = shutil.get_terminal_size().columns
-    start = widths[0] + 2  # where the state column starts
     state_cell = formats[1]
     states: dict[str, str] = {}
     lines = []
     for n, cells in enumerate([head, *rows]):
-        text = line.format(*cells).rstrip()
-        if width and len(text) > width:  # a terminal: keep one line per row
-            text = text[: width - 1] + "…"
+        text = render(cells).rstrip()
+        if width and display_width(text) > width:  # a terminal: keep one line per row
+            text = _fit(text, width - 1) + "…"
         if n == 0:
             text = click.style(text, bold=True)
         else:
+            # Where the state starts: after the first cell as padded, in characters.
+            start = len(cells[0]) + widths[0] - display_width(cells[0]) + 2
             padded = state_cell.format(cells[1])
-            if (styled := states.get(padded)) is None:
-                styled = states[padded] = padded.replace(cells[1], styled_state(cells[1]), 1)
-            text = text[:start] + styled + text[start + len(padded) :]
+            if text[start : start + len(padded)] == padded:  # not cut off by the terminal
+                if (styled := states.get(padded)) is None:
+                    styled = states[padded] = padded.replace(cells[1], styled_state(cells[1]), 1)
+                text = text[:start] + styled + text[start + len(padded) :]
         lines.append(text)
     click.echo("\n".join(lines))
 

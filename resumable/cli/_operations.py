@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from resumable._admin import recoverable_operations, reset_operation
-from resumable._listing import Summary, describe, summaries
+from resumable._listing import Summary, describe, listing, summaries
+from resumable._map_records import key_text
 from resumable.errors import OperationLocked
 from resumable.operation import ProcessState
 
 from ._context import UserError, json_option, opened_store, settings, store_option
 from ._format import (
+    clip,
+    display_width,
     owner_text,
     plural,
     print_fields,
@@ -32,43 +35,80 @@ __all__ = ["list_", "recover", "reset", "show"]
 STATES = [s.value for s in ProcessState]
 
 
+#: The widest an op id is printed in a table (in terminal columns); longer ones are cut in
+#: the middle (``clip``). ``--json`` and ``show`` give them whole.
+ID_COLUMNS = 60
+
+
 @click.command("list")
+@click.argument("prefix", required=False, default="")
 @click.option("--state", "states", multiple=True, type=click.Choice(STATES), help="Only these.")
+@click.option("--calls", is_flag=True, help="Also list @resumable calls (hidden by default).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N",
+    help="Only the N updated last (listed in op id order).",
+)  # fmt: skip
 @store_option
 @json_option
-def list_(states: tuple[str, ...]) -> None:
-    """List operations: state, progress, position, attempts."""
+def list_(prefix: str, states: tuple[str, ...], calls: bool, limit: int | None) -> None:
+    """List operations: state, progress, items done, attempts.
+
+    Only those whose op id starts with PREFIX, if given. @resumable calls are counted, not
+    listed, unless --calls.
+    """
     with opened_store() as store:
-        found = summaries(store, [ProcessState(s) for s in states])
+        found = listing(
+            store, prefix=prefix, states=[ProcessState(s) for s in states], calls=calls,
+            limit=limit,
+        )  # fmt: skip
         url = store.url
-    damaged = [s.op.op_id for s in found if not s.record_ok or s.corrupt]
+    shown = found.shown
     if settings().json:
-        ops = [s.as_json() for s in found]
-        print_json({"store": url, "count": len(ops), "operations": ops, "damaged": damaged})
+        ops = [s.as_json() for s in shown]
+        print_json({
+            "store": url, "count": len(ops), "operations": ops, "damaged": found.damaged,
+            "hidden_calls": found.hidden_calls, "not_shown": found.not_shown,
+        })  # fmt: skip
         return
-    if not found:
-        click.echo(f"no operations in {url}" + (f" in state {', '.join(states)}" if states else ""))
-        return
-    rows = []
-    for s in found:
-        ckpt, op, state = s.checkpoint, s.op, s.state
-        rows.append([
-            printable(op.op_id), state._value_, f"{ckpt.progress:.0%}" if ckpt else "-",
-            str(ckpt.position) if ckpt else "-", str(op.attempts), time_text(op.updated),
-            _note(s, state),
-        ])  # fmt: skip
-    print_table(
-        ["OPERATION", "STATE", "PROGRESS", "POSITION", "ATTEMPTS", "UPDATED", "NOTE"],
-        rows,
-        (2, 3, 4),
-    )
-    click.echo(f"{plural(len(found), 'operation')} in {url}")
-    if damaged:
+    if shown:
+        print_table(
+            ["OPERATION", "STATE", "PROGRESS", "DONE", "ATTEMPTS", "UPDATED", "NOTE"],
+            [_row(s) for s in shown],
+            (2, 3, 4),
+        )
+        click.echo(f"{plural(len(shown), 'operation')} in {url}")
+    else:
+        where = f" matching {printable(repr(prefix))}" if prefix else ""
+        click.echo(
+            f"no operations{where} in {url}" + (f" in state {', '.join(states)}" if states else "")
+        )
+    if found.not_shown:
+        click.echo(
+            f"+ {found.not_shown:,} more not shown (--limit {limit} keeps the {limit} updated last)"
+        )
+    if found.hidden_calls:
+        hidden = found.hidden_calls
+        click.echo(f"+ {hidden:,} call{'s' * (hidden != 1)} hidden (--calls shows them)")
+    if found.damaged:
         click.secho(
-            f"{len(damaged)} failed a checksum: `resumable verify` names the records, "
+            f"{len(found.damaged)} failed a checksum: `resumable verify` names the records, "
             "`resumable show OP` says what a run does",
             fg="red", err=False,
         )  # fmt: skip
+
+
+def _row(s: Summary) -> list[str]:
+    """The table row of ``s``."""
+    ckpt, op, state, items, progress = s.checkpoint, s.op, s.state, s.items, s.progress
+    if items is not None:
+        done = f"{items.done}/{items.total}"
+    else:
+        done = str(ckpt.position) if ckpt else "-"
+    return [
+        clip(printable(op.op_id), ID_COLUMNS), state._value_,
+        "-" if progress is None else f"{progress:.0%}", done, str(op.attempts),
+        time_text(op.updated), _note(s, state),
+    ]  # fmt: skip
 
 
 def _note(s: Summary, state: ProcessState) -> str:
@@ -107,10 +147,14 @@ def show(op_id: str) -> None:
         f"seq {c['seq']}" + ("" if c["ok"] else " (CORRUPT)") for c in doc["checkpoints"]
     )
     decision = doc["decision"]
+    items = doc["items"]
     print_fields([
         ("operation", printable(doc["op_id"])), ("name", printable(doc["name"])),
+        ("kind", "@resumable call" if doc["call"] else "block"),
         ("state", styled_state(doc["state"])), ("position", str(doc["position"])),
-        ("progress", f"{doc['progress']:.1%}"), ("attempts", str(doc["attempts"])),
+        ("progress", f"{doc['progress']:.1%}"),
+        *([("items", _items_text(items))] if items else []),
+        ("attempts", str(doc["attempts"])),
         ("owner", f"pid {owner['pid']} on {printable(owner['host'])} ({alive})"
          if owner else "none"),
         ("error", printable(doc["error"] or "-")), ("created", time_text(doc["created"])),
@@ -119,6 +163,33 @@ def show(op_id: str) -> None:
         ("next run", f"{decision['action']}: {printable(decision['reason'])}"),
         ("store", doc["store"]),
     ])  # fmt: skip
+    _print_failed_items(doc["failed_items"])
+
+
+def _items_text(items: dict[str, int]) -> str:
+    """A map's items for ``show``: ``297 of 300 done, 3 set aside``."""
+    text = f"{items['done']:,} of {items['total']:,} done"
+    return text + (f", {items['failed']:,} set aside" if items["failed"] else "")
+
+
+#: The failed items ``show`` prints (``--json`` gives every one).
+SHOWN_FAILURES = 20
+
+
+def _print_failed_items(failed: list[dict[str, Any]]) -> None:
+    """The items a map set aside (on_error="skip"), one line each: map, item, error."""
+    if not failed:
+        return
+    click.echo(f"{'set aside':<12}{plural(len(failed), 'item')}: the next run retries them")
+    shown = failed[:SHOWN_FAILURES]
+    maps = [f"map {f['map']}" for f in shown]
+    items = [clip(printable(key_text(f["key"])), ID_COLUMNS) for f in shown]
+    wide = max(map(len, maps)), max(map(display_width, items))
+    for where, item, f in zip(maps, items, shown, strict=True):
+        pad = " " * (wide[1] - display_width(item))
+        click.echo(f"{'':12}{where:<{wide[0]}}  {item}{pad}  {printable(f['error'])}")
+    if len(failed) > SHOWN_FAILURES:
+        click.echo(f"{'':12}and {len(failed) - SHOWN_FAILURES:,} more (--json lists every one)")
 
 
 @click.command()
@@ -211,8 +282,8 @@ def recover(**_: Any) -> None:
         return
     rows = [
         [
-            printable(r["operation_id"]), r["state"], r["strategy"], f"{r['progress']:.0%}",
-            time_text(r["timestamp"]), printable(r["error"] or ""),
+            clip(printable(r["operation_id"]), ID_COLUMNS), r["state"], r["strategy"],
+            f"{r['progress']:.0%}", time_text(r["timestamp"]), printable(r["error"] or ""),
         ]
         for r in found
     ]  # fmt: skip

@@ -69,6 +69,19 @@ CKPT_COLUMNS = (
     'op_id, seq, "position", state, progress, "timestamp", serializer, payload, metadata, checksum'
 )
 RESULT_COLUMNS = "op_id, key, serializer, payload, created, checksum"
+#: The results of an operation whose key starts with a prefix, and any whose key is stored
+#: encoded (see SQLRows.enc), which the caller decodes and matches. Arguments: the op id, the
+#: prefix (the mark if the prefix itself needs encoding), the mark.
+RESULTS_UNDER = "op_id = %s AND (starts_with(key, %s) OR starts_with(key, %s))"
+#: Those counted by serializer; an encoded key comes back on a row of its own (SQLRows.tally).
+COUNT_RESULTS = (
+    "SELECT CASE WHEN starts_with(key, %s) THEN key END, serializer, count(*) FROM results "
+    "WHERE " + RESULTS_UNDER + " GROUP BY 1, 2"
+)
+#: Those written by one serializer.
+SERIALIZER_RESULTS = (
+    "SELECT " + RESULT_COLUMNS + " FROM results WHERE serializer = %s AND " + RESULTS_UNDER
+)
 #: A checkpoint's columns without its payload, and the payload's length, by op id and seq.
 CKPT_HEAD = (
     'SELECT op_id, seq, "position", state, progress, "timestamp", serializer, '
@@ -145,6 +158,15 @@ BIG_PAYLOAD = 1 << 20
 #: extension length; the field count; then the field's length and bytes; the trailer).
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
+
+
+def under(op_id: str, prefix: str) -> tuple[str, str, str]:
+    """The arguments of :data:`RESULTS_UNDER`.
+
+    A prefix that needs encoding can only begin encoded keys: then only those are matched.
+    """
+    plain = prefix if ROWS.enc(prefix) == prefix else ROWS.mark
+    return ROWS.enc(op_id), plain, ROWS.mark
 
 
 def put_big_checkpoint(conn: psycopg.Connection[Any], row: tuple[Any, ...]) -> None:

@@ -11,6 +11,7 @@ that never verifies.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from resumable._owner import Owner
@@ -143,6 +144,19 @@ class SQLRows:
         query = ", ".join(f"(SELECT count(*) FROM {table}{where})" for table in COUNTED)
         args = (self.enc(op_id),) * len(COUNTED) if op_id is not None else ()
         return "SELECT " + query, args
+
+    def tally(self, rows: Iterable[tuple[Any, ...]], prefix: str) -> dict[str, int]:
+        """Results by serializer, from the rows of a store's ``COUNT_RESULTS`` query.
+
+        A row ``(NULL, serializer, n)`` counts ``n`` keys the database matched; a row with a
+        key is one stored encoded, decoded and matched against ``prefix`` here.
+        """
+        counts: dict[str, int] = {}
+        for key, serializer, n in rows:
+            if key is None or self.text(key).startswith(prefix):
+                name = self.text(serializer)
+                counts[name] = counts.get(name, 0) + int(n)
+        return counts
 
     @staticmethod
     def counts(row: tuple[Any, ...]) -> dict[str, int]:

@@ -94,6 +94,19 @@ CKPT_COLUMNS = (
     + ", metadata, checksum"
 )
 
+#: The results of an operation whose key starts with a prefix (its length and text bound),
+#: and any whose key is stored encoded (NUL + hex, below "\x01": see SQLRows.enc), which the
+#: caller decodes and matches.
+RESULTS_UNDER = "op_id = ? AND (substr(key, 1, ?) = ? OR key < ?)"
+#: Those counted by serializer; an encoded key comes back on a row of its own (SQLRows.tally).
+COUNT_RESULTS = (
+    "SELECT CASE WHEN key < ? THEN key END, serializer, count(*) FROM results "
+    f"WHERE {RESULTS_UNDER} GROUP BY 1, 2"
+)
+#: Those written by one serializer.
+SERIALIZER_RESULTS = (
+    f"SELECT {RESULT_COLUMNS} FROM results WHERE serializer = ? AND {RESULTS_UNDER}"
+)
 
 UPSERT_RESULT = (
     "INSERT OR REPLACE INTO results (op_id, key, serializer, payload, created, checksum) "

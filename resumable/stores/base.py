@@ -319,6 +319,28 @@ class Store(ABC):
                 counts["results"] += sum(1 for _ in self.iter_results(one, ""))
         return counts
 
+    def count_results(self, op_id: str, prefix: str) -> dict[str, int]:
+        """How many results of ``op_id`` have a key that starts with ``prefix``, by serializer.
+
+        Unverified. The default reads each such result; the SQL stores count in one query
+        that reads no payload.
+        """
+        counts: dict[str, int] = {}
+        with self.errors(f"count results of {op_id!r}"):
+            for rec in self.iter_results(op_id, prefix):
+                counts[rec.serializer] = counts.get(rec.serializer, 0) + 1
+        return counts
+
+    def results_with_serializer(
+        self, op_id: str, prefix: str, serializer: str
+    ) -> list[ResultRecord]:
+        """The results of ``op_id`` under ``prefix`` written by ``serializer``, unverified.
+
+        The default reads every result under ``prefix``; the SQL stores read only those.
+        """
+        with self.errors(f"read results of {op_id!r}"):
+            return [r for r in self.iter_results(op_id, prefix) if r.serializer == serializer]
+
     def scan_records(self) -> Iterator[Stored]:
         """Every stored record, unverified, operation by operation (orphans included)."""
         for op_id in self.stored_op_ids():

@@ -41,17 +41,21 @@ from ._pg_sql import (
     CKPT_COLUMNS,
     CKPT_HEAD,
     CKPT_SLICE,
+    COUNT_RESULTS,
     FENCED_CHECKPOINT,
     OP_COLUMNS,
     RESULT_COLUMNS,
+    RESULTS_UNDER,
     ROWS,
     SCHEMA,
     SCHEMA_LOCK,
     SCHEMA_VERSION,
+    SERIALIZER_RESULTS,
     SLICE,
     UPSERT_CHECKPOINT,
     UPSERT_OPERATION,
     put_big_checkpoint,
+    under,
     upsert_results,
 )
 from ._pg_url import read_url
@@ -340,13 +344,25 @@ class PostgresStore(LeasedStore):
         """The operation's results whose key starts with ``prefix``, unverified."""
         # Encoded keys (see SQLRows.enc) are decoded and filtered here; a prefix that needs
         # encoding can only begin encoded keys.
-        plain = prefix if _enc(prefix) == prefix else ROWS.mark
         rows = self._fetch(
-            "SELECT " + RESULT_COLUMNS + " FROM results WHERE op_id = %s "
-            "AND (starts_with(key, %s) OR starts_with(key, %s))",
-            (_enc(op_id), plain, ROWS.mark),
+            "SELECT " + RESULT_COLUMNS + " FROM results WHERE " + RESULTS_UNDER,
+            under(op_id, prefix),
         )
         return (r for r in map(ROWS.result, rows) if r.key.startswith(prefix))
+
+    def count_results(self, op_id: str, prefix: str) -> dict[str, int]:
+        """As :meth:`Store.count_results`, in one query that reads no payload."""
+        with self.errors(f"count results of {op_id!r}"):
+            rows = self._fetch(COUNT_RESULTS, (ROWS.mark, *under(op_id, prefix)))
+        return ROWS.tally(rows, prefix)
+
+    def results_with_serializer(
+        self, op_id: str, prefix: str, serializer: str
+    ) -> list[ResultRecord]:
+        """As :meth:`Store.results_with_serializer`, reading only those rows."""
+        with self.errors(f"read results of {op_id!r}"):
+            rows = self._fetch(SERIALIZER_RESULTS, (serializer, *under(op_id, prefix)))
+        return [r for r in map(ROWS.result, rows) if r.key.startswith(prefix)]
 
     # --- store-wide reads (see base.py): one query each ------------------------------------
 

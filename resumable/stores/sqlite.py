@@ -37,10 +37,13 @@ from ._sqlite_cache import CALL_READ, ResultCache
 from ._sqlite_sql import (
     BIG_PAYLOAD,
     CKPT_COLUMNS,
+    COUNT_RESULTS,
     OP_COLUMNS,
     RESULT_COLUMNS,
+    RESULTS_UNDER,
     ROWS,
     SCHEMA_VERSION,
+    SERIALIZER_RESULTS,
     UPSERT_CHECKPOINT,
     UPSERT_OPERATION,
     UPSERT_RESULT,
@@ -345,13 +348,27 @@ class SQLiteStore(Store):
         """The operation's results whose key starts with ``prefix``, unverified."""
         rows = self._query(
             # Keys stored encoded (see SQLRows.enc) are decoded and filtered by the caller.
-            f"SELECT {RESULT_COLUMNS} FROM results "
-            "WHERE op_id = ? AND (substr(key, 1, ?) = ? OR key < ?)",
+            f"SELECT {RESULT_COLUMNS} FROM results WHERE {RESULTS_UNDER}",
             (_enc(op_id), len(prefix), prefix, "\x01"),
         )
         found = map(ROWS.result, rows)
         # A damaged row whose key cannot be read is kept: the caller logs it as corrupt.
         return (r for r in found if r.key.startswith(prefix) or r.checksum == _rows.DAMAGED)
+
+    def count_results(self, op_id: str, prefix: str) -> dict[str, int]:
+        """As :meth:`Store.count_results`, in one query that reads no payload."""
+        args = ("\x01", _enc(op_id), len(prefix), prefix, "\x01")
+        with self.errors(f"count results of {op_id!r}"):
+            return ROWS.tally(self._query(COUNT_RESULTS, args), prefix)
+
+    def results_with_serializer(
+        self, op_id: str, prefix: str, serializer: str
+    ) -> list[ResultRecord]:
+        """As :meth:`Store.results_with_serializer`, reading only those rows."""
+        args = (serializer, _enc(op_id), len(prefix), prefix, "\x01")
+        with self.errors(f"read results of {op_id!r}"):
+            found = map(ROWS.result, self._query(SERIALIZER_RESULTS, args))
+            return [r for r in found if r.key.startswith(prefix)]
 
     # --- writes ---------------------------------------------------------------------------
 
