@@ -272,3 +272,43 @@ def test_the_level_is_read_again_when_asked(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         monkeypatch.delenv("RESUMABLE_LOG")
         log.reread()
+
+
+def test_the_troubleshooting_page_quotes_the_lines_the_library_writes() -> None:
+    """Each example line of docs/troubleshooting.md is what _messages makes of its event."""
+    from resumable._owner import Owner
+
+    here = Owner.current().host
+    examples = [
+        ("resumable.store.created", {
+            "url": "sqlite:////home/me/project/.resumable/state.db", "source": "",
+        }),
+        ("resumable.operation.recovered", {
+            "op_id": "nightly-report", "position": 210, "progress": 0.525,
+            "dead_owner": Owner(here, 28426, None),
+        }),
+        ("resumable.operation.resumed", {
+            "op_id": "nightly-report", "position": 215, "progress": 0.5375, "attempt": 2,
+            "why": "it was paused: Ctrl-C or SIGTERM",
+        }),
+        ("resumable.operation.skipped", {"op_id": "nightly-report", "reason": ""}),
+        ("resumable.map.started", {
+            "op_id": "resize", "map": 0, "items": 300, "done_before": 297, "repeated": 0,
+        }),
+        ("resumable.operation.paused", {
+            "op_id": "nightly-report", "position": 215, "error": "KeyboardInterrupt: ",
+        }),
+        ("resumable.operation.failed", {
+            "op_id": "nightly-report", "position": 7, "error": "ValueError: bad row 7",
+        }),
+        ("resumable.checkpoint.fallback", {
+            "op_id": "nightly-report", "corrupt_seqs": [9], "using_seq": 8,
+        }),
+        ("resumable.failsafe.recoverable", {
+            "count": 2, "operations": ["import-1", "import-2"],
+        }),
+    ]  # fmt: skip
+    page = (Path(__file__).parent.parent / "docs" / "troubleshooting.md").read_text()
+    quoted = {line for line in page.splitlines() if line.startswith("resumable: ")}
+    for event, fields in examples:
+        assert f"resumable: {_messages.line(event, fields)}" in quoted, event
