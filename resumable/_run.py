@@ -284,7 +284,9 @@ class Run:
         log.info(
             "resumable.operation.resumed", op_id=op_id, position=self.restored,
             progress=progress, attempt=attempt, reason=reason,
-            why=stopped_why(earlier) if reason else "", recovered=recovered,
+            # (Participants of a shared block run it together: no earlier run "stopped".)
+            why=stopped_why(earlier) if reason and not self.mode.shared else "",
+            recovered=recovered,
         )  # fmt: skip
 
     def _state_in(self, ckpt: CheckpointRecord | None) -> Any:
