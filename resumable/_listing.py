@@ -167,12 +167,17 @@ def listing(
 
 def _with_items(store: Store, summary: Summary) -> Summary:
     """``summary`` with its maps' items, if its record names maps (and passed its checksum)."""
-    totals = map_totals(summary.op) if summary.record_ok else {}
-    if not totals:
+    if not summary.record_ok:
         return summary
-    done = summary.state is ProcessState.COMPLETED
-    items = count_items(store, summary.op.op_id, totals, completed=done)
-    return dataclasses.replace(summary, items=items)
+    items = _items(store, summary.op.op_id, map_totals(summary.op), summary.state)
+    return summary if items is None else dataclasses.replace(summary, items=items)
+
+
+def _items(store: Store, op_id: str, totals: dict[int, int], state: ProcessState) -> Items | None:
+    """The items of maps ``totals`` (see :func:`map_totals`), in effective state ``state``."""
+    if not totals:
+        return None
+    return count_items(store, op_id, totals, completed=state is ProcessState.COMPLETED)
 
 
 def _without_payload(ckpt: CheckpointRecord) -> CheckpointRecord:
@@ -201,9 +206,7 @@ def describe(store: Store, op_id: str) -> dict[str, Any] | None:
     good = next((c for c, ok in checkpoints if ok), None)
     state = effective_state(op, good)
     totals = map_totals(op)
-    items = None
-    if totals:
-        items = count_items(store, op_id, totals, completed=state is ProcessState.COMPLETED)
+    items = _items(store, op_id, totals, state)
     return {
         "op_id": op.op_id,
         "name": op.name,

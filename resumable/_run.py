@@ -284,8 +284,9 @@ class Run:
         log.info(
             "resumable.operation.resumed", op_id=op_id, position=self.restored,
             progress=progress, attempt=attempt, reason=reason,
+            # Not when recovered: that warning said why, and its line stands for this one.
             # (Participants of a shared block run it together: no earlier run "stopped".)
-            why=stopped_why(earlier) if reason and not self.mode.shared else "",
+            why=stopped_why(earlier) if reason and not (recovered or self.mode.shared) else "",
             recovered=recovered,
         )  # fmt: skip
 

@@ -108,6 +108,12 @@ SERIALIZER_RESULTS = (
     f"SELECT {RESULT_COLUMNS} FROM results WHERE serializer = ? AND {RESULTS_UNDER}"
 )
 
+
+def under(op_id: str, prefix: str) -> tuple[str, int, str, str]:
+    """The arguments of :data:`RESULTS_UNDER`: the op id, the prefix (twice), the mark's end."""
+    return ROWS.enc(op_id), len(prefix), prefix, "\x01"
+
+
 UPSERT_RESULT = (
     "INSERT OR REPLACE INTO results (op_id, key, serializer, payload, created, checksum) "
     "VALUES (?, ?, ?, ?, ?, ?)"

@@ -52,6 +52,7 @@ from ._sqlite_sql import (
     query,
     schema_version,
     transaction,
+    under,
 )
 from .base import (
     DEFAULT_HISTORY,
@@ -349,7 +350,7 @@ class SQLiteStore(Store):
         rows = self._query(
             # Keys stored encoded (see SQLRows.enc) are decoded and filtered by the caller.
             f"SELECT {RESULT_COLUMNS} FROM results WHERE {RESULTS_UNDER}",
-            (_enc(op_id), len(prefix), prefix, "\x01"),
+            under(op_id, prefix),
         )
         found = map(ROWS.result, rows)
         # A damaged row whose key cannot be read is kept: the caller logs it as corrupt.
@@ -357,7 +358,7 @@ class SQLiteStore(Store):
 
     def count_results(self, op_id: str, prefix: str) -> dict[str, int]:
         """As :meth:`Store.count_results`, in one query that reads no payload."""
-        args = ("\x01", _enc(op_id), len(prefix), prefix, "\x01")
+        args = ("\x01", *under(op_id, prefix))
         with self.errors(f"count results of {op_id!r}"):
             return ROWS.tally(self._query(COUNT_RESULTS, args), prefix)
 
@@ -365,7 +366,7 @@ class SQLiteStore(Store):
         self, op_id: str, prefix: str, serializer: str
     ) -> list[ResultRecord]:
         """As :meth:`Store.results_with_serializer`, reading only those rows."""
-        args = (serializer, _enc(op_id), len(prefix), prefix, "\x01")
+        args = (serializer, *under(op_id, prefix))
         with self.errors(f"read results of {op_id!r}"):
             found = map(ROWS.result, self._query(SERIALIZER_RESULTS, args))
             return [r for r in found if r.key.startswith(prefix)]
