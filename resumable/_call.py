@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar
 
 from resumable import serializers
-from resumable._log import log
+from resumable._log import DEBUG, WARNING, log
 from resumable._run import CALL, COUNTED_CALL, Run, Spec, current
 from resumable.errors import LeaseLost, OperationLocked, ResumableError
 from resumable.keys import CallDigester, code_fingerprint, qualified_name
@@ -38,6 +38,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 OnCodeChange = Literal["warn", "rerun", "error"]
+
+#: (function, code key) pairs whose code change was already told at warning level.
+_told_code_changed: set[tuple[str, str]] = set()
 
 #: A waiting call looks at the lock and the stored result after 1 ms, then ever less often, at
 #: most every 50 ms (the locks' own polling step): a quick function's waiters return soon
@@ -149,11 +152,16 @@ class Call:
                 return self.stored()
             # A pinned version= that differs is a deliberate invalidation: always run again.
             what = "rerun" if self.key.startswith("return:v:") else self.opts.on_code_change
-            log.warning(
-                "resumable.call.code_changed", op_id=self.op_id, function=self.opts.name,
-                stored=old_key, now=self.key, action=what,
+            # One warning per function and process: a job of 2,000 calls of an edited
+            # function would otherwise print 2,000 lines that say the same.
+            first = (self.opts.name, self.key) not in _told_code_changed
+            _told_code_changed.add((self.opts.name, self.key))
+            log.log(
+                WARNING if first else DEBUG, "resumable.call.code_changed", op_id=self.op_id,
+                function=self.opts.name, stored=old_key, now=self.key, action=what,
                 reason=f"code fingerprint changed since the stored result ({old_key} -> "
                 f"{self.key}); on_code_change={what!r}",
+                others_quiet=first,
             )  # fmt: skip
             if what == "error":
                 raise ResumableError(

@@ -116,6 +116,20 @@ def _recovered(f: Fields) -> str:
     return f"resuming {_op(f)} {_at(f)}: {died}"
 
 
+def _block_code_changed(f: Fields) -> str:
+    if f["action"] == "skipped":
+        return (
+            f"skipping {_op(f)}: it completed in an earlier run, and the code of its block has "
+            "changed since; its loops and steps do not run again, and cp.state is what the old "
+            f"code left. fresh=True runs it with the new code, and so does "
+            f"{_reset_hint(f).removesuffix(' runs it again')}"
+        )
+    return (
+        f"resuming {_op(f)} at {f['position']} with the code of its block changed since the "
+        "run that committed there: the new code goes on from the state the old code saved"
+    )
+
+
 def _stopped(verb: str) -> Callable[[Fields], str]:
     def render(f: Fields) -> str:
         return f"{verb} {_op(f)} at {f['position']} ({_error(f)}); run it again to resume there"
@@ -140,6 +154,7 @@ _OPERATIONS: dict[str, Callable[[Fields], str | None]] = {
     "resumable.operation.skipped": lambda f: (
         f"skipping {_op(f)}: it completed in an earlier run; {_reset_hint(f)}"
     ),
+    "resumable.operation.code_changed": _block_code_changed,
     "resumable.operation.skipped_more": lambda f: (
         f"more operations that completed in earlier runs are skipped, without a line each "
         f"after the first {f['shown']} (RESUMABLE_LOG=debug shows each)"
@@ -192,7 +207,11 @@ def _code_changed(f: Fields) -> str:
         "rerun": "running it again",
         "error": "raising an error (on_code_change='error')",
     }.get(f["action"], f"on_code_change={f['action']!r}")
-    return f"{f['function']} changed since it stored the result of {_op(f)}: {what}"
+    others = "; its other calls in this process do the same without a line each"
+    return (
+        f"{f['function']} changed since it stored the result of {_op(f)}: {what}"
+        f"{others if f.get('others_quiet') else ''}"
+    )
 
 
 def _store_created(f: Fields) -> str:

@@ -117,8 +117,8 @@ class Run:
     """What one run of an operation knows, from entering its block to leaving it."""
 
     __slots__ = (
-        "abandoned", "began", "children", "ckpt_meta", "committed", "completed_before", "failed",
-        "hooks",
+        "abandoned", "began", "children", "ckpt_meta", "code", "committed", "completed_before",
+        "failed", "hooks",
         "last_commit", "lock", "loop", "maps", "meta", "mode", "op", "op_id",
         "outputs", "owner", "parent", "payload_of", "position", "restored", "restored_meta",
         "results", "resumed", "seq", "serializer", "signals", "spec", "state", "store", "token",
@@ -168,6 +168,8 @@ class Run:
         self.signals: _signals.Entered | None = None  # see _install_sigterm
         self.owner = ""  # this participant's name in claims (shared blocks)
         self.began = 0.0  # when a call's first run entered (its record is made at the end)
+        #: The digest of the block's code (see resumable._block_code), set by Checkpoint.
+        self.code: str | None = None
 
     # --- entering -------------------------------------------------------------------------
 
@@ -223,27 +225,19 @@ class Run:
                 position=ckpt.position,
             )  # fmt: skip
             op = op.to(ProcessState.RECOVERING)
-        done = ProcessState.COMPLETED
         if decision.action == "skip":
-            self.completed_before = True
-            if op is not None and op.state is not done:
-                # The final checkpoint was written and the process died before the record
-                # (the file store writes them one after the other): finish the record now.
-                op = op.to(done, heartbeat=time.time(), error=None)
-                store.save(op)
-                log.info("resumable.operation.repaired", op_id=op_id, state=done.value)
-            self.op = op
-            _log_skipped(op_id, reason)
+            self._skip(op, reason)
             return
         me = Owner.current()
         now = time.time()
         earlier = op  # the record of an earlier run that did not complete (that returned above)
         progress = ckpt.progress if ckpt is not None else 0.0
         recovered = False
+        code_meta = {"code": self.code} if self.code is not None else {}
         if op is None:
             op = OperationRecord.new(
                 op_id, self.spec.name or op_id, ProcessState.RUNNING, owner=me, heartbeat=now,
-                attempts=1,
+                attempts=1, meta=code_meta,
             )  # fmt: skip
         else:
             if op.state is ProcessState.RUNNING and op.owner != me and not mode.shared:
@@ -255,7 +249,7 @@ class Run:
                 )  # fmt: skip
             op = op.to(
                 ProcessState.RUNNING, owner=me, heartbeat=now, attempts=op.attempts + 1,
-                error=None,
+                error=None, meta={**op.meta, **code_meta},
             )  # fmt: skip
         if mode.record_on_entry:
             store.save(op)
@@ -266,6 +260,34 @@ class Run:
             earlier is not None and store.record_counts(op_id)["results"] > 0
         )
         self._log_entry(earlier, progress, reason, recovered=recovered)
+        if self.resumed and self._code_changed(earlier):
+            log.info(
+                "resumable.operation.code_changed", op_id=op_id, action="resumed",
+                position=self.restored,
+            )  # fmt: skip
+
+    def _code_changed(self, earlier: OperationRecord | None) -> bool:
+        """True if an earlier run recorded its block's code and it differs from this one's."""
+        if self.code is None or earlier is None:
+            return False
+        stored = earlier.meta.get("code")
+        return stored is not None and stored != self.code
+
+    def _skip(self, op: OperationRecord | None, reason: str) -> None:
+        """Enter a completed operation: nothing of it runs again (``reason``: why it is done)."""
+        self.completed_before = True
+        done = ProcessState.COMPLETED
+        if op is not None and op.state is not done:
+            # The final checkpoint was written and the process died before the record (the
+            # file store writes them one after the other): finish the record now.
+            op = op.to(done, heartbeat=time.time(), error=None)
+            self.store.save(op)
+            log.info("resumable.operation.repaired", op_id=self.op_id, state=done.value)
+        self.op = op
+        if self._code_changed(op):
+            log.warning("resumable.operation.code_changed", op_id=self.op_id, action="skipped")
+        else:
+            _log_skipped(self.op_id, reason)
 
     def _log_entry(
         self, earlier: OperationRecord | None, progress: float, reason: str, *, recovered: bool

@@ -9,12 +9,13 @@ PAUSED. ``@resumable`` runs its calls through that same lifecycle.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from . import serializers
+from . import _block_code, serializers
 from ._checks import check_number, path_name
 from ._lines import LineFile, check_encoding
 from ._log import log
@@ -178,10 +179,15 @@ class Checkpoint:
     # --- entering and leaving -------------------------------------------------------------
 
     def __enter__(self) -> Checkpoint:
+        return self._enter(sys._getframe(1))
+
+    def _enter(self, caller: FrameType) -> Checkpoint:
+        """Enter from ``caller``'s ``with`` (or ``async with``) statement."""
         if self._active:
             raise RuntimeError("this checkpointed() block is already active; make a new one")
         self._run, self.op_id = None, self._spec.op_id
         run = self._run = Run(self._spec)
+        run.code = _block_code.digest(caller)
         self._show_state()
         try:
             run.__enter__()
@@ -206,7 +212,7 @@ class Checkpoint:
             self._show_state()  # leaving may have put the state back to the last commit
 
     async def __aenter__(self) -> Checkpoint:
-        return self.__enter__()
+        return self._enter(sys._getframe(1))
 
     async def __aexit__(
         self,

@@ -135,6 +135,27 @@ def test_calls_print_nothing_however_many(tmp_path: Path) -> None:
     assert again[:2] == (0, "")
 
 
+def test_an_edited_function_is_told_once_not_per_call(tmp_path: Path) -> None:
+    calls = """
+    from resumable import resumable
+
+    @resumable(op_id="square-{x}")
+    def square(x):
+        return x * x
+
+    print(sum(square(i) for i in range(50)))
+    """
+    assert run(tmp_path, calls).code == 0
+    code, err, _ = run(tmp_path, calls.replace("x * x", "x ** 2"))
+    assert code == 0
+    assert lines(err) == [
+        "resumable: __main__.square changed since it stored the result of "
+        "'square-0': returning the stored result (on_code_change='warn';"
+        " 'rerun' runs the new code, version= pins one); its other calls in this process do "
+        "the same without a line each"
+    ], err
+
+
 @pytest.mark.parametrize("level", ["quiet", "info", "debug", "bogus"])
 def test_resumable_log_sets_what_is_printed(tmp_path: Path, level: str) -> None:
     run(tmp_path, JOB, "300")  # killed at item 300: the next run's recovery is a warning
@@ -292,6 +313,13 @@ def test_the_troubleshooting_page_quotes_the_lines_the_library_writes() -> None:
             "why": "it was paused: Ctrl-C or SIGTERM",
         }),
         ("resumable.operation.skipped", {"op_id": "nightly-report", "reason": ""}),
+        ("resumable.call.code_changed", {
+            "op_id": "mod.f:1a2b...", "function": "f", "action": "warn", "others_quiet": True,
+        }),
+        ("resumable.operation.code_changed", {"op_id": "clean-rows", "action": "skipped"}),
+        ("resumable.operation.code_changed", {
+            "op_id": "clean-rows", "action": "resumed", "position": 120,
+        }),
         ("resumable.map.started", {
             "op_id": "resize", "map": 0, "items": 300, "done_before": 297, "repeated": 0,
         }),
