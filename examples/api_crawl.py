@@ -75,10 +75,6 @@ RETRY = tenacity.Retrying(
 
 def main() -> None:
     with checkpointed("crawl-records", state={"missing": []}) as cp:
-        if cp.completed_before:
-            print("Nothing to do: the crawl is complete.")
-        elif cp.resumed:
-            print(f"Resuming at record {cp.position + 1} of {len(IDS)}.", flush=True)
         # Line-buffered, so `tail -f records.jsonl` shows each record as it arrives.
         out = cp.open(OUT, "w", buffering=1)
         for record_id in cp.iterate(IDS):

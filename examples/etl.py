@@ -64,8 +64,6 @@ def main() -> None:
     )
     with checkpointed("etl-orders", state={"counts": Counter()}, every=BATCH) as cp:
         source = cp.step("extract", extract, SOURCE)  # once per job, even after a kill
-        if cp.resumed:
-            print(f"Resuming at line {cp.position + 1:,}.", flush=True)
         rejects = cp.open(REJECTS, "w", newline="")
         if rejects.tell() == 0:  # code outside the loop runs again on a re-run
             csv.writer(rejects).writerow([*HEADER, "reason"])

@@ -63,11 +63,8 @@ def main() -> None:
     THUMBS.mkdir(exist_ok=True)
     # every=5: commit position and state after every 5 photos (and at least once a second).
     with checkpointed("photo-batch", state={"done": 0, "bytes": 0}, every=5) as cp:
-        if cp.completed_before:
-            print("Nothing to do: every photo has its thumbnail.")
-        elif cp.resumed:
-            print(f"Resuming at photo {cp.position + 1} of {len(photos)}.", flush=True)
-        else:
+        # A run that resumes, or finds the batch complete, says so on stderr by itself.
+        if not (cp.resumed or cp.completed_before):
             print(f"Making thumbnails of {len(photos)} photos.", flush=True)
         manifest = cp.open(MANIFEST, "w")  # "w": empty on the first run only
         for path in cp.iterate(photos, progress=True):

@@ -145,7 +145,8 @@ def test_photo_batch_resumes_after_sigkill(tmp_path: Path) -> None:
     kill(proc)
 
     again = run([str(EXAMPLES / "photo_batch.py")], work)
-    assert again.stdout.startswith("Resuming at photo ")
+    assert again.stderr.startswith("resumable: resuming 'photo-batch' at ")  # the library's line
+    assert "Making thumbnails" not in again.stdout
     assert last_line(again) == uninterrupted
     assert len(list(thumbs.iterdir())) == 48
     assert (work / "manifest.tsv").read_text() == manifest
@@ -175,7 +176,7 @@ def test_etl_resumes_after_sigkill_and_writes_each_row_once(tmp_path: Path) -> N
     kill(proc)
 
     again = run([str(EXAMPLES / "etl.py")], work)
-    assert again.stdout.startswith("Resuming at line ")
+    assert again.stderr.startswith("resumable: resuming 'etl-orders' at ")
     assert last_line(again) == uninterrupted
     assert (work / "rejects.csv").read_text() == rejects
     with closing(sqlite3.connect(work / "warehouse.db")) as db:
@@ -203,11 +204,11 @@ def test_api_crawl_resumes_after_sigkill_and_writes_each_record_once(tmp_path: P
     kill(proc)
 
     again = run([str(EXAMPLES / "api_crawl.py")], work)
-    assert again.stdout.startswith("Resuming at record ")
+    assert again.stderr.startswith("resumable: resuming 'crawl-records' at ")
     assert last_line(again) == uninterrupted
     assert out.read_text() == records
 
     third = run([str(EXAMPLES / "api_crawl.py")], work)
-    assert third.stdout.startswith("Nothing to do")
+    assert third.stderr.startswith("resumable: skipping 'crawl-records': it completed")
     assert "0 requests made in this run." in third.stdout
     assert last_line(third) == uninterrupted
