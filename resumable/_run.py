@@ -410,7 +410,9 @@ class Run:
             log.debug("resumable.operation.completed", op_id=self.op_id, position=self.done)
             return
         if isinstance(exc, LeaseLost):  # another process runs it now: write nothing more
-            log.warning("resumable.operation.lease_lost", op_id=self.op_id, error=str(exc))
+            # Debug: the exception says all this to whoever catches it, and the store said
+            # when it found the lease gone.
+            log.debug("resumable.operation.lease_lost", op_id=self.op_id, error=str(exc))
             return
         exc = _signals.as_raised(exc)  # a cancellation by SIGTERM or SIGINT under asyncio
         paused = isinstance(exc, KeyboardInterrupt | SystemExit)

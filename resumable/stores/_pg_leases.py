@@ -230,9 +230,13 @@ class LeasedStore(Store):
         return held.key, self._token, held.epoch
 
     def lost(self, op_id: str, held: Held) -> LeaseLost:
-        """Mark ``held`` lost (logged once); the error to raise."""
-        held.lost = True
-        log.warning("resumable.lease.lost", op_id=op_id, epoch=held.epoch, store=self.url)
+        """Mark ``held`` lost; the error to raise.
+
+        Logged once: the heartbeat and a write may both find it.
+        """
+        if not held.lost:
+            held.lost = True
+            log.warning("resumable.lease.lost", op_id=op_id, epoch=held.epoch, store=self.url)
         return LeaseLost(op_id)
 
     def check_fence(self, conn: psycopg.Connection[Any], op_id: str, held: Held | None) -> None:
