@@ -4,7 +4,7 @@ A completed block is skipped when it is entered again, and a resumed one continu
 state the earlier run committed. Both are right when the code is the same, and surprising
 when it was edited in between (a notebook cell run again after a fix). The run stores the
 digest of its block's body (``meta["code"]`` of the operation record) and compares it on
-the next entry; what it does then is only to say so (see ``Run._open``).
+the next entry; what it does then is only to say so (see :mod:`resumable._run_block`).
 
 The digest covers the statements inside the ``with`` block as Python parses them
 (:func:`ast.dump`, which leaves out line numbers and comments), not the functions they call.

@@ -9,21 +9,20 @@ and marks the operation COMPLETED, FAILED or PAUSED, then releases what entering
 What kind of block a run belongs to is its :class:`Mode`, fixed when the block is made: a
 ``checkpointed()`` block keeps a state; a shared one splits its maps among processes and keeps
 none; a ``@resumable`` call keeps none either, and writes its record at the end only unless
-its attempts must be counted first.
+its attempts must be counted first. How each kind enters is in :mod:`resumable._run_block`
+and :mod:`resumable._run_call`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
-from . import _run_call, _signals, serializers
-from ._explain import decide, stopped_why
+from . import _run_block, _run_call, _signals, serializers
 from ._log import DEBUG, INFO, log
 from ._loop import NOTHING, Loop, item_digest
 from ._outputs import Outputs
@@ -55,23 +54,6 @@ _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
 def current() -> Run | None:
     """The innermost run entered in this thread or task, if any."""
     return _current.get()
-
-
-#: Completed blocks skipped with a line each (at info level) in one process; the next ones,
-#: after one line that says so, at debug level: a job of many small blocks, run again, would
-#: otherwise print a line per block.
-SKIP_LINES: Final = 3
-_skipped = itertools.count()  # next() is atomic: threads share it
-
-
-def _log_skipped(op_id: str, reason: str) -> None:
-    n = next(_skipped)
-    if n < SKIP_LINES:
-        log.info("resumable.operation.skipped", op_id=op_id, reason=reason)
-        return
-    if n == SKIP_LINES:
-        log.info("resumable.operation.skipped_more", shown=SKIP_LINES)
-    log.debug("resumable.operation.skipped", op_id=op_id, reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,123 +178,12 @@ class Run:
             raise
 
     def _open(self) -> None:
-        store, op_id, mode = self.store, self.op_id, self.mode
-        if mode is CALL or mode is COUNTED_CALL:
+        if self.mode is CALL or self.mode is COUNTED_CALL:
             _run_call.open_call(self)
-            return
-        if self.spec.fresh:
-            with store.errors(f"discard operation {op_id!r}"):
-                store.delete_operation(op_id)
-            log.info("resumable.operation.discarded", op_id=op_id)
-        op = store.load_operation(op_id)
-        ckpt = store.latest_checkpoint(op_id) if mode.keeps_state else None
-        if ckpt is not None:
-            self.seq = ckpt.seq
-            self.restored = self.committed = ckpt.position
-            self.restored_meta = ckpt.metadata
-            self.ckpt_meta = dict(ckpt.metadata)  # nested values are replaced, never changed
-        self.set_state(self._state_in(ckpt))
-        # What this run does, and why: the words `resumable show` prints too.
-        decision = decide(op_id, op, ckpt)
-        reason = decision.reason if log.wants(INFO) else ""
-        if op is not None and ckpt is not None and decision.reopen:
-            # COMPLETED, but its final checkpoint failed its checksum and an older one was
-            # loaded: that is not the final state, so the operation is not done. Resume from
-            # it (the items after it run again; stored step and map results are reused)
-            # rather than report completion with it. COMPLETED -> RECOVERING -> RUNNING.
-            log.warning(
-                "resumable.operation.reopened", op_id=op_id, using_seq=ckpt.seq,
-                position=ckpt.position,
-            )  # fmt: skip
-            op = op.to(ProcessState.RECOVERING)
-        if decision.action == "skip":
-            self._skip(op, reason)
-            return
-        me = Owner.current()
-        now = time.time()
-        earlier = op  # the record of an earlier run that did not complete (that returned above)
-        progress = ckpt.progress if ckpt is not None else 0.0
-        recovered = False
-        code_meta = {"code": self.code} if self.code is not None else {}
-        if op is None:
-            op = OperationRecord.new(
-                op_id, self.spec.name or op_id, ProcessState.RUNNING, owner=me, heartbeat=now,
-                attempts=1, meta=code_meta,
-            )  # fmt: skip
         else:
-            if op.state is ProcessState.RUNNING and op.owner != me and not mode.shared:
-                # Its lock was free, so the process that ran it is gone: one line says so.
-                recovered = True
-                log.warning(
-                    "resumable.operation.recovered", op_id=op_id, dead_owner=op.owner,
-                    position=self.restored, progress=progress,
-                )  # fmt: skip
-            op = op.to(
-                ProcessState.RUNNING, owner=me, heartbeat=now, attempts=op.attempts + 1,
-                error=None, meta={**op.meta, **code_meta},
-            )  # fmt: skip
-        if mode.record_on_entry:
-            store.save(op)
-        self.op = op
-        # An earlier run's progress is a checkpoint, or results it recorded (cp.map items,
-        # cp.step values) even if it died before its first checkpoint (see `resumed`).
-        self.resumed = ckpt is not None or (
-            earlier is not None and store.record_counts(op_id)["results"] > 0
-        )
-        self._log_entry(earlier, progress, reason, recovered=recovered)
-        if self.resumed and self._code_changed(earlier):
-            log.info(
-                "resumable.operation.code_changed", op_id=op_id, action="resumed",
-                position=self.restored,
-            )  # fmt: skip
+            _run_block.open_block(self)
 
-    def _code_changed(self, earlier: OperationRecord | None) -> bool:
-        """True if an earlier run recorded its block's code and it differs from this one's."""
-        if self.code is None or earlier is None:
-            return False
-        stored = earlier.meta.get("code")
-        return stored is not None and stored != self.code
-
-    def _skip(self, op: OperationRecord | None, reason: str) -> None:
-        """Enter a completed operation: nothing of it runs again (``reason``: why it is done)."""
-        self.completed_before = True
-        done = ProcessState.COMPLETED
-        if op is not None and op.state is not done:
-            # The final checkpoint was written and the process died before the record (the
-            # file store writes them one after the other): finish the record now.
-            op = op.to(done, heartbeat=time.time(), error=None)
-            self.store.save(op)
-            log.info("resumable.operation.repaired", op_id=self.op_id, state=done.value)
-        self.op = op
-        if self._code_changed(op):
-            log.warning("resumable.operation.code_changed", op_id=self.op_id, action="skipped")
-        else:
-            _log_skipped(self.op_id, reason)
-
-    def _log_entry(
-        self, earlier: OperationRecord | None, progress: float, reason: str, *, recovered: bool
-    ) -> None:
-        """Say that the run started, or resumed and why (the earlier run's record: ``earlier``).
-
-        ``recovered``: the earlier run's process died, and a warning said so already.
-        """
-        op_id, attempt = self.op_id, self.op.attempts if self.op is not None else 1
-        if not self.resumed:
-            log.debug(
-                "resumable.operation.started", op_id=op_id, position=0, attempt=attempt,
-                reason=reason,
-            )  # fmt: skip
-            return
-        log.info(
-            "resumable.operation.resumed", op_id=op_id, position=self.restored,
-            progress=progress, attempt=attempt, reason=reason,
-            # Not when recovered: that warning said why, and its line stands for this one.
-            # (Participants of a shared block run it together: no earlier run "stopped".)
-            why=stopped_why(earlier) if reason and not (recovered or self.mode.shared) else "",
-            recovered=recovered,
-        )  # fmt: skip
-
-    def _state_in(self, ckpt: CheckpointRecord | None) -> Any:
+    def state_in(self, ckpt: CheckpointRecord | None) -> Any:
         """The state ``ckpt`` holds, or the first run's without one."""
         if ckpt is None:
             return self._initial_state()
@@ -479,7 +350,7 @@ class Run:
         self.position = self.committed
         try:
             ckpt = self.store.latest_checkpoint(self.op_id) if self.seq else None
-            self.set_state(self._state_in(ckpt))
+            self.set_state(self.state_in(ckpt))
         except Exception as exc:  # noqa: BLE001 - best effort while another error propagates
             log.error("resumable.state.unrestored", op_id=self.op_id, error=repr(exc))
 

@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import pytest
 
-from resumable import _messages, _run, checkpointed, resumable
+from resumable import _messages, _run_block, checkpointed, resumable
 from resumable._log import log
-from resumable._run import SKIP_LINES
+from resumable._run_block import SKIP_LINES
 
 TIMEOUT = 60
 
@@ -211,7 +211,7 @@ def test_the_recoverable_list_is_logged_once_per_process(tmp_path: Path) -> None
 def test_a_configured_logger_gets_the_line_and_the_event(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_run, "_skipped", itertools.count())  # this process skipped others
+    monkeypatch.setattr(_run_block, "_skipped", itertools.count())  # this process skipped others
     caplog.set_level(logging.INFO, logger="resumable")
     with checkpointed("report", every=1) as cp:
         for _ in cp.iterate(range(3)):
