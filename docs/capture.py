@@ -30,6 +30,7 @@ slower machine does not; ``tests/test_docs_capture.py`` runs it.
 from __future__ import annotations
 
 import argparse
+import codecs
 import difflib
 import fcntl
 import os
@@ -197,6 +198,7 @@ def in_terminal(
     With ``stop``, Ctrl-C is typed once ``stop`` holds for the terminal's current line: the
     terminal's line discipline then sends SIGINT to the program, as a keyboard's would.
     """
+    # pty.fork() with the child's own steps: the size and modes are set before the child starts.
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, COLUMNS, 0, 0))
     # No echo of Ctrl-C as ``^C`` (stty -echoctl): tqdm's bar ends one column short of the
@@ -215,6 +217,7 @@ def in_terminal(
             os._exit(127)
     os.close(slave)
     screen = Screen()
+    decode = codecs.getincrementaldecoder("utf-8")("replace").decode  # a read may split a █
     deadline = time.monotonic() + TIMEOUT
     try:
         while time.monotonic() < deadline:
@@ -227,7 +230,7 @@ def in_terminal(
                 break
             if not data:
                 break
-            screen.feed(data.decode("utf-8", "replace"))
+            screen.feed(decode(data))
             if stop is not None and stop(screen.current()):
                 os.write(master, b"\x03")
                 stop = None
