@@ -16,12 +16,13 @@ later call after a failure runs again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 from collections.abc import Callable
 from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar
 
-from resumable import serializers
+from resumable import _trace, serializers
 from resumable._log import DEBUG, WARNING, log
 from resumable._run import CALL, COUNTED_CALL, Run, Spec, current
 from resumable.errors import LeaseLost, OperationLocked, ResumableError
@@ -293,6 +294,14 @@ class Waiting:
 
 def run_sync(opts: Options[Any, Any], wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     call = Call(opts, instance, args, kwargs)
+    tracer = _trace.tracer()
+    if tracer is not None:
+        run = functools.partial(_run_sync, call, args=args, kwargs=kwargs)
+        return _trace.call_sync(tracer, call.op_id, opts.name, run, wrapped)
+    return _run_sync(call, wrapped, args, kwargs)
+
+
+def _run_sync(call: Call, wrapped: Any, args: Any, kwargs: Any) -> Any:
     found, value = call.stored()
     if found:
         return value
@@ -339,6 +348,14 @@ async def run_async(
     opts: Options[Any, Any], wrapped: Any, instance: Any, args: Any, kwargs: Any
 ) -> Any:
     call = Call(opts, instance, args, kwargs)
+    tracer = _trace.tracer()
+    if tracer is not None:
+        run = functools.partial(_run_async, call, args=args, kwargs=kwargs)
+        return await _trace.call_async(tracer, call.op_id, opts.name, run, wrapped)
+    return await _run_async(call, wrapped, args, kwargs)
+
+
+async def _run_async(call: Call, wrapped: Any, args: Any, kwargs: Any) -> Any:
     found, value = call.stored()
     if found:
         return value

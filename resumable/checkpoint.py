@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from . import _block_code, serializers
+from . import _block_code, _trace, serializers
 from ._checks import check_number, path_name
 from ._lines import LineFile, check_encoding
 from ._log import log
@@ -104,6 +104,7 @@ class Checkpoint:
         self.op_id: str | None = op_id
         self._run: Run | None = None  # the run in progress, or the last one
         self._active = False
+        self._span: _trace.OperationSpan | None = None  # with OpenTelemetry configured
 
     # --- read-only facts ------------------------------------------------------------------
 
@@ -189,13 +190,15 @@ class Checkpoint:
         run = self._run = Run(self._spec)
         run.code = _block_code.digest(caller)
         self._show_state()
+        self._span = _trace.start_operation(run.op_id, shared=run.mode.shared)
         try:
             run.__enter__()
             self._show_state()
             self.op_id, self._active = run.op_id, True
             return self  # noqa: TRY300 - in the try: an interrupt here must release the lock too
-        except BaseException:
+        except BaseException as exc:
             run.close()
+            _trace.end_operation(self._span, run, exc)
             raise
 
     def __exit__(
@@ -207,9 +210,13 @@ class Checkpoint:
         try:
             if self._run is not None:
                 self._run.__exit__(exc_type, exc, tb)
+        except BaseException as error:
+            exc = error  # leaving failed (its last commit did): the span says so
+            raise
         finally:
             self._active = False
             self._show_state()  # leaving may have put the state back to the last commit
+            _trace.end_operation(self._span, self._run, exc)
 
     async def __aenter__(self) -> Checkpoint:
         return self._enter(sys._getframe(1))

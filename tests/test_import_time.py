@@ -23,8 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 HEAVY = frozenset({
     # third-party: structlog on the first event shown, tqdm with a progress bar, click with
     # the command line, dill with its serializer, numpy never by the library, psutil when
-    # another process is looked at, wrapt/tenacity with @resumable, psycopg with PostgreSQL
+    # another process is looked at, wrapt/tenacity with @resumable, psycopg with PostgreSQL,
+    # opentelemetry never by the library (an application that traces imports it)
     "structlog", "tqdm", "click", "dill", "numpy", "psutil", "wrapt", "tenacity", "psycopg",
+    "opentelemetry",
     # the standard library's: logging on the first event that could be shown, the rest with
     # the functions that use them (the map executors: concurrent)
     "logging", "socket", "secrets", "uuid", "shutil", "hashlib", "hmac", "difflib", "decimal",

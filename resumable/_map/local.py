@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from typing import Any, Final
 
+from resumable import _trace
 from resumable._log import log
 from resumable.operation import ResultRecord
 
@@ -97,6 +98,7 @@ class MapRun(MapItems):
                     slots, at = pending[at : at + size], at + size
                 fut = submit([(s, items[s]) for s in slots])
                 inflight[fut] = slots
+                _trace.start_batch(fut, self.op_id, self.number, slots)  # before: see there
                 fut.add_done_callback(self.done.put)
             if not inflight:
                 break

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from resumable import _trace
 from resumable._heartbeat import Heartbeat
 from resumable._log import log
 from resumable._owner import Owner
@@ -147,6 +148,7 @@ class SharedMap(MapItems):
                         continue
                     fut = submit(run_chunk, self._task, [(s, self.items[s]) for s in slots])
                     inflight[fut] = (batch, epoch, slots)
+                    _trace.start_batch(fut, op_id, self.number, slots, batch)  # before: see there
                     fut.add_done_callback(done.put)
             if not inflight:
                 left, wait = store.batches_left(op_id, group)
