@@ -135,6 +135,25 @@ def test_calls_print_nothing_however_many(tmp_path: Path) -> None:
     assert again[:2] == (0, "")
 
 
+def test_a_completed_block_with_a_map_says_one_line_not_two(tmp_path: Path) -> None:
+    job = """
+    from resumable import checkpointed
+
+    def square(x):
+        return x * x
+
+    with checkpointed("squares") as cp:
+        print(sum(cp.map(square, range(40))))
+    """
+    assert run(tmp_path, job).code == 0
+    code, err, _ = run(tmp_path, job)
+    assert code == 0
+    assert lines(err) == [
+        "resumable: skipping 'squares': it completed in an earlier run; `resumable reset "
+        "squares` runs it again"
+    ], err  # not also "resuming map 0 of 'squares': 40 of 40 items done"
+
+
 def test_an_edited_function_is_told_once_not_per_call(tmp_path: Path) -> None:
     calls = """
     from resumable import resumable

@@ -59,7 +59,9 @@ def run_map(
     repeated = 0 if keys is None else len(keys.copies)
     done_before = len(items) - repeated - len(pending)
     log.log(
-        INFO if done_before else DEBUG,  # a map that resumes says so; one that starts, not
+        # A map that resumes says so; one that starts does not, nor one of a completed
+        # operation (the block's skip line said it all).
+        INFO if done_before and not host.completed_before else DEBUG,
         "resumable.map.started", op_id=op_id, map=number, items=len(items),
         done_before=done_before, repeated=repeated,
     )  # fmt: skip
