@@ -36,7 +36,7 @@ from .operation import (
     ResultRecord,
     validate_op_id,
 )
-from .serializers import Serializer, short_repr
+from .serializers import Serializer, error_text, short_repr
 from .stores import resolve_store
 from .stores.base import Store
 
@@ -288,7 +288,7 @@ class Run:
         exc = _signals.as_raised(exc)  # a cancellation by SIGTERM or SIGINT under asyncio
         paused = isinstance(exc, KeyboardInterrupt | SystemExit)
         new_state = ProcessState.PAUSED if paused else ProcessState.FAILED
-        error = f"{type(exc).__name__}: {exc}"
+        error = error_text(exc)
         event = "resumable.operation.paused" if paused else "resumable.operation.failed"
         # A call's exception reaches its caller, who decides: a line per failed call is noise.
         level = INFO if self.mode.saves_position else DEBUG

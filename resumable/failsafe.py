@@ -240,7 +240,7 @@ class FailsafeManager:
         try:
             result = callback(checkpoint)
         except BaseException as exc:
-            self._mark(operation_id, ProcessState.FAILED, error=f"{type(exc).__name__}: {exc}")
+            self._mark(operation_id, ProcessState.FAILED, error=serializers.error_text(exc))
             raise
         op = self.store.load_operation(operation_id)
         if op is not None and op.state is ProcessState.RECOVERING:

@@ -238,3 +238,13 @@ def short_repr(value: object) -> str:
     except Exception:  # noqa: BLE001 - a repr that fails must not hide the real message
         text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def error_text(exc: BaseException) -> str:
+    """``"ValueError: bad row 7"``, or the type alone when the message is empty.
+
+    The text an operation's record keeps of the exception that ended it (``KeyboardInterrupt``,
+    not ``KeyboardInterrupt: ``).
+    """
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

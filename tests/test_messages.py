@@ -343,7 +343,7 @@ def test_the_troubleshooting_page_quotes_the_lines_the_library_writes() -> None:
             "op_id": "resize", "map": 0, "items": 300, "done_before": 297, "repeated": 0,
         }),
         ("resumable.operation.paused", {
-            "op_id": "nightly-report", "position": 215, "error": "KeyboardInterrupt: ",
+            "op_id": "nightly-report", "position": 215, "error": "KeyboardInterrupt",
         }),
         ("resumable.operation.failed", {
             "op_id": "nightly-report", "position": 7, "error": "ValueError: bad row 7",

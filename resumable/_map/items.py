@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from resumable._log import log
 from resumable.keys import digest_value
 from resumable.operation import ResultRecord
-from resumable.serializers import Serializer, decode, short_repr
+from resumable.serializers import Serializer, decode, error_text, short_repr
 
 from .worker import ERROR, Outcome
 
@@ -312,7 +312,7 @@ class MapItems:
             self.host.set_aside(user)
         except TypeError:  # an unhashable key (a list, a dict): its key text stands for it
             self.host.set_aside(key[len(self.prefix) :])
-        text = f"{type(exc).__name__}: {exc}"
+        text = error_text(exc)
         log.warning(
             "resumable.map.item_failed", op_id=self.op_id, map=self.number,
             key=short_repr(user), error=text,
