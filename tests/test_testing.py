@@ -403,6 +403,7 @@ def test_output_differences_name_the_file_and_the_line() -> None:
         ({"max_points": True}, TypeError, "max_points must be an int"),
         ({"timeout": 0}, ValueError, "positive number of seconds"),
         ({"timeout": "60"}, TypeError, "timeout must be a number"),
+        ({"workdir": "."}, ValueError, "is inside cwd"),
     ],
 )
 def test_bad_arguments_are_refused_with_what_to_write(

@@ -29,14 +29,21 @@ def checked(
     workdir: object,
 ) -> dict[str, Any]:
     """The keyword arguments of ``_check.check``, from those of ``assert_crash_safe``."""
+    source = _directory("cwd", cwd, default=Path.cwd())
+    work = None if workdir is None else _directory("workdir", workdir, default=None)
+    if work is not None and work.is_relative_to(source):
+        raise ValueError(
+            f"workdir={str(work)!r} is inside cwd, which is copied for every run: "
+            "give a directory outside it"
+        )
     return {
         "cmd": _command(cmd),
         "outputs": _outputs(outputs),
-        "source": _directory("cwd", cwd, default=Path.cwd()),
+        "source": source,
         "signals": _signals(signals),
         "max_points": _max_points(max_points),
         "timeout": _timeout(timeout),
-        "workdir": None if workdir is None else _directory("workdir", workdir, default=None),
+        "workdir": work,
     }
 
 
