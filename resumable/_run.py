@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from . import _run_block, _run_call, _signals, serializers
+from . import _crashpoint, _run_block, _run_call, _signals, serializers
 from ._log import DEBUG, INFO, log
 from ._loop import NOTHING, Loop, item_digest
 from ._outputs import Outputs
@@ -414,7 +414,7 @@ class Run:
         """True while a loop has an item out, that is, inside the loop body."""
         return self.loop is not None and self.loop.in_body()
 
-    def commit(
+    def commit(  # noqa: PLR0912 - two of the branches are the crash points (_crashpoint)
         self,
         position: int,
         new_state: ProcessState = ProcessState.RUNNING,
@@ -458,6 +458,8 @@ class Run:
                 self.op_id, self.seq + 1, position, new_state, progress, ser, payload,
                 dict(meta) if meta else None,
             )  # fmt: skip
+        if _crashpoint.ARMED:  # a test of the job's crash safety (resumable.testing)
+            _crashpoint.reached("before", "checkpoint" if ckpt else "record", self.op_id, position)
         if ckpt is not None and new_state is _RUNNING:
             store.add_checkpoint(ckpt)
         else:
@@ -474,6 +476,8 @@ class Run:
             self.outputs.committed = lengths  # type: ignore[union-attr] # set with lengths
         if isinstance(self.state, State):
             forget(self.state)
+        if _crashpoint.ARMED:
+            _crashpoint.reached("after", "checkpoint" if ckpt else "record", self.op_id, position)
         if debug:
             log.debug(
                 "resumable.checkpoint.saved", op_id=self.op_id, seq=self.seq, position=position,

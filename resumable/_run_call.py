@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from . import _crashpoint
 from ._explain import decide
 from ._log import DEBUG, log
 from ._owner import Owner
@@ -83,7 +84,11 @@ def first_record(run: Run, state: ProcessState, now: float) -> OperationRecord:
 def complete(run: Run) -> None:
     """A call's first run succeeded: its COMPLETED record and result, in one write."""
     op = first_record(run, ProcessState.COMPLETED, time.time())
+    if _crashpoint.ARMED:
+        _crashpoint.reached("before", "record", run.op_id)
     run.store.save(op, None, run.results)
+    if _crashpoint.ARMED:
+        _crashpoint.reached("after", "record", run.op_id)
     run.op = op
     run.seq += 1
     run.last_commit = time.monotonic()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from . import _block_code, _trace, serializers
+from . import _block_code, _crashpoint, _trace, serializers
 from ._checks import check_number, path_name
 from ._lines import LineFile, check_encoding
 from ._log import log
@@ -529,7 +529,11 @@ class Checkpoint:
         else:
             value = fn(*args, **kwargs)
             ser, payload = serializers.encode(run.serializer, value, f"result of step {name!r}")
+            if _crashpoint.ARMED:
+                _crashpoint.reached("before", "step", op_id)
             store.put_result(ResultRecord.create(op_id, key, ser, payload))
+            if _crashpoint.ARMED:
+                _crashpoint.reached("after", "step", op_id)
         log.debug(
             "resumable.step.done", op_id=op_id, step=name,
             seconds=round(time.perf_counter() - started, 6),

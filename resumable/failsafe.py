@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import _admin, serializers
+from . import _admin, _crashpoint, serializers
 from ._log import log
 from ._owner import Owner
 from ._time import iso_time as _iso
@@ -138,10 +138,14 @@ class FailsafeManager:
             rec = CheckpointRecord.create(
                 operation_id, seq, 0, state, float(progress), ser, payload, meta
             )
+            if _crashpoint.ARMED:
+                _crashpoint.reached("before", "failsafe", operation_id)
             if op is before:  # same state, name and owner: the checkpoint file alone
                 self.store.add_checkpoint(rec)
             else:
                 self.store.save(op, rec)
+            if _crashpoint.ARMED:
+                _crashpoint.reached("after", "failsafe", operation_id)
             self._seqs[operation_id] = seq
             checkpoint = self._to_data(rec, operation_name, dict(data))
             self._remember(checkpoint)

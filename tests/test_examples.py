@@ -74,13 +74,25 @@ def test_shared_workers_split_the_job_and_each_returns_every_result(tmp_path: Pa
     assert "all 240 files hashed once, by" in done.stdout
 
 
+def test_crash_safety_example_is_also_a_test_file_for_pytest(tmp_path: Path) -> None:
+    """Run by pytest from an empty directory, the example's two tests pass through the
+    crash_safe fixture (registered by the package, not imported)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         str(EXAMPLES / "crash_safety.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+
+
 # --- every example, and the kill-and-re-run of some ---------------------------------------
 
 ALL = sorted(path.name for path in EXAMPLES.glob("*.py"))
 #: Examples whose last line is the same on every run (a re-run finds the work done).
 SAME_LAST_LINE = {
-    "api_crawl.py", "etl.py", "failsafe_walkthrough.py", "notebook.py", "parallel_map.py",
-    "photo_batch.py", "quickstart.py",
+    "api_crawl.py", "crash_safety.py", "etl.py", "failsafe_walkthrough.py", "notebook.py",
+    "parallel_map.py", "photo_batch.py", "quickstart.py",
 }  # fmt: skip
 DEADLINE = 30.0  # seconds a test waits for a subprocess before it fails
 

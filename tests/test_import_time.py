@@ -36,6 +36,8 @@ HEAVY = frozenset({
     "resumable.stores.files", "resumable.stores.memory", "resumable.stores.postgres",
     "resumable.stores._claims", "resumable.decorator", "resumable.failsafe",
     "resumable.backup", "resumable._map", "resumable.cli", "resumable._gc", "resumable._verify",
+    # the crash-safety check of users' jobs (its crash points are resumable._crashpoint's)
+    "resumable.testing",
 })  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from typing import Any, Final
 
-from resumable import _trace
+from resumable import _crashpoint, _trace
 from resumable._log import log
 from resumable.operation import ResultRecord
 
@@ -198,6 +198,10 @@ class MapRun(MapItems):
 
     def _flush(self) -> None:
         if self.buffer:
+            if _crashpoint.ARMED:
+                _crashpoint.reached("before", "map", self.op_id, len(self.buffer))
             self.store.put_results(self.buffer)
+            if _crashpoint.ARMED:
+                _crashpoint.reached("after", "map", self.op_id, len(self.buffer))
             self.buffer, self.buffered = [], 0  # only once written: a failed write is retried
         self.last_flush = time.monotonic()

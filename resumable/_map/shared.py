@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from resumable import _trace
+from resumable import _crashpoint, _trace
 from resumable._heartbeat import Heartbeat
 from resumable._log import log
 from resumable._owner import Owner
@@ -200,10 +200,14 @@ class SharedMap(MapItems):
             failed = True
             values[out.slot] = failure
             records.append(self.failure_record(out.slot, failure))
+        if _crashpoint.ARMED:
+            _crashpoint.reached("before", "map", self.op_id, len(records))
         if not self.store.finish_batch(
             self.op_id, self.group, batch, epoch, self.owner, records, failed=failed
         ):
             raise LeaseLost(self.op_id, f"its claim on items {slots[0]}-{slots[-1]}")
+        if _crashpoint.ARMED:
+            _crashpoint.reached("after", "map", self.op_id, len(records))
         self.ran += len(slots)
         if self.reporter is not None:
             self.reporter.update(len(self.items) - sum(self.todo) + self.ran)
