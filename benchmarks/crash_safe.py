@@ -2,16 +2,20 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/crash_safe.py              # 5 rounds
-    python benchmarks/crash_safe.py --rounds 3
+    python benchmarks/crash_safe.py              # 5 rounds, prints a Markdown table
+    python benchmarks/crash_safe.py --quick      # 2 rounds
+
+``benchmarks/run.py`` runs it as the ``testing`` group and writes docs/benchmarks.md.
 
 The job checked is the one the issue names: 60 items, a commit every 8 (8 commits, so 16 crash
 points, 33 runs of the job), its totals kept in ``cp.state`` and written to a file at the
 end. Each crash point costs a fresh copy of the job's directory and two runs of the
 job (crashed, then run again). The figures compared with it, measured in the same rounds,
 alternating with the check: ``python -c pass`` (a bare interpreter start), ``python -c "import
-resumable"``, and one uninterrupted run of the job. Not part of ``benchmarks/run.py``: the
-check is a test tool, and its cost is the jobs' own.
+resumable"``, and one uninterrupted run of the job. A crash point is gated against that one
+run: what the check adds to the two runs of the job it needs (the copy, the comparison) is
+its own cost; the runs themselves are the job's, mostly the interpreter's start and the
+import of ``resumable``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from pathlib import Path
 
 import _util
-from _util import median
+from _util import Row, fmt_ratio, median
 
 JOB = """\
 from resumable import checkpointed
@@ -46,59 +50,77 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
+def run(quick: bool, directory: Path) -> list[Row]:
+    """The check's rows: the whole check against its goal, a crash point against a run."""
     from resumable.testing import assert_crash_safe
 
-    root = Path(tempfile.mkdtemp(prefix="resumable-bench-crash-"))
-    try:
-        source = root / "job"
-        source.mkdir()
-        (source / "job.py").write_text(JOB)
-        python = sys.executable
-        bare, imported, job, point, run_of_check = [], [], [], [], []
-        cases = commits = 0
-        timed([python, "-c", "import resumable"], root)  # fills the bytecode cache
-        for round_ in range(args.rounds):
-            print(f"... round {round_ + 1} of {args.rounds}", file=sys.stderr)
-            for _ in range(5):
-                bare.append(timed([python, "-c", "pass"], root))
-                imported.append(timed([python, "-c", "import resumable"], root))
-            for _ in range(3):
-                where = root / "once"
-                shutil.copytree(source, where)
-                job.append(timed([python, "job.py"], where))
-                shutil.rmtree(where)
-            report = assert_crash_safe(
-                [python, "job.py"], cwd=source, outputs=["totals.txt"], workdir=root
-            )
-            cases, commits = len(report.cases), report.commits
-            point.append(report.seconds / cases)
-            run_of_check.append(report.seconds / (1 + 2 * cases))
-        base = median(bare)
-        rows = [
-            ("python -c pass (a bare interpreter start)", median(bare)),
-            ('python -c "import resumable"', median(imported)),
-            ("one uninterrupted run of the job", median(job)),
-            ("one run of the job inside the check (with its copy)", median(run_of_check)),
-            ("one crash point (a copy, the crashed run, the run again)", median(point)),
-        ]
-        total = median(point) * cases
-        print(
-            f"60-item job, {commits} commits, {cases} crash points, {args.rounds} rounds, "
-            f"Python {sys.version.split()[0]}, nproc {_util.machine()['nproc']}; written by "
-            f"`python benchmarks/crash_safe.py --rounds {args.rounds}`:\n"
+    rounds = 2 if quick else 5
+    source = directory / "job"
+    source.mkdir()
+    (source / "job.py").write_text(JOB)
+    python = sys.executable
+    bare, imported, job, point, whole = [], [], [], [], []
+    cases = commits = 0
+    timed([python, "-c", "import resumable"], directory)  # fills the bytecode cache
+    for round_ in range(rounds):
+        print(f"... round {round_ + 1} of {rounds}", file=sys.stderr)
+        for _ in range(5):
+            bare.append(timed([python, "-c", "pass"], directory))
+            imported.append(timed([python, "-c", "import resumable"], directory))
+        for _ in range(3):
+            where = directory / "once"
+            shutil.copytree(source, where)
+            job.append(timed([python, "job.py"], where))
+            shutil.rmtree(where)
+        report = assert_crash_safe(
+            [python, "job.py"], cwd=source, outputs=["totals.txt"], workdir=directory
         )
-        print("| figure | median (ms) | ratio to a bare interpreter start |")
-        print("|---|---|---|")
-        for name, seconds in rows:
-            print(f"| {name} | {seconds * 1000:.1f} | {seconds / base:.1f}x |")
-        print(f"\nThe whole check: {total:.1f} s at the median cost per crash point.")
+        cases, commits = len(report.cases), report.commits
+        whole.append(report.seconds)
+        point.append(report.seconds / cases)
+    starts = (
+        f'`python -c pass`: {median(bare) * 1e3:.0f} ms, `python -c "import resumable"`: '
+        f"{median(imported) * 1e3:.0f} ms"
+    )
+    return [
+        Row(
+            figure=(
+                f"`assert_crash_safe` on a 60-item job with {commits} commits "
+                f"({cases} crash points, SIGKILL)"
+            ),
+            measured=f"{median(whole):.1f} s",
+            goal="<= 30 s (well under a minute)",
+            compared=f"one uninterrupted run of the job: {median(job) * 1e3:.0f} ms; {starts}",
+            ratio=fmt_ratio(median(whole), median(job)),
+            value=median(whole),
+            limit=30.0,
+        ),
+        Row(
+            figure="one crash point of that check (a fresh copy, the crashed run, the run again)",
+            measured=f"{median(point) * 1e3:.0f} ms",
+            goal="<= 2.5x one uninterrupted run of the job",
+            compared=(
+                f"one uninterrupted run of the job: {median(job) * 1e3:.0f} ms, most of it the "
+                f"interpreter's start and the import ({starts})"
+            ),
+            ratio=fmt_ratio(median(point), median(job)),
+            value=median(point) / median(job),
+            limit=2.5,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced run (2 rounds, not 5)")
+    args = parser.parse_args(argv)
+    directory = Path(tempfile.mkdtemp(prefix="resumable-bench-crash-"))
+    try:
+        rows = run(args.quick, directory)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+        shutil.rmtree(directory, ignore_errors=True)
+    print(_util.table(rows))
+    return _util.exit_code(rows)
 
 
 if __name__ == "__main__":

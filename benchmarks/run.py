@@ -11,7 +11,8 @@ FailsafeManager, ``@resumable`` against joblib.Memory and diskcache), ``exactly-
 hand-written checkpoint loop, a raw atomic file write, DBOS), ``scaling`` (resume and list
 as operations and items grow), ``backup`` (against ``cp``), ``postgres`` (a commit against
 a raw psycopg upsert), ``shared`` (several processes on one operation; takeover), ``cli``
-(``resumable list`` over 10,000 operations), ``large`` (peak memory of re-entering an
+(``resumable list`` over 10,000 operations), ``testing`` (``assert_crash_safe`` per crash
+point, against a run of the job), ``large`` (peak memory of re-entering an
 operation whose state is 100 MiB, 40 with ``--quick``). Every figure runs both sides in this
 process (or in subprocesses it starts), interleaved, and is reported as a ratio, because the
 machine is noisy. The exit code is 1 if a gated goal is missed by more than 1.5x: a regression
@@ -128,6 +129,12 @@ def _exactly_once(quick: bool, directory: Path) -> list[Row]:
     return exactly_once.run(quick, directory)
 
 
+def _testing(quick: bool, directory: Path) -> list[Row]:
+    import crash_safe
+
+    return crash_safe.run(quick, directory)
+
+
 def _cli(quick: bool, directory: Path) -> list[Row]:
     import cli
 
@@ -148,6 +155,7 @@ GROUPS = (
     Group("postgres", "PostgreSQL commit", _postgres, table_section("scaling.md", "postgres")),
     Group("shared", "Shared operations", _shared, table_section("scaling.md", "shared")),
     Group("cli", "The command line", _cli, table_section("cli.md", "cli-benchmark")),
+    Group("testing", "Testing a job's crash safety", _testing),
     Group("large", "Large state: memory of re-entry", _large),
 )
 
