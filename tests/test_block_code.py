@@ -168,14 +168,19 @@ def test_an_async_block_is_reported_too(tmp_path: Path) -> None:
 
 
 def test_without_source_there_is_nothing_to_compare(tmp_path: Path) -> None:
-    code = textwrap.dedent(JOB)
-    for body in (code, code.replace("+= i", "+= 2 * i")):
-        done = subprocess.run(
-            [sys.executable, "-c", body], check=False, cwd=tmp_path, capture_output=True, text=True,
-            timeout=TIMEOUT,
-        )  # fmt: skip
-        assert done.returncode == 0 and done.stdout == "45\n", done.stderr
-    assert "code of its block" not in done.stderr
+    """Code compiled from a string that linecache does not hold: no digest, no line, no error.
+
+    (``python -c`` is not such code on Python 3.13, which keeps its source for tracebacks.)
+    """
+    runner = """
+    from pathlib import Path
+    exec(compile(Path("body.txt").read_text(), "<generated job>", "exec"))
+    """
+    body = tmp_path / "body.txt"
+    body.write_text(textwrap.dedent(JOB))
+    assert run(tmp_path, runner)[:2] == (0, "45\n")
+    body.write_text(textwrap.dedent(JOB).replace("+= i", "+= 2 * i"))
+    assert run(tmp_path, runner) == (0, "45\n", [SKIPPED])
 
 
 NOTEBOOK = """
