@@ -6,6 +6,7 @@ itself when the library gets loaded.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import datetime as _dt
 import json
@@ -18,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,23 @@ def sections(path: Path) -> str:
         found.append(text[start : stop + len(end_marker)])
         at = stop + len(end_marker)
     return "\n\n".join(found)
+
+
+def run_alone(
+    run: Callable[[bool, Path], list[Row]], doc: str, argv: list[str] | None = None
+) -> int:
+    """A benchmark script's ``main``: ``run(quick, directory)`` in a temporary directory,
+    its table printed, and :func:`exit_code` of its rows (``doc``: the script's docstring)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced run")
+    args = parser.parse_args(argv)
+    directory = Path(tempfile.mkdtemp(prefix="resumable-bench-"))
+    try:
+        rows = run(args.quick, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(table(rows))
+    return exit_code(rows)
 
 
 def exit_code(rows: Sequence[Row]) -> int:

@@ -20,11 +20,9 @@ import of ``resumable``.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -111,16 +109,7 @@ def run(quick: bool, directory: Path) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a reduced run (2 rounds, not 5)")
-    args = parser.parse_args(argv)
-    directory = Path(tempfile.mkdtemp(prefix="resumable-bench-crash-"))
-    try:
-        rows = run(args.quick, directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    print(_util.table(rows))
-    return _util.exit_code(rows)
+    return _util.run_alone(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,8 @@ round to the next, so that a noisy machine moves both alike:
 
 from __future__ import annotations
 
-import argparse
 import gc
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -214,16 +211,7 @@ def run(quick: bool, directory: Path) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a reduced run")
-    args = parser.parse_args(argv)
-    directory = Path(tempfile.mkdtemp(prefix="resumable-bench-"))
-    try:
-        rows = run(args.quick, directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    print(_util.table(rows))
-    return _util.exit_code(rows)
+    return _util.run_alone(run, __doc__, argv)
 
 
 if __name__ == "__main__":
