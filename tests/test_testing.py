@@ -169,6 +169,9 @@ def test_a_plain_append_file_is_reported_unsafe_naming_the_file(tmp_path: Path) 
     assert "out.txt differs at line 9: 'item 0\\n' instead of 'item 8\\n'" in message
     assert "-m resumable.testing --at before:1:KILL" in message
     assert "RESUMABLE_CRASH_AT=before:1:KILL" in message
+    assert message.endswith(
+        "a side effect that is not idempotent (docs: Test your job's crash safety)."
+    )
 
 
 def test_the_reproduce_command_reproduces_the_case(tmp_path: Path) -> None:

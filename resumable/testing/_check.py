@@ -262,6 +262,8 @@ def _message(
         f"or by hand, in a copy of {runner.source}:",
         f"  {AT_VAR}={armed} {_show(cmd)}; {_show(cmd)}",
         f"What this case left is in {where}.",
+        "The usual causes: a file appended to outside cp.open, a total kept outside cp.state, "
+        "a side effect that is not idempotent (docs: Test your job's crash safety).",
     ]
     return "\n".join(lines)
 
