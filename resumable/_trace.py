@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from .operation import OperationRecord, ProcessState
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Executor, Future
 
     from opentelemetry.trace import Span, Tracer
 
 
 __all__ = [
-    "OperationSpan", "call_async", "call_sync", "end_operation", "start_batch", "start_operation",
+    "OperationSpan", "call_async", "call_sync", "end_operation", "start_operation", "submit_batch",
     "tracer",
 ]  # fmt: skip
 
@@ -163,18 +163,21 @@ def end_operation(
 # --- cp.map batches -----------------------------------------------------------------------
 
 
-def start_batch(
-    fut: Future[Any], op_id: str, number: int, slots: Any, batch: int | None = None
-) -> None:
-    """Trace the chunk of map ``number`` that ``fut`` runs (``slots``: its items' places).
+def submit_batch(
+    pool: Executor, fn: Callable[..., Any], *args: Any, op_id: str, number: int, slots: Any,
+    batch: int | None = None,
+) -> Future[Any]:  # fmt: skip
+    """``pool.submit(fn, *args)``, traced: a chunk of map ``number`` (its items' ``slots``).
 
-    The span starts now, as a child of the current span (the block's), and ends when the
-    future is done. Call it before adding the map's own done callback: callbacks run in order,
-    so the span has ended by the time the map sees the chunk back.
+    The span starts as a child of the current span (the block's) and ends when the future is
+    done, before the map's own done callback runs (it is added first: callbacks run in
+    order). In a thread pool the span is current in the thread while the chunk runs, so the
+    ``@resumable`` calls and the spans of the items are its children; a process pool's
+    items run where no context can follow.
     """
     found = tracer()
     if found is None:
-        return
+        return pool.submit(fn, *args)
     attributes: dict[str, Any] = {
         "resumable.op_id": op_id, "resumable.map": number,
         "resumable.batch.first": slots[0], "resumable.batch.items": len(slots),
@@ -182,7 +185,34 @@ def start_batch(
     if batch is not None:
         attributes["resumable.batch"] = batch
     span = found.start_span("resumable.map.batch", attributes=attributes)
+    from concurrent.futures import ThreadPoolExecutor
+
+    if isinstance(pool, ThreadPoolExecutor):
+        fn = _current_in(span, fn)
+    try:
+        fut = pool.submit(fn, *args)
+    except BaseException as exc:
+        _failed(span, exc)
+        span.end()
+        raise
     fut.add_done_callback(lambda done: _end_batch(span, done))
+    return fut
+
+
+def _current_in(span: Span, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, run with ``span`` current (in whichever thread calls it)."""
+    from opentelemetry import context, trace
+
+    made = trace.set_span_in_context(span)
+
+    def run(*args: Any) -> Any:
+        token = context.attach(made)
+        try:
+            return fn(*args)
+        finally:
+            context.detach(token)
+
+    return run
 
 
 def _end_batch(span: Span, fut: Future[Any]) -> None:

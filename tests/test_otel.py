@@ -248,6 +248,56 @@ def test_map_batches_are_spans_of_the_block(tmp_path: Path) -> None:
     assert block["attributes"]["resumable.state"] == "failed"
 
 
+def test_calls_and_spans_of_map_items_in_threads_are_children_of_their_batch(
+    tmp_path: Path,
+) -> None:
+    """cp.map's threads run each chunk with its batch span current: a `@resumable` call of
+    an item, and a span the item makes, are in the batch, not traces of their own."""
+    spans = _spans(
+        """
+        from resumable import checkpointed, resumable
+
+        @resumable(store=STORE)
+        def price(x):
+            with user.start_as_current_span("lookup"):
+                return x * 3
+
+        with checkpointed("mapped", store=STORE) as cp:
+            cp.map(price, range(20), workers=2)
+        """,
+        tmp_path,
+    )
+    (block,) = _named(spans, "resumable.operation")
+    batches = {s["id"] for s in _named(spans, "resumable.map.batch")}
+    calls = _named(spans, "resumable.call")
+    assert len(calls) == 20
+    assert {c["parent"] for c in calls} <= batches
+    call_ids = {c["id"] for c in calls}
+    assert {s["parent"] for s in _named(spans, "lookup")} <= call_ids
+    assert not [s for s in spans if s["parent"] is None and s["id"] != block["id"]]
+
+
+def test_a_process_pool_map_is_traced_without_carrying_context(tmp_path: Path) -> None:
+    """A process pool's chunks are submitted as they are (pickled): their batches are still
+    spans of the block."""
+    spans = _spans(
+        """
+        from concurrent.futures import ProcessPoolExecutor
+        from resumable import checkpointed
+
+        if __name__ == "__main__":
+            with checkpointed("pooled", store=STORE) as cp, ProcessPoolExecutor(2) as pool:
+                done = cp.map(abs, range(-10, 10), executor=pool)
+            assert done == [abs(x) for x in range(-10, 10)]
+        """,
+        tmp_path,
+    )
+    (block,) = _named(spans, "resumable.operation")
+    batches = _named(spans, "resumable.map.batch")
+    assert batches and {s["parent"] for s in batches} == {block["id"]}
+    assert sum(s["attributes"]["resumable.batch.items"] for s in batches) == 20
+
+
 def test_a_shared_map_traces_its_claimed_batches(tmp_path: Path) -> None:
     """In a shared block each claimed batch is a span that names the batch."""
     spans = _spans(

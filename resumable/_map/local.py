@@ -71,8 +71,10 @@ class MapRun(MapItems):
         """Run ``pending`` on ``executor`` (else on ``workers`` threads); flush at the end."""
         pool, width, own = open_pool(executor, workers)
 
-        def submit(chunk: list[tuple[int, Any]]) -> Future[ChunkResult]:
-            return pool.submit(run_chunk, task, chunk)
+        def submit(chunk: list[tuple[int, Any]], slots: Sequence[int]) -> Future[ChunkResult]:
+            return _trace.submit_batch(
+                pool, run_chunk, task, chunk, op_id=self.op_id, number=self.number, slots=slots
+            )
 
         try:
             self._drive(submit, pending, width)
@@ -84,7 +86,7 @@ class MapRun(MapItems):
             pool.shutdown()
 
     def _drive(
-        self, submit: Callable[[list[tuple[int, Any]]], Future[ChunkResult]],
+        self, submit: Callable[[list[tuple[int, Any]], Sequence[int]], Future[ChunkResult]],
         pending: Sequence[int], width: int,
     ) -> None:  # fmt: skip
         items, inflight, total, at = self.items, self.inflight, len(pending), 0
@@ -96,9 +98,8 @@ class MapRun(MapItems):
                 else:
                     size = self._chunk_size(total - at, width)
                     slots, at = pending[at : at + size], at + size
-                fut = submit([(s, items[s]) for s in slots])
+                fut = submit([(s, items[s]) for s in slots], slots)
                 inflight[fut] = slots
-                _trace.start_batch(fut, self.op_id, self.number, slots)  # before: see there
                 fut.add_done_callback(self.done.put)
             if not inflight:
                 break

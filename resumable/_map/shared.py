@@ -24,7 +24,7 @@ import math
 import queue
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, Future
+from concurrent.futures import BrokenExecutor, Executor, Future
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from resumable import _crashpoint, _trace
@@ -113,7 +113,7 @@ class SharedMap(MapItems):
         ).start()  # fmt: skip
         inflight: dict[Future[ChunkResult], tuple[int, int, list[int]]] = {}
         try:
-            self._drive(pool.submit, inflight, width)
+            self._drive(pool, inflight, width)
         except BaseException:
             for fut in inflight:
                 fut.cancel()
@@ -128,7 +128,7 @@ class SharedMap(MapItems):
 
     def _drive(
         self,
-        submit: Callable[..., Future[ChunkResult]],
+        pool: Executor,
         inflight: dict[Future[ChunkResult], tuple[int, int, list[int]]],
         width: int,
     ) -> None:
@@ -146,9 +146,11 @@ class SharedMap(MapItems):
                     if not slots:  # all recorded already: nothing to run
                         store.finish_batch(op_id, group, batch, epoch, self.owner, ())
                         continue
-                    fut = submit(run_chunk, self._task, [(s, self.items[s]) for s in slots])
+                    fut = _trace.submit_batch(
+                        pool, run_chunk, self._task, [(s, self.items[s]) for s in slots],
+                        op_id=op_id, number=self.number, slots=slots, batch=batch,
+                    )  # fmt: skip
                     inflight[fut] = (batch, epoch, slots)
-                    _trace.start_batch(fut, op_id, self.number, slots, batch)  # before: see there
                     fut.add_done_callback(done.put)
             if not inflight:
                 left, wait = store.batches_left(op_id, group)
