@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .operation import OperationRecord, ProcessState
+from .serializers import error_text
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
@@ -87,7 +89,7 @@ def _failed(span: Span, exc: BaseException) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    span.set_status(Status(StatusCode.ERROR, error_text(exc)))
 
 
 # --- operations ---------------------------------------------------------------------------
@@ -237,14 +239,27 @@ def _end_batch(span: Span, fut: Future[Any]) -> None:
 # --- @resumable calls ---------------------------------------------------------------------
 
 
-def _call_span(found: Tracer, op_id: str, function: str) -> Any:
-    """The context manager of a call's span, current while it lasts; errors are ours to set."""
-    return found.start_as_current_span(
+@contextmanager
+def _call_span(found: Tracer, op_id: str, function: str, ran: list[int]) -> Iterator[None]:
+    """A call's span, current while it lasts, with its error if any.
+
+    ``ran[0]`` is how often the function ran, counted by the caller (0: the stored result was
+    returned).
+    """
+    with found.start_as_current_span(
         "resumable.call",
         attributes={"resumable.op_id": op_id, "resumable.function": function},
         record_exception=False,
         set_status_on_exception=False,
-    )
+    ) as span:
+        try:
+            yield
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            span.set_attribute("resumable.attempts", ran[0])
+        span.set_attribute("resumable.completed_before", not ran[0])
 
 
 def call_sync(
@@ -252,23 +267,14 @@ def call_sync(
     wrapped: Callable[..., Any],
 ) -> Any:  # fmt: skip
     """``run(wrapped)`` (a call) in a span that counts the times ``wrapped`` ran."""
-    attempts = 0
+    ran = [0]
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal attempts
-        attempts += 1
+        ran[0] += 1
         return wrapped(*args, **kwargs)
 
-    with _call_span(found, op_id, function) as span:
-        try:
-            value = run(counted)
-        except BaseException as exc:
-            _failed(span, exc)
-            raise
-        finally:
-            span.set_attribute("resumable.attempts", attempts)
-        span.set_attribute("resumable.completed_before", not attempts)
-        return value
+    with _call_span(found, op_id, function, ran):
+        return run(counted)
 
 
 async def call_async(
@@ -276,20 +282,11 @@ async def call_async(
     wrapped: Callable[..., Awaitable[Any]],
 ) -> Any:  # fmt: skip
     """The async twin of :func:`call_sync`."""
-    attempts = 0
+    ran = [0]
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal attempts
-        attempts += 1
+        ran[0] += 1
         return await wrapped(*args, **kwargs)
 
-    with _call_span(found, op_id, function) as span:
-        try:
-            value = await run(counted)
-        except BaseException as exc:
-            _failed(span, exc)
-            raise
-        finally:
-            span.set_attribute("resumable.attempts", attempts)
-        span.set_attribute("resumable.completed_before", not attempts)
-        return value
+    with _call_span(found, op_id, function, ran):
+        return await run(counted)
